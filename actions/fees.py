@@ -1,0 +1,130 @@
+"""Card fees: the KB's fee topics, and the calculator for "刷了10000元信用卡,费率0.6%"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Dict, List, Optional
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.answers import render_topic
+from actions.common import current_or_slot, entity_values, latest_text
+from actions.store import query
+from kb.store import FeeItemView, FeeRuleView
+
+MAX_AMOUNT = Decimal(10_000_000)
+MAX_RATE = Decimal(5)
+CENT = Decimal("0.01")
+FEE_ENTITIES = ("amount", "rate", "card_type")
+
+
+@dataclass(frozen=True)
+class FeeResult:
+    amount: Decimal
+    rate: Decimal
+    fee: Decimal
+
+
+def parse_decimal(value: Optional[str]) -> Optional[Decimal]:
+    if value is None:
+        return None
+    try:
+        number = Decimal(str(value).strip().rstrip("%"))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def calculate(amount: Decimal, rate_percent: Decimal) -> FeeResult:
+    """Fee = amount × rate, rounded to the fen as receipts show it."""
+    fee = (amount * rate_percent / Decimal(100)).quantize(CENT, rounding=ROUND_HALF_UP)
+    return FeeResult(amount, rate_percent, fee)
+
+
+def money(value: Decimal) -> str:
+    """10000 → "10,000"; 60.00 → "60"; 0.35 → "0.35"."""
+    quantized = value.quantize(CENT, rounding=ROUND_HALF_UP)
+    text = f"{quantized:,.2f}"
+    return text[:-3] if text.endswith(".00") else text
+
+
+def percent(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+class ActionAnswerFees(Action):
+    """With numbers in the message: calculate, asking for what is missing. Without: the KB topic."""
+
+    def name(self) -> str:
+        return "action_answer_fees"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[Dict[str, Any]]:
+        if not any(entity_values(tracker, e) for e in FEE_ENTITIES):
+            brand = current_or_slot(tracker, "brand")
+            topic = await query(lambda store: store.topic_for("fees", latest_text(tracker)))
+            if topic is not None:
+                dispatcher.utter_message(text=render_topic(topic, brand))
+            return []
+        return await self._calculate(dispatcher, tracker)
+
+    async def _calculate(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker
+    ) -> List[Dict[str, Any]]:
+        amount_text = current_or_slot(tracker, "amount")
+        rate_text = current_or_slot(tracker, "rate")
+        card_type = current_or_slot(tracker, "card_type")
+        amount, rate = parse_decimal(amount_text), parse_decimal(rate_text)
+        if amount is not None and not (Decimal(0) < amount <= MAX_AMOUNT):
+            dispatcher.utter_message(response="utter_fee_amount_invalid", amount=amount_text)
+            return [SlotSet("amount", None)]
+        if rate is not None and not (Decimal(0) < rate <= MAX_RATE):
+            dispatcher.utter_message(response="utter_fee_rate_invalid", rate=rate_text)
+            return [SlotSet("rate", None)]
+        if amount is None:
+            dispatcher.utter_message(response="utter_ask_fee_amount")
+            return []
+        market = await query(lambda store: store.fee_items("market_rate"))
+        if rate is None:
+            dispatcher.utter_message(response="utter_ask_fee_rate", buttons=_rate_buttons(market))
+            return []
+        rule: Optional[FeeRuleView] = None
+        if card_type:
+            rule = await query(lambda store: store.fee_rule(card_type))
+        if rule is None:
+            dispatcher.utter_message(response="utter_ask_card_type")
+            return []
+        result = calculate(amount, rate)
+        dispatcher.utter_message(response="utter_fee_result", amount=money(result.amount),
+                                 rate=percent(result.rate), fee=money(result.fee))
+        if rule.issuer_fee_cap is None:
+            dispatcher.utter_message(response="utter_fee_credit_note")
+        else:
+            regulation = await query(lambda store: store.fee_items("regulation"))
+            dispatcher.utter_message(
+                response="utter_fee_debit_note",
+                document=regulation[0].label if regulation else "",
+                issuer_rate=percent(Decimal(str(rule.issuer_rate_cap))),
+                issuer_cap=money(Decimal(str(rule.issuer_fee_cap))),
+                network_cap=money(Decimal(str(rule.network_fee_cap or 0))),
+            )
+        for item in market:
+            if item.rate is not None and Decimal(str(item.rate)) == result.rate:
+                dispatcher.utter_message(response="utter_fee_market_rate_note",
+                                         rate=percent(result.rate), label=item.label)
+                break
+        dispatcher.utter_message(response="utter_fee_contract_reminder")
+        return [SlotSet("amount", str(amount)), SlotSet("rate", percent(rate)),
+                SlotSet("card_type", rule.card_type)]
+
+
+def _rate_buttons(market: List[FeeItemView]) -> List[Dict[str, str]]:
+    return [
+        {"title": f"{percent(Decimal(str(item.rate)))}%({item.label})",
+         "payload": f'/fees{{"rate": "{percent(Decimal(str(item.rate)))}"}}'}
+        for item in market if item.rate is not None
+    ]

@@ -1,0 +1,967 @@
+"""WeChat Official Account (微信公众号) input channel.
+
+WeChat pushes every message a follower sends to ``POST /webhooks/wechat/webhook`` as a small XML
+document and shows whatever XML we answer with ("passive reply").  The protocol has a few sharp
+edges that this module handles so the rest of the bot can stay channel-agnostic:
+
+* Authenticity: the only proof that a request comes from WeChat is a SHA-1 signature over the
+  shared Token (plain mode) or over the Token and the ciphertext (safe mode, AES).  Anything that
+  fails the check is refused with 403 before the bot sees it.
+* Hostile input: the body is untrusted XML, so it is size-limited and parsed with defusedxml.
+* Time: WeChat waits 5 s, then retries the same message three times.  We answer within a budget
+  (``WECHAT_REPLY_BUDGET_S``), deduplicate retries by MsgId and, when the bot is slow, answer
+  "success" and deliver the late answer through the customer-service message API (客服消息).
+* Text only: WeChat text replies have no buttons and at most 2048 bytes, so bot buttons become a
+  numbered menu ("1"/"2" replies are mapped back to payloads) and long answers are paged
+  ("继续" shows the next page).  Per-user menu and page state lives in the same store as the
+  retry cache: in memory, or Redis when several workers/servers share the load.
+
+The Chinese texts the channel sends on its own live in ``wechat_texts.yml`` next to this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import re
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError
+from defusedxml.ElementTree import fromstring as defused_fromstring
+from rasa.core.channels.channel import (
+    CollectingOutputChannel,
+    InputChannel,
+    UserMessage,
+)
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidSignatureException
+from wechatpy.replies import TextReply
+from wechatpy.utils import check_signature
+
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_NAME = "wechat"
+TEXTS_PATH = Path(__file__).with_name("wechat_texts.yml")
+
+#: WeChat's "I got it, no reply" answer; also what we return while a retry's original is running.
+SUCCESS = "success"
+#: Largest body we accept; real WeChat pushes are well under 4 KB.
+MAX_BODY_BYTES = 64 * 1024
+#: WeChat's limit for the Content of a text reply (UTF-8 bytes).
+CONTENT_LIMIT_BYTES = 2048
+#: How long a MsgId is remembered: WeChat's three retries span about 15 s, keep a wide margin.
+DEDUPE_TTL_S = 300.0
+#: How long a user's numbered menu and unread pages stay available.
+STATE_TTL_S = 1800.0
+#: OpenIDs are 28 characters; anything much longer is not from WeChat and must not become a key.
+MAX_ID_CHARS = 128
+
+_PENDING = json.dumps({"pending": True})
+_MENU_CHOICE = re.compile(r"^([0-9]{1,2})\s*[.、)。]?$")
+_TRAILING_PUNCTUATION = " \t\r\n.。!！~～…,，"
+_XML_INVALID_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_SENTENCE_ENDS = "。！？；!?;"
+
+OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
+
+
+# --------------------------------------------------------------------------------------------
+# Texts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeChatTexts:
+    """What the channel says by itself; loaded from YAML so wording changes need no code change."""
+
+    unsupported: str
+    bot_error: str
+    menu_header: str
+    continuation_marker: str
+    continue_keywords: tuple[str, ...]
+    nothing_more: str
+    subscribe_payload: str
+    menu_click_payloads: dict[str, str]
+
+    @classmethod
+    def load(cls, path: Path = TEXTS_PATH) -> WeChatTexts:
+        """Reads and validates the texts file; a missing key is a packaging bug, so fail fast."""
+        with path.open(encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        missing = [f.name for f in dataclasses.fields(cls) if not data.get(f.name)]
+        if missing:
+            raise ValueError(f"{path} lacks required keys: {', '.join(missing)}")
+        return cls(
+            unsupported=str(data["unsupported"]).strip(),
+            bot_error=str(data["bot_error"]).strip(),
+            menu_header=str(data["menu_header"]).strip(),
+            continuation_marker=str(data["continuation_marker"]).strip(),
+            continue_keywords=tuple(str(k).strip() for k in data["continue_keywords"]),
+            nothing_more=str(data["nothing_more"]).strip(),
+            subscribe_payload=str(data["subscribe_payload"]).strip(),
+            menu_click_payloads={
+                str(k).strip(): str(v).strip()
+                for k, v in data["menu_click_payloads"].items()
+            },
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Store: retry cache + per-user menu / page state
+# --------------------------------------------------------------------------------------------
+
+
+class WeChatStore:
+    """Small key-value store with expiry.
+
+    ``claim`` is the atomic "first one wins" operation that makes retry deduplication safe when
+    several workers receive WeChat's retries of the same message.
+    """
+
+    async def claim(self, key: str, value: str, ttl_s: float) -> str | None:
+        """Sets ``key`` if absent. Returns None when we claimed it, else the existing value."""
+        raise NotImplementedError
+
+    async def get(self, key: str) -> str | None:
+        """Returns the live value of ``key`` or None."""
+        raise NotImplementedError
+
+    async def set(self, key: str, value: str, ttl_s: float) -> None:
+        """Stores ``value`` under ``key`` for ``ttl_s`` seconds."""
+        raise NotImplementedError
+
+    async def delete(self, key: str) -> None:
+        """Removes ``key`` if present."""
+        raise NotImplementedError
+
+
+class InMemoryStore(WeChatStore):
+    """Per-process store; fine for a single worker. Bounded so a flood cannot exhaust memory."""
+
+    def __init__(
+        self, max_entries: int = 50_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._data: dict[str, tuple[float, str]] = {}
+        self._max_entries = max_entries
+        self._clock = clock
+
+    def _live(self, key: str) -> str | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        expires_at, value = entry
+        if expires_at <= self._clock():
+            del self._data[key]
+            return None
+        return value
+
+    def _evict(self) -> None:
+        now = self._clock()
+        for key in [
+            k for k, (expires_at, _) in self._data.items() if expires_at <= now
+        ]:
+            del self._data[key]
+        while len(self._data) >= self._max_entries:
+            del self._data[next(iter(self._data))]
+
+    def _put(self, key: str, value: str, ttl_s: float) -> None:
+        if key not in self._data and len(self._data) >= self._max_entries:
+            self._evict()
+        self._data[key] = (self._clock() + ttl_s, value)
+
+    async def claim(self, key: str, value: str, ttl_s: float) -> str | None:
+        existing = self._live(key)
+        if existing is not None:
+            return existing
+        self._put(key, value, ttl_s)
+        return None
+
+    async def get(self, key: str) -> str | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: str, ttl_s: float) -> None:
+        self._put(key, value, ttl_s)
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+
+class RedisStore(WeChatStore):
+    """Shared store for several workers or servers (``POSBOT_REDIS_URL``).
+
+    Redis outages are logged and treated as "nothing stored": merchants still get answers, only
+    retry deduplication and menu/page memory are lost meanwhile.
+    """
+
+    def __init__(self, client: Any, prefix: str = "posbot:wechat:") -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "posbot:wechat:") -> RedisStore:
+        """Creates a lazily connecting redis.asyncio client (no I/O until first use)."""
+        import redis.asyncio as redis_asyncio
+
+        return cls(redis_asyncio.Redis.from_url(url, decode_responses=True), prefix)
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}{key}"
+
+    async def claim(self, key: str, value: str, ttl_s: float) -> str | None:
+        from redis.exceptions import RedisError
+
+        try:
+            for _ in range(2):  # the existing key may expire between SET NX and GET
+                if await self._redis.set(self._key(key), value, nx=True, px=_ms(ttl_s)):
+                    return None
+                existing = await self._redis.get(self._key(key))
+                if existing is not None:
+                    return str(existing)
+        except RedisError:
+            logger.exception(
+                "Redis unavailable; WeChat retry deduplication is off for %s", key
+            )
+        return None
+
+    async def get(self, key: str) -> str | None:
+        from redis.exceptions import RedisError
+
+        try:
+            value = await self._redis.get(self._key(key))
+        except RedisError:
+            logger.exception("Redis unavailable; cannot read WeChat state %s", key)
+            return None
+        return None if value is None else str(value)
+
+    async def set(self, key: str, value: str, ttl_s: float) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            await self._redis.set(self._key(key), value, px=_ms(ttl_s))
+        except RedisError:
+            logger.exception("Redis unavailable; cannot store WeChat state %s", key)
+
+    async def delete(self, key: str) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            await self._redis.delete(self._key(key))
+        except RedisError:
+            logger.exception("Redis unavailable; cannot delete WeChat state %s", key)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+# --------------------------------------------------------------------------------------------
+# Incoming XML
+# --------------------------------------------------------------------------------------------
+
+
+class Rejected(Exception):
+    """A request we refuse; carries the HTTP status so every failure becomes a clear 4xx."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def parse_xml_fields(body: bytes) -> dict[str, str]:
+    """Parses a WeChat XML document into its top-level fields.
+
+    DTDs are forbidden outright (WeChat never sends one), which also stops entity-expansion
+    bombs and external entities before any expansion happens.
+    """
+    try:
+        root = defused_fromstring(body, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise Rejected(400, f"forbidden XML construct ({type(exc).__name__})") from exc
+    except (ParseError, ValueError, UnicodeError) as exc:
+        raise Rejected(400, "malformed XML") from exc
+    if root.tag != "xml":
+        raise Rejected(400, "unexpected XML root element")
+    return {
+        child.tag: (child.text or "").strip()
+        for child in root
+        if isinstance(child.tag, str)
+    }
+
+
+@dataclass(frozen=True)
+class WeChatMessage:
+    """The fields of a pushed message or event that the channel uses."""
+
+    to_user: str
+    from_user: str
+    msg_type: str
+    create_time: str = ""
+    msg_id: str = ""
+    content: str = ""
+    recognition: str = ""
+    event: str = ""
+    event_key: str = ""
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> WeChatMessage:
+        """Validates the envelope; a message without sender, receiver or type is unusable."""
+        message = cls(
+            to_user=fields.get("ToUserName", ""),
+            from_user=fields.get("FromUserName", ""),
+            msg_type=fields.get("MsgType", "").lower(),
+            create_time=fields.get("CreateTime", ""),
+            msg_id=fields.get("MsgId", ""),
+            content=fields.get("Content", ""),
+            recognition=fields.get("Recognition", ""),
+            event=fields.get("Event", "").lower(),
+            event_key=fields.get("EventKey", ""),
+        )
+        if not (message.to_user and message.from_user and message.msg_type):
+            raise Rejected(400, "ToUserName, FromUserName and MsgType are required")
+        if (
+            max(len(message.to_user), len(message.from_user), len(message.msg_id))
+            > MAX_ID_CHARS
+        ):
+            raise Rejected(400, "identifier too long")
+        return message
+
+    def text_input(self) -> str | None:
+        """What the user "said": text, or voice transcribed by WeChat; None for anything else."""
+        if self.msg_type == "text" and self.content.strip():
+            return self.content.strip()
+        if self.msg_type == "voice" and self.recognition.strip():
+            return self.recognition.strip()
+        return None
+
+    def dedupe_id(self) -> str | None:
+        """MsgId for messages; events have none, so WeChat's docs say FromUserName+CreateTime."""
+        if self.msg_id:
+            return self.msg_id
+        if self.create_time:
+            return f"event-{self.create_time}"
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Outgoing text
+# --------------------------------------------------------------------------------------------
+
+
+def format_bot_messages(
+    messages: list[dict[str, Any]], texts: WeChatTexts
+) -> tuple[str, list[str]]:
+    """Turns collected bot messages into one WeChat text and the payloads of its numbered menu.
+
+    Buttons are numbered across the whole answer so "1", "2", ... are never ambiguous.
+    """
+    blocks: list[str] = []
+    payloads: list[str] = []
+    for message in messages:
+        lines = [
+            str(message[k]).strip()
+            for k in ("text", "image", "attachment")
+            if message.get(k)
+        ]
+        menu_lines = _menu_lines(message.get("buttons") or [], payloads)
+        if menu_lines:
+            lines.append("\n".join([texts.menu_header, *menu_lines]))
+        if message.get("custom"):
+            logger.debug(
+                "WeChat cannot show custom JSON; skipped: %s", message["custom"]
+            )
+        if lines:
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks), payloads
+
+
+def _menu_lines(buttons: list[dict[str, Any]], payloads: list[str]) -> list[str]:
+    lines: list[str] = []
+    for button in buttons:
+        title = str(button.get("title") or "").strip()
+        payload = str(button.get("payload") or title).strip()
+        if not title or not payload:
+            continue
+        payloads.append(payload)
+        lines.append(f"{len(payloads)}. {title}")
+    return lines
+
+
+def paginate(text: str, limit_bytes: int, marker: str) -> list[str]:
+    """Cuts ``text`` into pages of at most ``limit_bytes`` UTF-8 bytes, marker included.
+
+    Every page but the last ends with the continuation marker.  Cuts happen at a character
+    boundary, preferably after a line break or a sentence end in the second half of the page.
+    """
+    suffix = "\n" + marker
+    budget = limit_bytes - len(suffix.encode("utf-8"))
+    if budget < 8:
+        raise ValueError("continuation marker leaves no room for content")
+    pages: list[str] = []
+    rest = text.strip()
+    while len(rest.encode("utf-8")) > limit_bytes:
+        head = _page_head(rest, budget)
+        pages.append(head.rstrip() + suffix)
+        rest = rest[len(head) :].lstrip()
+    if rest:
+        pages.append(rest)
+    return pages
+
+
+def _page_head(text: str, budget: int) -> str:
+    size = 0
+    end = 0
+    for index, char in enumerate(text):
+        size += len(char.encode("utf-8"))
+        if size > budget:
+            break
+        end = index + 1
+    prefix = text[:end]
+    for separators in ("\n", _SENTENCE_ENDS):
+        cut = max(prefix.rfind(sep) for sep in separators)
+        if cut >= len(prefix) // 2 and prefix[: cut + 1].strip():
+            return prefix[: cut + 1]
+    return prefix
+
+
+def parse_menu_choice(text: str) -> int | None:
+    """Reads "1", "１", "1.", "1、", "1。" ... as menu number 1; None when the text is not a number."""
+    match = _MENU_CHOICE.match(unicodedata.normalize("NFKC", text).strip())
+    return int(match.group(1)) if match else None
+
+
+def _normalize_command(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip().rstrip(_TRAILING_PUNCTUATION)
+
+
+def _xml_safe(value: str) -> str:
+    """Keeps a value valid inside wechatpy's CDATA sections (it does not escape "]]>")."""
+    return _XML_INVALID_CHARS.sub("", value).replace("]]>", "]]]]><![CDATA[>")
+
+
+# --------------------------------------------------------------------------------------------
+# Customer-service client (客服消息)
+# --------------------------------------------------------------------------------------------
+
+
+class _MessageApi(Protocol):
+    def send_text(
+        self, user_id: str, content: str, account: str | None = None
+    ) -> Any: ...
+
+
+class CustomerServiceClient(Protocol):
+    """The part of ``wechatpy.WeChatClient`` we use; tests pass a fake with the same shape."""
+
+    message: _MessageApi
+
+
+def build_wechat_client(settings: Settings) -> CustomerServiceClient | None:
+    """Creates wechatpy's client with a shared access-token cache, or None without a secret.
+
+    The access token is rate-limited by WeChat (2000 fetches a day), so it is cached in Redis
+    when several servers run, in memory otherwise.
+    """
+    if not (settings.wechat_app_id and settings.wechat_app_secret):
+        return None
+    from wechatpy import WeChatClient
+    from wechatpy.session.memorystorage import MemoryStorage
+    from wechatpy.session.redisstorage import RedisStorage
+
+    if settings.redis_url:
+        import redis
+
+        session: Any = RedisStorage(
+            redis.Redis.from_url(settings.redis_url), prefix="posbot:wechatpy"
+        )
+    else:
+        session = MemoryStorage()
+    client: CustomerServiceClient = WeChatClient(
+        settings.wechat_app_id, settings.wechat_app_secret, session=session, timeout=10
+    )
+    return client
+
+
+# --------------------------------------------------------------------------------------------
+# The channel
+# --------------------------------------------------------------------------------------------
+
+_CREDENTIAL_FIELDS: dict[str, str] = {
+    "token": "wechat_token",
+    "app_id": "wechat_app_id",
+    "aes_key": "wechat_aes_key",
+    "encoding_aes_key": "wechat_aes_key",
+    "app_secret": "wechat_app_secret",
+    "reply_budget_s": "wechat_reply_budget_s",
+    "redis_url": "redis_url",
+}
+
+
+class WeChatInput(InputChannel):
+    """Rasa input channel for a WeChat Official Account (plain, compatible and safe mode)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return CHANNEL_NAME
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> WeChatInput:
+        """Uses values given in credentials.yml, falling back to the environment (Settings)."""
+        settings = Settings.from_env()
+        overrides: dict[str, Any] = {}
+        for key, field_name in _CREDENTIAL_FIELDS.items():
+            value = (credentials or {}).get(key)
+            if value is None or str(value).strip() == "":
+                continue
+            if field_name == "wechat_reply_budget_s":
+                overrides[field_name] = float(value)
+            else:
+                overrides[field_name] = str(value).strip()
+        return cls(dataclasses.replace(settings, **overrides))
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: WeChatStore | None = None,
+        texts: WeChatTexts | None = None,
+        wechat_client: CustomerServiceClient | None = None,
+        dedupe_ttl_s: float = DEDUPE_TTL_S,
+        state_ttl_s: float = STATE_TTL_S,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.texts = texts or WeChatTexts.load()
+        self.store = store or _build_store(self.settings)
+        self.crypto = _build_crypto(self.settings)
+        self._wechat_client = wechat_client
+        self._wechat_client_built = wechat_client is not None
+        self._dedupe_ttl_s = dedupe_ttl_s
+        self._state_ttl_s = state_ttl_s
+        self._background: set[asyncio.Task[None]] = set()
+        if not self.settings.wechat_token:
+            logger.warning(
+                "WeChat channel mounted without WECHAT_TOKEN: every request gets 403."
+            )
+
+    # ---- HTTP -------------------------------------------------------------------------------
+
+    def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
+        """GET /webhook answers WeChat's URL check, POST /webhook receives messages."""
+        webhook = Blueprint("wechat_webhook", __name__)
+
+        @webhook.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @webhook.route("/webhook", methods=["GET"])
+        async def verify(request: Request) -> HTTPResponse:
+            return self._verify_url(request)
+
+        @webhook.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            try:
+                return await self._receive(request, on_new_message)
+            except Rejected as rejected:
+                logger.warning(
+                    "WeChat request refused (%s): %s", rejected.status, rejected.reason
+                )
+                return response.text(rejected.reason, status=rejected.status)
+
+        return webhook
+
+    def _verify_url(self, request: Request) -> HTTPResponse:
+        """The one-time check when the server URL is saved in the WeChat console."""
+        echostr = request.args.get("echostr", "")
+        try:
+            self._check_plain_signature(request)
+        except Rejected as rejected:
+            logger.warning("WeChat URL verification refused: %s", rejected.reason)
+            return response.text(rejected.reason, status=rejected.status)
+        if not echostr:
+            return response.text("missing echostr", status=403)
+        return response.text(echostr, content_type="text/plain; charset=utf-8")
+
+    async def _receive(
+        self, request: Request, on_new_message: OnNewMessage
+    ) -> HTTPResponse:
+        _check_body_size(request)
+        self._require_token()
+        encrypted = request.args.get("encrypt_type", "").lower() == "aes"
+        if encrypted and self.crypto is None:
+            encrypted = self._accept_compatible_without_key(request)
+        if not encrypted:
+            self._check_plain_signature(request)
+        fields = parse_xml_fields(request.body or b"")
+        if encrypted:
+            fields = self._decrypt(fields, request)
+        message = WeChatMessage.from_fields(fields)
+        content = await self._reply_for(message, on_new_message)
+        return self._render(message, content, request if encrypted else None)
+
+    # ---- authenticity -----------------------------------------------------------------------
+
+    def _require_token(self) -> str:
+        """Without a Token nothing can be authenticated, so everything is refused, loudly."""
+        if not self.settings.wechat_token:
+            logger.error(
+                "WeChat request refused: WECHAT_TOKEN is not configured. Set it to the Token "
+                "entered in the WeChat console (基本配置 → 服务器配置)."
+            )
+            raise Rejected(403, "channel not configured")
+        return self.settings.wechat_token
+
+    def _check_plain_signature(self, request: Request) -> None:
+        token = self._require_token()
+        signature = request.args.get("signature", "")
+        timestamp = request.args.get("timestamp", "")
+        nonce = request.args.get("nonce", "")
+        if not (signature and timestamp and nonce):
+            raise Rejected(403, "missing signature")
+        try:
+            check_signature(token, signature, timestamp, nonce)
+        except InvalidSignatureException as exc:
+            raise Rejected(403, "invalid signature") from exc
+
+    def _accept_compatible_without_key(self, request: Request) -> bool:
+        """Encrypted push but no usable EncodingAESKey: only plain-signed compat mode can work."""
+        logger.error(
+            "WeChat sent an encrypted message but WECHAT_AES_KEY/WECHAT_APP_ID are missing or "
+            "invalid; only the plaintext part of 兼容模式 can be handled. Configure the key or "
+            "switch the account to 明文模式."
+        )
+        self._check_plain_signature(request)
+        return False
+
+    def _decrypt(self, envelope: dict[str, str], request: Request) -> dict[str, str]:
+        """Checks msg_signature over the ciphertext and decrypts it with wechatpy."""
+        assert self.crypto is not None
+        encrypted = envelope.get("Encrypt", "")
+        if not encrypted:
+            raise Rejected(400, "encrypted message without Encrypt field")
+        msg_signature = request.args.get("msg_signature", "")
+        timestamp = request.args.get("timestamp", "")
+        nonce = request.args.get("nonce", "")
+        if not (msg_signature and timestamp and nonce):
+            raise Rejected(403, "missing msg_signature")
+        try:
+            plaintext = self.crypto.decrypt_message(
+                {"Encrypt": encrypted}, msg_signature, timestamp, nonce
+            )
+        except InvalidSignatureException as exc:
+            raise Rejected(403, "invalid msg_signature") from exc
+        # Garbage ciphertext fails in base64, padding, length or app-id checks.
+        except Exception as exc:
+            raise Rejected(403, "undecryptable message") from exc
+        return parse_xml_fields(plaintext.encode("utf-8"))
+
+    # ---- answering --------------------------------------------------------------------------
+
+    async def _reply_for(
+        self, message: WeChatMessage, on_new_message: OnNewMessage
+    ) -> str | None:
+        """Answers once per message; WeChat's retries get the stored answer or "success"."""
+        dedupe_id = message.dedupe_id()
+        key = f"dedupe:{message.from_user}:{dedupe_id}"
+        if dedupe_id is not None:
+            previous = await self.store.claim(key, _PENDING, self._dedupe_ttl_s)
+            if previous is not None:
+                logger.info(
+                    "WeChat retry of %s from %s answered from cache",
+                    dedupe_id,
+                    message.from_user,
+                )
+                return _replayed_content(previous)
+        try:
+            content = await self._answer(message, on_new_message)
+        except Exception:
+            logger.exception("Unexpected failure answering %s", message.from_user)
+            content = self.texts.bot_error
+        if dedupe_id is not None:
+            await self.store.set(
+                key, json.dumps({"content": content}), self._dedupe_ttl_s
+            )
+        return content
+
+    async def _answer(
+        self, message: WeChatMessage, on_new_message: OnNewMessage
+    ) -> str | None:
+        if message.msg_type == "event":
+            return await self._answer_event(message, on_new_message)
+        text = message.text_input()
+        if text is None:
+            logger.debug(
+                "WeChat %s message from %s is not text",
+                message.msg_type,
+                message.from_user,
+            )
+            return self.texts.unsupported
+        if _normalize_command(text) in self.texts.continue_keywords:
+            return await self._next_page(message.from_user)
+        payload = await self._menu_payload(message.from_user, text)
+        return await self._ask_bot(message, payload or text, on_new_message)
+
+    async def _answer_event(
+        self, message: WeChatMessage, on_new_message: OnNewMessage
+    ) -> str | None:
+        """Follow → welcome; menu click → mapped payload; other events need no answer."""
+        if message.event == "subscribe":
+            return await self._ask_bot(
+                message, self.texts.subscribe_payload, on_new_message
+            )
+        if message.event == "click":
+            key = message.event_key.strip()
+            payload = self.texts.menu_click_payloads.get(key)
+            if payload is None and key.startswith("/"):
+                payload = key
+            if payload is None:
+                logger.warning(
+                    "WeChat menu EventKey %r is not mapped in wechat_texts.yml", key
+                )
+                return self.texts.unsupported
+            return await self._ask_bot(message, payload, on_new_message)
+        return None
+
+    async def _ask_bot(
+        self, message: WeChatMessage, text: str, on_new_message: OnNewMessage
+    ) -> str | None:
+        """Runs the bot within the reply budget; a late answer goes out via 客服消息 instead."""
+        collector = CollectingOutputChannel()
+        metadata: dict[str, Any] = {
+            "channel": CHANNEL_NAME,
+            "msg_type": message.msg_type,
+        }
+        if message.event:
+            metadata["event"] = message.event
+        user_message = UserMessage(
+            text,
+            collector,
+            message.from_user,
+            input_channel=CHANNEL_NAME,
+            metadata=metadata,
+        )
+        task = asyncio.create_task(_run_bot(on_new_message, user_message))
+        done, _ = await asyncio.wait(
+            {task}, timeout=self.settings.wechat_reply_budget_s
+        )
+        if task in done:
+            return await self._finish(message.from_user, task.result(), collector)
+        logger.info(
+            "Bot needs more than %.1fs for %s; answering 'success' and delivering later",
+            self.settings.wechat_reply_budget_s,
+            message.from_user,
+        )
+        self._spawn(self._deliver_late(message.from_user, task, collector))
+        return None
+
+    async def _finish(
+        self, openid: str, succeeded: bool, collector: CollectingOutputChannel
+    ) -> str | None:
+        """Formats the bot's answer, remembers its menu and pages, returns the first page."""
+        if not succeeded:
+            await self._save_state(openid, menu=[], pages=[])
+            return self.texts.bot_error
+        text, payloads = format_bot_messages(collector.messages, self.texts)
+        pages = paginate(text, CONTENT_LIMIT_BYTES, self.texts.continuation_marker)
+        await self._save_state(openid, menu=payloads, pages=pages[1:])
+        if not pages:
+            logger.info("Bot sent nothing back to %s", openid)
+            return None
+        return pages[0]
+
+    async def _deliver_late(
+        self,
+        openid: str,
+        task: asyncio.Task[bool],
+        collector: CollectingOutputChannel,
+    ) -> None:
+        succeeded = await task
+        client = self._customer_service_client()
+        if client is None:
+            logger.warning(
+                "Answer for %s was ready after the reply budget but could not be delivered: "
+                "WECHAT_APP_SECRET is not set, so the customer-service message API is unavailable.",
+                openid,
+            )
+            return
+        content = await self._finish(openid, succeeded, collector)
+        if not content:
+            return
+        try:
+            await asyncio.to_thread(client.message.send_text, openid, content)
+        except Exception:
+            logger.exception("Customer-service message to %s failed", openid)
+        else:
+            logger.info("Late answer delivered to %s via customer-service API", openid)
+
+    def _customer_service_client(self) -> CustomerServiceClient | None:
+        if not self._wechat_client_built:
+            self._wechat_client = build_wechat_client(self.settings)
+            self._wechat_client_built = True
+        return self._wechat_client
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        """Keeps a reference to background work so it is not garbage-collected mid-flight."""
+
+        async def guarded() -> None:
+            try:
+                await coroutine
+            except Exception:
+                logger.exception("WeChat background delivery failed")
+
+        task = asyncio.create_task(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def wait_for_background(self) -> None:
+        """Waits for late deliveries (used by tests and for a graceful shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # ---- per-user state ---------------------------------------------------------------------
+
+    async def _save_state(self, openid: str, menu: list[str], pages: list[str]) -> None:
+        for key, values in ((f"menu:{openid}", menu), (f"pages:{openid}", pages)):
+            if values:
+                await self.store.set(
+                    key, json.dumps(values, ensure_ascii=False), self._state_ttl_s
+                )
+            else:
+                await self.store.delete(key)
+
+    async def _load_list(self, key: str) -> list[str]:
+        raw = await self.store.get(key)
+        if not raw:
+            return []
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            logger.warning("Discarding unreadable WeChat state %s", key)
+            return []
+        return [str(v) for v in values] if isinstance(values, list) else []
+
+    async def _menu_payload(self, openid: str, text: str) -> str | None:
+        """Maps "1"/"2"/... to the payload of the user's last numbered menu, if there is one."""
+        choice = parse_menu_choice(text)
+        if choice is None:
+            return None
+        menu = await self._load_list(f"menu:{openid}")
+        if 1 <= choice <= len(menu):
+            return menu[choice - 1]
+        return None
+
+    async def _next_page(self, openid: str) -> str:
+        pages = await self._load_list(f"pages:{openid}")
+        if not pages:
+            return self.texts.nothing_more
+        if len(pages) > 1:
+            await self.store.set(
+                f"pages:{openid}",
+                json.dumps(pages[1:], ensure_ascii=False),
+                self._state_ttl_s,
+            )
+        else:
+            await self.store.delete(f"pages:{openid}")
+        return pages[0]
+
+    # ---- reply rendering --------------------------------------------------------------------
+
+    def _render(
+        self,
+        message: WeChatMessage,
+        content: str | None,
+        encrypt_for: Request | None,
+    ) -> HTTPResponse:
+        """Passive text reply (sender and receiver swapped); encrypted again in safe mode."""
+        if not content:
+            return response.text(SUCCESS)
+        now = str(int(time.time()))
+        xml = TextReply(
+            source=_xml_safe(message.to_user),
+            target=_xml_safe(message.from_user),
+            content=_xml_safe(content),
+            time=int(now),
+        ).render()
+        if encrypt_for is not None and self.crypto is not None:
+            xml = self.crypto.encrypt_message(
+                xml, encrypt_for.args.get("nonce", ""), now
+            )
+        return response.text(xml, content_type="application/xml; charset=utf-8")
+
+
+async def _run_bot(on_new_message: OnNewMessage, message: UserMessage) -> bool:
+    """Calls the bot; an exception becomes a polite apology rather than a 500 to WeChat."""
+    try:
+        await on_new_message(message)
+    except Exception:
+        logger.exception("Bot failed on a WeChat message from %s", message.sender_id)
+        return False
+    return True
+
+
+def _replayed_content(stored: str) -> str | None:
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("pending"):
+        return None
+    content = value.get("content")
+    return content if isinstance(content, str) else None
+
+
+def _check_body_size(request: Request) -> None:
+    """Refuses oversized bodies by header and by actual size before any parsing."""
+    declared = request.headers.get("content-length")
+    if declared is not None and not declared.strip().isdigit():
+        raise Rejected(400, "invalid Content-Length")
+    if declared is not None and int(declared) > MAX_BODY_BYTES:
+        raise Rejected(413, "body too large")
+    if len(request.body or b"") > MAX_BODY_BYTES:
+        raise Rejected(413, "body too large")
+
+
+def _build_store(settings: Settings) -> WeChatStore:
+    if settings.redis_url:
+        return RedisStore.from_url(settings.redis_url)
+    return InMemoryStore()
+
+
+def _build_crypto(settings: Settings) -> WeChatCrypto | None:
+    """WeChatCrypto for safe/compatible mode, or None (plain mode only) with a clear log line."""
+    key = settings.wechat_aes_key.strip()
+    if not key:
+        return None
+    if not settings.wechat_token or not settings.wechat_app_id:
+        logger.error(
+            "WECHAT_AES_KEY is set but WECHAT_TOKEN or WECHAT_APP_ID is missing; "
+            "encrypted WeChat messages will be refused."
+        )
+        return None
+    if len(key) != 43:
+        logger.error(
+            "WECHAT_AES_KEY must be the 43-character EncodingAESKey (got %d "
+            "characters); encrypted WeChat messages will be refused.",
+            len(key),
+        )
+        return None
+    try:
+        return WeChatCrypto(settings.wechat_token, key, settings.wechat_app_id)
+    except (ValueError, AssertionError):
+        logger.error(
+            "WECHAT_AES_KEY is not valid base64; encrypted WeChat messages will be refused."
+        )
+        return None

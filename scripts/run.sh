@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Start the action server and the Rasa server together; Ctrl-C (or either one dying) stops both.
+# Called by `make run` / `make shell`; ports: RASA_PORT (5005), ACTIONS_PORT (5055).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+MODEL=${MODEL:-models/posbot.tar.gz}
+ENDPOINTS=${ENDPOINTS:-bot/endpoints.yml}
+CREDENTIALS=${CREDENTIALS:-bot/credentials.yml}
+RASA_PORT=${RASA_PORT:-5005}
+ACTIONS_PORT=${ACTIONS_PORT:-5055}
+mkdir -p var
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+"$BIN/rasa" run actions --actions actions --port "$ACTIONS_PORT" &
+pids+=($!)
+
+if [ "${1:-}" = "shell" ]; then
+  "$BIN/rasa" shell --model "$MODEL" --endpoints "$ENDPOINTS"
+  exit 0
+fi
+
+"$BIN/rasa" run --model "$MODEL" --endpoints "$ENDPOINTS" --credentials "$CREDENTIALS" \
+  --enable-api --cors "${POSBOT_CORS_ORIGINS:-*}" --port "$RASA_PORT" &
+pids+=($!)
+
+# Warm the NLU pipeline and the policies once, so the first merchant does not pay for loading.
+"$BIN/python" scripts/warmup.py "http://127.0.0.1:$RASA_PORT" || true
+echo "posbot is ready: REST http://localhost:$RASA_PORT/webhooks/rest/webhook ·" \
+  "widget http://localhost:$RASA_PORT/webhooks/web/ · WeChat /webhooks/wechat/webhook"
+wait -n

@@ -1,0 +1,139 @@
+"""The knowledge store and builder on SQLite and on the PostgreSQL of this machine."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bot.cli import main
+from kb.build import KbInvalid, build
+from kb.content import Content, load_content
+from kb.schema import Topic
+from kb.settings import CONTENT_DIR
+from kb.store import KnowledgeStore
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def check_store(store: KnowledgeStore) -> None:
+    assert store.brand("Lakala").hotline == "95016"
+    assert store.brand("lakala").name == "拉卡拉"
+    assert store.brand("京东").hotline == "95118"
+    assert store.brand("银盛").hotline is None
+    assert store.canonical("component", "小票机") == "打印机"
+    assert store.canonical("card_type", "储蓄卡") == "借记卡"
+    code = store.error_code("a0")
+    assert code is not None and code.code == "A0" and code.retry
+    assert store.error_code("41").high_risk
+    assert store.error_code("Z9") is None
+    credit = store.fee_rule("信用卡")
+    assert credit.issuer_rate_cap == 0.45 and credit.issuer_fee_cap is None
+    debit = store.fee_rule("储蓄卡")
+    assert debit.issuer_fee_cap == 13
+    assert [t.intent for t in store.topics("fees")] == ["fees"] * len(store.topics("fees"))
+    assert store.topic_for("usage_tips", "签到怎么做").id != store.topic_for("usage_tips", "").id
+    printer = store.symptom_for("打印机不出纸")
+    assert printer is not None and printer.component == "打印机"
+    assert any(stage.data_loss for stage in printer.stages)
+
+
+def test_store_on_sqlite(store: KnowledgeStore) -> None:
+    check_store(store)
+
+
+@pytest.fixture()
+def pg_engine(content: Content) -> Iterator[Engine]:
+    schema = f"posbot_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # the server is part of this machine's set-up
+        pytest.fail(f"PostgreSQL at {PG_URL} is not reachable: {exc}")
+    engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_store_and_build_on_postgres(pg_engine: Engine, content: Content) -> None:
+    assert build(pg_engine, content).changed
+    check_store(KnowledgeStore(pg_engine))
+    assert not build(pg_engine, content).changed
+
+
+def test_build_is_idempotent(engine: Engine, content: Content) -> None:
+    assert not build(engine, content).changed
+    assert build(engine, content, force=True).changed
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Topic)) == len(content.topics)
+
+
+def test_broken_content_leaves_database_unchanged(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "kb.sqlite3"
+    url = f"sqlite:///{db}"
+    assert main(["kb", "build", "--database", url]) == 0
+    before = KnowledgeStore(create_engine(url)).topic("avoid_faults_tips")
+
+    broken = tmp_path / "content"
+    shutil.copytree(CONTENT_DIR, broken)
+    topics = broken / "topics.yml"
+    topics.write_text(topics.read_text(encoding="utf-8").replace(
+        before.answer, "新答案") .replace("intent: training", "intent: nonsense"), encoding="utf-8")
+    assert main(["kb", "build", "--database", url, "--content", str(broken)]) == 1
+    assert "nothing was loaded" in capsys.readouterr().err
+    after = KnowledgeStore(create_engine(url)).topic("avoid_faults_tips")
+    assert after == before
+
+
+def test_failure_inside_the_transaction_rolls_back(engine: Engine, content: Content,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    store = KnowledgeStore(engine)
+    before = store.topics("fees")
+    changed = load_content(CONTENT_DIR)
+    changed.digest = "different"
+    changed.topics = [*changed.topics, dict(changed.topics[0])]  # duplicate primary key
+    with pytest.raises(Exception):  # noqa: B017 - the database's own integrity error
+        build(engine, changed)
+    assert store.topics("fees") == before
+
+
+def test_invalid_content_is_refused_before_touching_the_database(engine: Engine) -> None:
+    content = load_content(CONTENT_DIR)
+    content.problems.append(content.problems.__class__.__new__(type(content.problems))
+                            if False else _problem())
+    with pytest.raises(KbInvalid):
+        build(engine, content)
+
+
+def _problem():
+    from kb.content import Problem
+
+    return Problem("topics.yml", 1, "test")
+
+
+def test_edited_answer_reaches_the_store_after_build_without_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.sqlite3'}"
+    assert main(["kb", "build", "--database", url]) == 0
+    store = KnowledgeStore(create_engine(url))
+    assert "新的回答" not in store.topic("avoid_faults_tips").answer
+    edited = tmp_path / "content"
+    shutil.copytree(CONTENT_DIR, edited)
+    topics = edited / "topics.yml"
+    original = store.topic("avoid_faults_tips").answer
+    topics.write_text(topics.read_text(encoding="utf-8").replace(original, "新的回答。"),
+                      encoding="utf-8")
+    assert main(["kb", "build", "--database", url, "--content", str(edited)]) == 0
+    assert store.topic("avoid_faults_tips").answer == "新的回答。"
