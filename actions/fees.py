@@ -124,7 +124,7 @@ class ActionAnswerFees(Action):
 
 def _rate_buttons(market: List[FeeItemView]) -> List[Dict[str, str]]:
     return [
-        {"title": f"{percent(Decimal(str(item.rate)))}%({item.label})",
+        {"title": f"{percent(Decimal(str(item.rate)))}%（{item.label}）",
          "payload": f'/fees{{"rate": "{percent(Decimal(str(item.rate)))}"}}'}
         for item in market if item.rate is not None
     ]
