@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import current_or_slot, is_brand_statement
+from actions.common import current_or_slot, is_brand_statement, latest_text
 from actions.store import query
 
 NOT_CANDIDATES = {"nlu_fallback", "out_of_scope", "affirm", "deny", "thanks", "goodbye", "greet"}
@@ -42,6 +42,9 @@ class ActionClarify(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
+        if not any(ch.isalnum() for ch in latest_text(tracker)):
+            dispatcher.utter_message(response="utter_ask_describe")
+            return []
         if is_brand_statement(tracker):
             dispatcher.utter_message(response="utter_brand_noted",
                                      brand=current_or_slot(tracker, "brand"))

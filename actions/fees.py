@@ -45,10 +45,9 @@ def calculate(amount: Decimal, rate_percent: Decimal) -> FeeResult:
 
 
 def money(value: Decimal) -> str:
-    """10000 → "10,000"; 60.00 → "60"; 0.35 → "0.35"."""
+    """10000 → "10,000"; 60.00 → "60"; 6.50 → "6.5"; 0.35 → "0.35"."""
     quantized = value.quantize(CENT, rounding=ROUND_HALF_UP)
-    text = f"{quantized:,.2f}"
-    return text[:-3] if text.endswith(".00") else text
+    return f"{quantized:,.2f}".rstrip("0").rstrip(".")
 
 
 def percent(value: Decimal) -> str:

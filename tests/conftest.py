@@ -20,6 +20,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import StaticPool
 
 from kb.build import build
 from kb.content import Content, load_content
@@ -46,7 +47,8 @@ def content() -> Content:
 @pytest.fixture()
 def engine(content: Content) -> Iterator[Engine]:
     """An in-memory SQLite database with the real KB content loaded."""
-    engine = create_engine("sqlite://")
+    engine = create_engine("sqlite://", poolclass=StaticPool,
+                           connect_args={"check_same_thread": False})
     build(engine, content)
     yield engine
     engine.dispose()
@@ -55,6 +57,56 @@ def engine(content: Content) -> Iterator[Engine]:
 @pytest.fixture()
 def store(engine: Engine) -> KnowledgeStore:
     return KnowledgeStore(engine)
+
+
+@pytest.fixture()
+def action_store(store: KnowledgeStore, monkeypatch: pytest.MonkeyPatch) -> KnowledgeStore:
+    """The action server's store, pointed at the in-memory KB of this test."""
+    import actions.store
+
+    monkeypatch.setattr(actions.store, "knowledge_store", lambda: store)
+    return store
+
+
+def _domain_responses() -> dict[str, list[dict]]:
+    import yaml
+
+    responses: dict[str, list[dict]] = {}
+    for path in sorted((ROOT / "bot" / "domain").glob("*.yml")):
+        responses.update((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("responses", {}))
+    return responses
+
+
+@pytest.fixture(scope="session")
+def domain() -> dict:
+    return {"responses": _domain_responses()}
+
+
+def render(domain: dict, messages: list[dict]) -> list[str]:
+    """What the merchant reads: each dispatched message with its response template filled in."""
+    from rasa.core.nlg.interpolator import interpolate_text
+
+    texts = []
+    for message in messages:
+        if message.get("response"):
+            template = domain["responses"][message["response"]][0]["text"]
+            values = {k: v for k, v in message.items() if k not in ("response", "buttons")}
+            values.update(message.get("kwargs") or {})
+            texts.append(interpolate_text(template, {k: str(v) for k, v in values.items()}))
+        elif message.get("text"):
+            texts.append(message["text"])
+    return texts
+
+
+def load_tracker(name: str, **latest: object):
+    """A tracker snapshot from tests/data/NAME.json, optionally with a different latest message."""
+    import json
+
+    from rasa_sdk import Tracker
+
+    state = json.loads((ROOT / "tests" / "data" / f"{name}.json").read_text(encoding="utf-8"))
+    state["latest_message"].update(latest)
+    return Tracker.from_dict(state)
 
 
 def free_port() -> int:

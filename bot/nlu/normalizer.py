@@ -8,7 +8,13 @@ from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
-from rasa.shared.nlu.constants import TEXT
+from rasa.shared.nlu.constants import (
+    INTENT,
+    INTENT_NAME_KEY,
+    INTENT_RANKING_KEY,
+    PREDICTED_CONFIDENCE_KEY,
+    TEXT,
+)
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
@@ -56,4 +62,35 @@ class TextNormalizer(GraphComponent):
     def process(self, messages: List[Message]) -> List[Message]:
         for message in messages:
             self._normalize(message)
+        return messages
+
+
+@DefaultV1Recipe.register(
+    [DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=False
+)
+class BlankMessageGuard(GraphComponent):
+    """A message with no letter or digit (only emoji, spaces, control characters) has no intent.
+
+    DIET would still pick one (often `affirm`), and the bot would answer "好的" to "😀😀😀".
+    Marking it ``nlu_fallback`` with an empty ranking lets the clarification action ask the
+    merchant to describe the problem instead.
+    """
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> "BlankMessageGuard":
+        return cls()
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        for message in messages:
+            text = message.get(TEXT)
+            if isinstance(text, str) and not any(c.isalnum() for c in text):
+                message.set(INTENT, {INTENT_NAME_KEY: "nlu_fallback", PREDICTED_CONFIDENCE_KEY: 1.0},
+                            add_to_output=True)
+                message.set(INTENT_RANKING_KEY, [], add_to_output=True)
         return messages

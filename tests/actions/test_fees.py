@@ -1,0 +1,88 @@
+"""The fee calculator: arithmetic shown, debit cap rule, contract reminder, nonsense refused."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.fees import ActionAnswerFees, calculate, money
+from tests.conftest import load_tracker, render
+
+
+def fee_message(text: str, **entities: str) -> dict:
+    return {"text": text, "intent": {"name": "fees", "confidence": 0.95},
+            "entities": [{"entity": k, "value": v} for k, v in entities.items()]}
+
+
+async def run(tracker_name: str, domain: dict, text: str, **entities: str):
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker(tracker_name, **fee_message(text, **entities))
+    events = await ActionAnswerFees().run(dispatcher, tracker, domain)
+    return render(domain, dispatcher.messages), dispatcher.messages, events
+
+
+def test_arithmetic_rounds_to_the_fen() -> None:
+    assert calculate(Decimal(10000), Decimal("0.6")).fee == Decimal("60.00")
+    assert calculate(Decimal("1234.56"), Decimal("0.38")).fee == Decimal("4.69")
+    assert money(Decimal(10000)) == "10,000"
+    assert money(Decimal("4.69")) == "4.69"
+
+
+@pytest.mark.asyncio
+async def test_credit_card_fee_shows_the_arithmetic_and_the_contract_reminder(action_store, domain):
+    texts, _, events = await run("tracker_new", domain, "刷了10000元信用卡,费率0.6%",
+                                 amount="10000", card_type="信用卡", rate="0.6")
+    assert texts[0] == "按费率 0.6% 计算：10,000 元 × 0.6% = 60 元。"
+    assert "没有单笔封顶" in texts[1]
+    assert "0.6% 是市场上常见的标准类商户费率" in texts[2]
+    assert texts[-1] == "以上是估算，实际扣费以您签约的费率和合同条款为准。"
+    assert SlotSet("amount", "10000") in events
+
+
+@pytest.mark.asyncio
+async def test_debit_card_explains_the_regulated_caps(action_store, domain):
+    texts, _, _ = await run("tracker_new", domain, "储蓄卡刷5万,费率0.5%", amount="50000",
+                            card_type="借记卡", rate="0.5")
+    assert texts[0] == "按费率 0.5% 计算：50,000 元 × 0.5% = 250 元。"
+    assert "单笔最高 13 元" in texts[1] and "6.5 元" in texts[1]
+    assert "发改价格〔2016〕557号" in texts[1]
+
+
+@pytest.mark.asyncio
+async def test_missing_rate_is_asked_with_market_rate_buttons(action_store, domain):
+    texts, messages, _ = await run("tracker_new", domain, "刷一万块扣多少手续费", amount="10000")
+    assert texts[0].startswith("请问您签约的费率是多少")
+    assert [b["title"] for b in messages[0]["buttons"]] == ["0.6%（标准类商户）", "0.38%（优惠类行业商户）"]
+    assert messages[0]["buttons"][0]["payload"] == '/fees{"rate": "0.6"}'
+
+
+@pytest.mark.asyncio
+async def test_missing_card_type_is_asked(action_store, domain):
+    texts, _, _ = await run("tracker_new", domain, "刷一万费率0.6%", amount="10000", rate="0.6")
+    assert texts == ["请问刷的是借记卡（储蓄卡）还是信用卡？两者的收费规则不同。"]
+
+
+@pytest.mark.parametrize(("entity", "value", "expected"), [
+    ("amount", "-500", "金额 -500 元看起来不太对"),
+    ("amount", "99999999999", "金额 99999999999 元看起来不太对"),
+    ("rate", "60", "费率 60% 看起来不太对"),
+    ("rate", "0", "费率 0% 看起来不太对"),
+])
+@pytest.mark.asyncio
+async def test_nonsense_numbers_are_refused_politely(action_store, domain, entity, value, expected):
+    entities = {"amount": "10000", "rate": "0.6", "card_type": "信用卡", entity: value}
+    texts, _, events = await run("tracker_new", domain, "算手续费", **entities)
+    assert texts[0].startswith(expected)
+    assert events == [SlotSet(entity, None)]
+
+
+@pytest.mark.asyncio
+async def test_general_fee_question_answers_from_the_kb(action_store, domain):
+    texts, _, events = await run("tracker_new", domain, "有哪些隐藏费用要注意")
+    hidden = action_store.topic_for("fees", "隐藏费用")
+    assert texts[0].startswith(hidden.answer)
+    assert "1. " in texts[0]
+    assert events == []

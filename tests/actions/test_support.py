@@ -1,0 +1,65 @@
+"""Contact support: the brand's hotline from the KB, remembered across turns; never invented."""
+
+from __future__ import annotations
+
+import pytest
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.support import ActionContactSupport
+from tests.conftest import load_tracker, render
+
+
+def support_message(text: str, brand: str | None = None) -> dict:
+    entities = [{"entity": "brand", "value": brand}] if brand else []
+    return {"text": text, "intent": {"name": "contact_support", "confidence": 0.97},
+            "entities": entities}
+
+
+@pytest.mark.asyncio
+async def test_brand_remembered_from_an_earlier_turn_gives_its_hotline(action_store, domain) -> None:
+    dispatcher = CollectingDispatcher()
+    events = await ActionContactSupport().run(dispatcher, load_tracker("tracker_lakala"), domain)
+    text = render(domain, dispatcher.messages)[0]
+    assert text.startswith("拉卡拉的官方客服热线是 95016。")
+    assert "95016" not in text.split("其他渠道：")[1]
+    assert events == [SlotSet("brand", "拉卡拉")]
+
+
+@pytest.mark.asyncio
+async def test_brand_in_the_message_wins_over_the_slot(action_store, domain) -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker("tracker_lakala", **support_message("京东的客服呢", "京东金融"))
+    await ActionContactSupport().run(dispatcher, tracker, domain)
+    assert "京东金融的官方客服热线是 95118" in render(domain, dispatcher.messages)[0]
+
+
+@pytest.mark.asyncio
+async def test_brand_without_a_sourced_number_gets_channels_not_a_number(action_store, domain) -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker("tracker_new", **support_message("乐刷客服电话", "乐刷"))
+    await ActionContactSupport().run(dispatcher, tracker, domain)
+    text = render(domain, dispatcher.messages)[0]
+    assert text.startswith("我们没有收录乐刷的客服电话")
+    assert not any(ch.isdigit() for ch in text)
+
+
+@pytest.mark.asyncio
+async def test_no_brand_asks_with_brand_buttons(action_store, domain) -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker("tracker_new", **support_message("客服电话多少"))
+    await ActionContactSupport().run(dispatcher, tracker, domain)
+    message = dispatcher.messages[0]
+    assert render(domain, [message])[0].startswith("请问您的POS机是哪个品牌的")
+    titles = [b["title"] for b in message["buttons"]]
+    assert titles == ["银联", "支付宝", "拉卡拉", "京东金融", "其他品牌"]
+    assert message["buttons"][2]["payload"] == '/contact_support{"brand": "拉卡拉"}'
+
+
+@pytest.mark.asyncio
+async def test_unknown_brand_gets_the_general_route(action_store, domain) -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker("tracker_new", **support_message("/contact_support", "其他"))
+    events = await ActionContactSupport().run(dispatcher, tracker, domain)
+    assert "机身或贴纸上印的客服电话" in render(domain, dispatcher.messages)[0]
+    assert events == [SlotSet("brand", None)]

@@ -1,0 +1,48 @@
+"""Entities found by the KB-generated spaCy EntityRuler, with canonical values."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.nlu.kb_entities import KBEntityExtractor, build_nlp
+from kb.content import Content
+from kb.vocabulary import Vocabulary
+
+
+@pytest.fixture(scope="module")
+def extractor(content: Content) -> KBEntityExtractor:
+    vocabulary = Vocabulary.from_content(content)
+    ruler = KBEntityExtractor.__new__(KBEntityExtractor)
+    ruler._nlp = build_nlp(vocabulary.entity_patterns(), vocabulary.words())
+    return ruler
+
+
+def values(extractor: KBEntityExtractor, text: str) -> list[tuple[str, str, str]]:
+    return [(e["entity"], text[e["start"]:e["end"]], e["value"]) for e in extractor.extract(text)]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("我的拉卡拉POS机刷卡显示A0", [("brand", "拉卡拉", "拉卡拉"), ("error_code", "A0", "A0")]),
+    ("LAKALA的pos机报51", [("brand", "LAKALA", "拉卡拉"), ("error_code", "51", "51")]),
+    ("UnionPay客服", [("brand", "UnionPay", "银联")]),
+    ("京东金融的机器", [("brand", "京东金融", "京东金融")]),
+    ("错误码96怎么办", [("error_code", "96", "96")]),
+    ("返回码 55", [("error_code", "55", "55")]),
+    ("a0是什么意思", [("error_code", "a0", "A0")]),
+    ("51", [("error_code", "51", "51")]),
+    ("小票机不出纸", [("component", "小票机", "打印机")]),
+    ("储蓄卡刷了两千", [("card_type", "储蓄卡", "借记卡"), ("amount", "两千", "2000")]),
+])
+def test_entities_with_canonical_values(extractor, text, expected) -> None:
+    assert values(extractor, text) == expected
+
+
+def test_numbers_that_are_not_codes_stay_amounts(extractor) -> None:
+    assert values(extractor, "刷了51块") == [("amount", "51", "51")]
+
+
+def test_every_alias_of_every_brand_is_found(extractor, content: Content) -> None:
+    for brand in content.brands:
+        for alias in [brand["name"], *brand["aliases"]]:
+            found = values(extractor, f"我用的是{alias}的POS机")
+            assert ("brand", alias, brand["name"]) in found, (alias, found)
