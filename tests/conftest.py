@@ -7,29 +7,21 @@ folder, and the WeChat channel configured with the test credentials.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
+from bot.launcher import DEFAULT_MODEL, RunningBot, start_bot
 from kb.build import build
 from kb.content import Content, load_content
 from kb.settings import CONTENT_DIR
 from kb.store import KnowledgeStore
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "posbot.tar.gz"
-BIN = Path(sys.executable).parent
 WECHAT_ENV = {
     "WECHAT_TOKEN": "posbot-test-token",
     "WECHAT_APP_ID": "wx49f0ab532d5d035a",
@@ -109,82 +101,12 @@ def load_tracker(name: str, **latest: object):
     return Tracker.from_dict(state)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class LiveBot:
-    url: str
-    actions_url: str
-    database_url: str
-    tmp: Path
-
-    def send(self, sender: str, message: str, timeout: float = 30) -> list[dict]:
-        response = requests.post(f"{self.url}/webhooks/rest/webhook",
-                                 json={"sender": sender, "message": message}, timeout=timeout)
-        response.raise_for_status()
-        return response.json()
-
-    def texts(self, sender: str, message: str) -> str:
-        return "\n".join(m.get("text", "") for m in self.send(sender, message))
-
-
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early, see {log}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not up after {timeout} s; see {log}")
-
-
 @pytest.fixture(scope="session")
-def live_bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveBot]:
-    if not MODEL.exists():
-        pytest.fail(f"{MODEL} is missing: run `make train` (make test does it for you)")
-    tmp = tmp_path_factory.mktemp("live_bot")
-    rasa_port, actions_port = free_port(), free_port()
-    database_url = f"sqlite:///{tmp / 'posbot.sqlite3'}"
-    env = {**os.environ, **WECHAT_ENV, "POSBOT_DATABASE_URL": database_url,
-           "RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([str(BIN / "posbot"), "kb", "build"], env=env, check=True, cwd=ROOT,
-                   capture_output=True)
-    endpoints = tmp / "endpoints.yml"
-    endpoints.write_text(
-        f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-        f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp / 'tracker.sqlite3'}\n",
-        encoding="utf-8")
-    logs = {name: tmp / f"{name}.log" for name in ("actions", "rasa")}
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "rasa"), "run", "actions", "--actions", "actions", "--port", str(actions_port)],
-            cwd=ROOT, env=env, stdout=logs["actions"].open("w"), stderr=subprocess.STDOUT),
-        subprocess.Popen(
-            [str(BIN / "rasa"), "run", "--model", str(MODEL), "--endpoints", str(endpoints),
-             "--credentials", str(ROOT / "bot" / "credentials.yml"), "--enable-api",
-             "--port", str(rasa_port)],
-            cwd=ROOT, env=env, stdout=logs["rasa"].open("w"), stderr=subprocess.STDOUT),
-    ]
+def live_bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBot]:
+    if not DEFAULT_MODEL.exists():
+        pytest.fail(f"{DEFAULT_MODEL} is missing: run `make train` (make test does it for you)")
+    bot = start_bot(tmp_path_factory.mktemp("live_bot"), env=WECHAT_ENV)
     try:
-        _wait(f"http://127.0.0.1:{actions_port}/health", procs[0], logs["actions"])
-        _wait(f"http://127.0.0.1:{rasa_port}/status", procs[1], logs["rasa"])
-        subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "warmup.py"),
-                        f"http://127.0.0.1:{rasa_port}"], check=True, cwd=ROOT, timeout=240)
-        yield LiveBot(f"http://127.0.0.1:{rasa_port}", f"http://127.0.0.1:{actions_port}",
-                      database_url, tmp)
+        yield bot
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        bot.stop()

@@ -159,7 +159,8 @@ def safe_request(xml: str, token: str = TOKEN) -> tuple[bytes, dict[str, str]]:
         "encrypt_type": "aes",
         "msg_signature": sign(token, timestamp, nonce, encrypted),
     }
-    envelope = f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+    envelope = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
+                f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>")
     return envelope.encode(), params
 
 

@@ -1,0 +1,122 @@
+"""`make bench`: what a merchant waits for, and what the bot costs, on this machine.
+
+Starts the bot exactly as `make run` does (bot/launcher.py), then measures REST round trips
+sequentially and with 10 concurrent senders, throughput, resident memory, start-up time, and
+the time of a full training from scratch. Prints a table and writes reports/bench.md.
+Targets (2 cores): p99 ≤ 300 ms at 10 senders, ≥ 40 msg/s, ready ≤ 30 s, ≤ 1.2 GB, training ≤ 3 min.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.launcher import BIN, start_bot  # noqa: E402
+
+MESSAGES = [
+    "打印机不出纸", "刷卡显示A0", "刷一万块扣多少手续费", "拉卡拉客服电话多少", "POS机连不上网",
+    "机器死机了怎么办", "怎么申请POS机", "每天要签到吗", "结算多久到账", "你好", "谢谢",
+    "刷了10000元信用卡,费率0.6%", "報錯51是什麼意思", "哪个牌子的pos机好", "有操作视频吗",
+]
+SEQUENTIAL = int(os.environ.get("POSBOT_BENCH_SEQUENTIAL", "150"))
+CONCURRENCY = 10
+PER_SENDER = int(os.environ.get("POSBOT_BENCH_PER_SENDER", "30"))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, in MB, from /proc."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            pids.extend(int(c) for c in children)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / 1024
+
+
+def timed_send(url: str, sender: str, text: str) -> float:
+    start = time.perf_counter()
+    response = requests.post(f"{url}/webhooks/rest/webhook",
+                             json={"sender": sender, "message": text}, timeout=30)
+    response.raise_for_status()
+    return (time.perf_counter() - start) * 1000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def train_time() -> float:
+    with tempfile.TemporaryDirectory() as out:
+        start = time.monotonic()
+        subprocess.run([str(BIN / "rasa"), "train", "--config", "bot/config.yml", "--domain",
+                        "bot/domain", "--data", "data", "--out", out, "--force"],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env={**os.environ, "RASA_TELEMETRY_ENABLED": "false"})
+        return time.monotonic() - start
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        bot = start_bot(Path(tmp))
+        try:
+            sequential = [timed_send(bot.url, f"bench-seq-{i % 5}", MESSAGES[i % len(MESSAGES)])
+                          for i in range(SEQUENTIAL)]
+
+            def sender(n: int) -> list[float]:
+                return [timed_send(bot.url, f"bench-conc-{n}", MESSAGES[(n + i) % len(MESSAGES)])
+                        for i in range(PER_SENDER)]
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                concurrent = [ms for batch in pool.map(sender, range(CONCURRENCY)) for ms in batch]
+            elapsed = time.perf_counter() - start
+            memory = {"rasa": rss_mb(bot.processes[1].pid), "actions": rss_mb(bot.processes[0].pid)}
+            ready = bot.ready_after_s
+        finally:
+            bot.stop()
+    training = train_time()
+    rows = [
+        ("sequential p50", f"{statistics.median(sequential):.0f} ms", ""),
+        ("sequential p99", f"{percentile(sequential, 0.99):.0f} ms", ""),
+        ("10 senders p50", f"{statistics.median(concurrent):.0f} ms", ""),
+        ("10 senders p99", f"{percentile(concurrent, 0.99):.0f} ms", "≤ 300 ms"),
+        ("throughput (10 senders)", f"{len(concurrent) / elapsed:.1f} msg/s", "≥ 40 msg/s"),
+        ("resident memory, Rasa server", f"{memory['rasa']:.0f} MB", ""),
+        ("resident memory, action server", f"{memory['actions']:.0f} MB", ""),
+        ("resident memory, total", f"{sum(memory.values()):.0f} MB", "≤ 1200 MB"),
+        ("start-up until warm (KB build, both servers, warm-up)", f"{ready:.1f} s", "≤ 30 s"),
+        ("full training from scratch", f"{training:.0f} s", "≤ 180 s"),
+    ]
+    lines = ["# posbot benchmark", "",
+             f"{os.cpu_count()} cores · {SEQUENTIAL} sequential messages · {CONCURRENCY} senders × "
+             f"{PER_SENDER} messages · REST webhook round trips incl. actions and SQLite trackers", "",
+             "| measure | value | target |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
+    report = "\n".join(lines) + "\n"
+    (ROOT / "reports").mkdir(exist_ok=True)
+    (ROOT / "reports" / "bench.md").write_text(report, encoding="utf-8")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
