@@ -77,7 +77,7 @@ def sweep(test: list[tuple[str, str]], rankings: list[list[dict]]) -> list[dict[
     for threshold in (0.3, 0.4, 0.45, 0.5, 0.6, 0.7):
         for ambiguity in (0.0, 0.05, 0.08, 0.1):
             answered = correct = wrong_caught = wrong = 0
-            for (_, truth), ranking in zip(test, rankings):
+            for (_, truth), ranking in zip(test, rankings, strict=True):
                 top = ranking[0]
                 gap = top["confidence"] - (ranking[1]["confidence"] if len(ranking) > 1 else 0)
                 fallback = top["confidence"] < threshold or gap < ambiguity

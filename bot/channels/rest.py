@@ -14,7 +14,10 @@ from rasa.core.channels.rest import RestInput as RasaRestInput
 from sanic.exceptions import InvalidUsage
 from sanic.request import Request
 
+from bot import perf
+
 logger = logging.getLogger(__name__)
+perf.apply()
 
 MAX_SENDER_CHARS = 128
 

@@ -7,6 +7,7 @@ a new conversation; the scripted answers live in tests/browser/fake_bot.py.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,10 @@ def test_image_attachment(page: Any, fake_bot: FakeBot) -> None:
     image = page.get_by_test_id("bot-message").last.locator("img")
     expect(image).to_have_attribute("src", f"{fake_bot.url}/_test/image.png")
     expect(image).to_have_attribute("alt", "客服发送的图片")
-    page.wait_for_function("() => document.querySelector('.posbot-image').naturalWidth > 0")
+    deadline = time.monotonic() + 10
+    while image.evaluate("img => img.naturalWidth") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert image.evaluate("img => img.naturalWidth") > 0
 
 
 def test_handoff_banner(page: Any, fake_bot: FakeBot, screenshots: Path) -> None:
