@@ -73,21 +73,28 @@ def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
 
 
 def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | None = None,
-              timeout: float = 240) -> RunningBot:
-    """Build the KB into ``tmp``, start both servers on free ports, warm them up."""
+              endpoints: Path | None = None, timeout: float = 240) -> RunningBot:
+    """Build the KB, start both servers on free ports, warm them up.
+
+    By default everything lives in ``tmp`` (SQLite KB and trackers). With ``endpoints`` (e.g.
+    bot/endpoints.production.yml) Rasa reads its stores from that file and the environment;
+    ``POSBOT_ACTION_URL`` is set to the action server started here.
+    """
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
     rasa_port, actions_port = free_port(), free_port()
-    database_url = f"sqlite:///{tmp / 'posbot.sqlite3'}"
+    database_url = (env or {}).get("POSBOT_DATABASE_URL") or f"sqlite:///{tmp / 'posbot.sqlite3'}"
     full_env = {**os.environ, **(env or {}), "POSBOT_DATABASE_URL": database_url,
+                "POSBOT_ACTION_URL": f"http://127.0.0.1:{actions_port}/webhook",
                 "RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
     subprocess.run([str(BIN / "posbot"), "kb", "build"], env=full_env, check=True,
                    cwd=PROJECT_ROOT, capture_output=True)
-    endpoints = tmp / "endpoints.yml"
-    endpoints.write_text(
-        f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-        f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp / 'tracker.sqlite3'}\n",
-        encoding="utf-8")
+    if endpoints is None:
+        endpoints = tmp / "endpoints.yml"
+        endpoints.write_text(
+            f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
+            f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp / 'tracker.sqlite3'}\n",
+            encoding="utf-8")
     logs = {name: tmp / f"{name}.log" for name in ("actions", "rasa")}
     bot = RunningBot(f"http://127.0.0.1:{rasa_port}", f"http://127.0.0.1:{actions_port}",
                      database_url, tmp)
