@@ -1,0 +1,223 @@
+"""Operational records the conversations leave behind: repair tickets, handoffs, answer ratings.
+
+These tables live next to the KB tables (same ``Base``, same database) but are never touched by
+``posbot kb build``: a KB rebuild replaces answers, not what merchants told us. ``RecordStore``
+takes an engine like ``KnowledgeStore`` does, so the action server, the ``posbot`` command and
+the tests share one implementation over SQLite or PostgreSQL. Each call opens a short session and
+returns detached plain values, so no caller holds a connection across an await.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Text, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from kb.schema import Base, utcnow
+
+logger = logging.getLogger(__name__)
+
+HANDOFF_WAITING = "waiting"
+HANDOFF_RELEASED = "released"
+
+
+class Ticket(Base):
+    """A repair ticket: the fault survived every troubleshooting stage and the merchant left a
+    phone number and the terminal's serial number so after-sales can call back."""
+
+    __tablename__ = "tickets"
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    conversation_id = Column(String(255), nullable=False, index=True)
+    brand = Column(String(40), nullable=True)
+    symptom = Column(String(60), nullable=True)
+    steps_tried = Column(JSON, nullable=False, default=list)
+    contact = Column(String(40), nullable=False)
+    sn = Column(String(40), nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+
+
+class Handoff(Base):
+    """A merchant asked for a person; the bot is paused for the conversation until staff
+    release it (``posbot handoff release ID``), which stamps ``released_at``."""
+
+    __tablename__ = "handoffs"
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    conversation_id = Column(String(255), nullable=False, index=True)
+    brand = Column(String(40), nullable=True)
+    symptom = Column(String(60), nullable=True)
+    question = Column(Text, nullable=False, default="")
+    status = Column(String(20), nullable=False, default=HANDOFF_WAITING, index=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+    released_at = Column(DateTime, nullable=True)
+
+
+class Feedback(Base):
+    """A merchant's rating of one KB answer (有帮助 / 没帮助), with the question that got it, so
+    staff can see which answers miss and what merchants actually asked."""
+
+    __tablename__ = "feedback"
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    conversation_id = Column(String(255), nullable=False, index=True)
+    topic_id = Column(String(80), nullable=True, index=True)
+    intent = Column(String(40), nullable=True)
+    question = Column(Text, nullable=False, default="")
+    helpful = Column(Boolean, nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+
+
+RECORD_TABLES = [Ticket, Handoff, Feedback]
+
+
+@dataclass(frozen=True)
+class TicketView:
+    id: int
+    conversation_id: str
+    brand: Optional[str]
+    symptom: Optional[str]
+    steps_tried: list[str]
+    contact: str
+    sn: str
+    created_at: datetime
+
+    @property
+    def number(self) -> str:
+        """What the merchant is told and quotes back: BX + the row id, zero-padded."""
+        return ticket_number(self.id)
+
+
+@dataclass(frozen=True)
+class HandoffView:
+    id: int
+    conversation_id: str
+    brand: Optional[str]
+    symptom: Optional[str]
+    question: str
+    status: str
+    created_at: datetime
+    released_at: Optional[datetime]
+
+
+@dataclass(frozen=True)
+class FeedbackView:
+    id: int
+    conversation_id: str
+    topic_id: Optional[str]
+    intent: Optional[str]
+    question: str
+    helpful: bool
+    created_at: datetime
+
+
+def ticket_number(ticket_id: int) -> str:
+    return f"BX{ticket_id:06d}"
+
+
+class RecordStore:
+    """Writes and reads the record tables; creates them on first use if they are missing."""
+
+    _ready: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        if engine not in RecordStore._ready:
+            Base.metadata.create_all(engine, tables=[t.__table__ for t in RECORD_TABLES])
+            RecordStore._ready.add(engine)
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # ---- tickets
+    def add_ticket(self, conversation_id: str, *, brand: Optional[str], symptom: Optional[str],
+                   steps_tried: list[str], contact: str, sn: str) -> TicketView:
+        with self._session() as session, session.begin():
+            row = Ticket(conversation_id=conversation_id, brand=brand, symptom=symptom,
+                         steps_tried=list(steps_tried), contact=contact, sn=sn)
+            session.add(row)
+            session.flush()
+            view = _ticket(row)
+        logger.info("ticket %s stored for conversation %s", view.number, conversation_id)
+        return view
+
+    def tickets(self, conversation_id: Optional[str] = None) -> list[TicketView]:
+        with self._session() as session:
+            query = select(Ticket).order_by(Ticket.id)
+            if conversation_id is not None:
+                query = query.where(Ticket.conversation_id == conversation_id)
+            return [_ticket(r) for r in session.scalars(query)]
+
+    # ---- handoffs
+    def add_handoff(self, conversation_id: str, *, brand: Optional[str], symptom: Optional[str],
+                    question: str) -> HandoffView:
+        with self._session() as session, session.begin():
+            row = Handoff(conversation_id=conversation_id, brand=brand, symptom=symptom,
+                          question=question, status=HANDOFF_WAITING)
+            session.add(row)
+            session.flush()
+            view = _handoff(row)
+        logger.info("handoff %s requested by conversation %s", view.id, conversation_id)
+        return view
+
+    def handoff(self, handoff_id: int) -> Optional[HandoffView]:
+        with self._session() as session:
+            row = session.get(Handoff, handoff_id)
+            return _handoff(row) if row else None
+
+    def handoffs(self, status: Optional[str] = None) -> list[HandoffView]:
+        with self._session() as session:
+            query = select(Handoff).order_by(Handoff.id)
+            if status is not None:
+                query = query.where(Handoff.status == status)
+            return [_handoff(r) for r in session.scalars(query)]
+
+    def mark_released(self, handoff_id: int) -> Optional[HandoffView]:
+        """Stamp the handoff released; None if there is no such row."""
+        with self._session() as session, session.begin():
+            row = session.get(Handoff, handoff_id)
+            if row is None:
+                return None
+            row.status = HANDOFF_RELEASED
+            row.released_at = utcnow()
+            session.flush()
+            return _handoff(row)
+
+    # ---- feedback
+    def add_feedback(self, conversation_id: str, *, topic_id: Optional[str], intent: Optional[str],
+                     question: str, helpful: bool) -> FeedbackView:
+        with self._session() as session, session.begin():
+            row = Feedback(conversation_id=conversation_id, topic_id=topic_id, intent=intent,
+                           question=question, helpful=helpful)
+            session.add(row)
+            session.flush()
+            return _feedback(row)
+
+    def feedback(self, since: Optional[datetime] = None,
+                 until: Optional[datetime] = None) -> list[FeedbackView]:
+        """Ratings with ``since <= created_at < until`` (naive UTC), oldest first."""
+        with self._session() as session:
+            query = select(Feedback).order_by(Feedback.id)
+            if since is not None:
+                query = query.where(Feedback.created_at >= since)
+            if until is not None:
+                query = query.where(Feedback.created_at < until)
+            return [_feedback(r) for r in session.scalars(query)]
+
+
+def _ticket(row: Ticket) -> TicketView:
+    return TicketView(row.id, row.conversation_id, row.brand, row.symptom, list(row.steps_tried or []),
+                      row.contact, row.sn, row.created_at)
+
+
+def _handoff(row: Handoff) -> HandoffView:
+    return HandoffView(row.id, row.conversation_id, row.brand, row.symptom, row.question or "",
+                       row.status, row.created_at, row.released_at)
+
+
+def _feedback(row: Feedback) -> FeedbackView:
+    return FeedbackView(row.id, row.conversation_id, row.topic_id, row.intent, row.question or "",
+                        bool(row.helpful), row.created_at)
