@@ -1,0 +1,54 @@
+"""Ratings of KB answers: 有帮助 / 没帮助 after action_answer_topic, stored in ``feedback``.
+
+The buttons send /affirm and /deny (intents are a fixed contract); the rules route those to this
+action only right after an answer, and the slot ``answered_topic`` says which answer is rated.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Text, Tuple
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.store import query
+from kb.records import RecordStore
+
+logger = logging.getLogger(__name__)
+
+
+def rated_question(tracker: Tracker) -> Tuple[str, Optional[str]]:
+    """Text and intent of the message the rated answer replied to (the one before the rating)."""
+    users = [e for e in tracker.events if e.get("event") == "user"]
+    if len(users) < 2:
+        return "", None
+    previous = users[-2]
+    intent = ((previous.get("parse_data") or {}).get("intent") or {}).get("name")
+    return str(previous.get("text") or ""), intent
+
+
+class ActionRecordFeedback(Action):
+    """Store the rating and thank the merchant; without a rated answer, a plain ok/no reply."""
+
+    def name(self) -> Text:
+        return "action_record_feedback"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: Dict[str, Any]) -> List[EventType]:
+        topic_id = tracker.get_slot("answered_topic")
+        helpful = (tracker.latest_message.get("intent") or {}).get("name") == "affirm"
+        if not topic_id:
+            dispatcher.utter_message(response="utter_affirm" if helpful else "utter_deny")
+            return []
+        question, intent = rated_question(tracker)
+        try:
+            await query(lambda kb: RecordStore(kb.engine).add_feedback(
+                tracker.sender_id, topic_id=str(topic_id), intent=intent, question=question,
+                helpful=helpful))
+        except Exception:
+            logger.exception("could not store feedback of %s", tracker.sender_id)
+        dispatcher.utter_message(
+            response="utter_feedback_helpful" if helpful else "utter_feedback_unhelpful")
+        return [SlotSet("answered_topic", None)]

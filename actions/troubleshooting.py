@@ -1,0 +1,462 @@
+"""Guided troubleshooting: from a fault message to the KB's stages, one at a time, then a ticket.
+
+The walk is a Rasa form (``troubleshoot_form``, required slots ``symptom`` and ``ts_solved``):
+
+* ``action_start_troubleshooting`` runs on every fault message and on error codes. It resets the
+  previous walk, picks the symptom from the message (button payload, KB keywords, component) and
+  sets ``ts_start``; the rules start the form only when ``ts_start`` is true. An error code that
+  the merchant has to act on (KB group operator/system) starts the walk of the error-code symptom
+  with its first stage ("read the code") already done by the code's explanation.
+* ``validate_troubleshoot_form`` reads each answer: 解决了/谢谢 → ``solved``; 还没有/还是不行 → the
+  next stage, or ``unsolved`` after the last one; 算了/不用了 → ``stopped``; a new fault
+  description switches the symptom; anything else rejects the form so the rules in
+  data/rules/leave_flows.yml answer the new question instead.
+* ``ts_solved`` picks the ending (rules): a prevention tip, an offer of a ticket or a human, or a
+  short "ok".
+
+The repair ticket is ``ticket_form`` (contact phone + terminal SN), validated here and stored in
+the ``tickets`` table through ``kb.records.RecordStore``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Dict, List, Optional, Text
+
+from rasa_sdk import Action, ActionExecutionRejection, FormValidationAction, Tracker
+from rasa_sdk.events import ActiveLoop, EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.common import current_or_slot, entity_values, latest_text, numbered
+from actions.store import query
+from kb.records import RecordStore
+from kb.store import SymptomView
+
+logger = logging.getLogger(__name__)
+
+#: Symptom category → the contract intent its quick-reply button sends.
+CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software",
+                    "network": "fault_network"}
+INTENT_CATEGORIES = {intent: category for category, intent in CATEGORY_INTENTS.items()}
+#: The KB symptom walked after an error code; its first stage ("read the code, send it to me")
+#: is what the code's explanation already did.
+CODE_SYMPTOM = "screen_error"
+#: Error-code groups (kb/content/error_codes.yml) where the merchant, not the card holder, acts.
+CODE_GROUPS_NEEDING_ACTION = ("operator", "system")
+
+SOLVED, UNSOLVED, STOPPED = "solved", "unsolved", "stopped"
+#: What a merchant types to leave a flow ("算了", "不用了"). NLU calls all of these `deny`, like
+#: "还没有"; these words tell "stop" apart from "not solved yet".
+STOP_WORDS = ("算了", "不用了", "不要了", "不需要了", "不需要", "不修了", "不排查了", "不弄了", "不想",
+              "不留", "先这样", "以后再说", "下次再说", "取消", "退出", "结束")
+SOLVED_INTENTS = ("affirm", "thanks")
+#: Below this confidence a message is an attempt at an answer, not a new question.
+NEW_QUESTION_CONFIDENCE = 0.6
+NOT_A_NEW_QUESTION = ("affirm", "deny", "nlu_fallback")
+
+FLOW_RESET: Dict[str, Any] = {"ts_stage": 0, "ts_shown": None, "ts_solved": None, "ts_code": None}
+
+MOBILE_RE = re.compile(r"(?<!\d)(1[3-9]\d{9})(?!\d)")
+LANDLINE_RE = re.compile(r"(?<!\d)(0(?:10|2\d|[3-9]\d{2}))-?(\d{7,8})(?!\d)")
+SN_TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*[A-Za-z0-9]|[A-Za-z0-9]")
+SN_LABEL_RE = re.compile(r"^(?:S/?N|SN号|序列号)[:：]?", re.IGNORECASE)
+SN_MIN, SN_MAX = 6, 32
+
+
+# ---------------------------------------------------------------- reading the merchant's message
+def intent_of(tracker: Tracker) -> str:
+    return str((tracker.latest_message.get("intent") or {}).get("name") or "")
+
+
+def intent_confidence(tracker: Tracker) -> float:
+    return float((tracker.latest_message.get("intent") or {}).get("confidence") or 0.0)
+
+
+def is_payload(tracker: Tracker) -> bool:
+    return latest_text(tracker).startswith("/")
+
+
+def wants_to_stop(tracker: Tracker) -> bool:
+    """"算了" / "不用了": typed words only, a button never means stop."""
+    text = latest_text(tracker)
+    return not text.startswith("/") and any(word in text for word in STOP_WORDS)
+
+
+def asks_something_else(tracker: Tracker, text: str) -> bool:
+    """A confident other intent and no digits: a new question, not a (wrong) phone or SN."""
+    return (intent_of(tracker) not in NOT_A_NEW_QUESTION
+            and intent_confidence(tracker) >= NEW_QUESTION_CONFIDENCE
+            and not any(ch.isdigit() for ch in text))
+
+
+def is_new_answer(tracker: Tracker) -> bool:
+    """True when the form validates a message the merchant just sent.
+
+    The form also validates when it is re-entered after action_start_troubleshooting (a new fault
+    while the form is active); then the message was already handled and must not count as an
+    answer. Rasa inserts the form's own ActionExecuted before calling the validation action, so a
+    fresh answer has exactly one action after the latest user message.
+    """
+    actions = 0
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            return actions <= 1
+        if event.get("event") == "action" and event.get("name") != "action_listen":
+            actions += 1
+    return False
+
+
+def value_before_message(tracker: Tracker, slot: str) -> Any:
+    """The slot's value before the latest user message (None if it was never set)."""
+    seen_user = False
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            seen_user = True
+        elif seen_user and event.get("event") == "slot" and event.get("name") == slot:
+            return event.get("value")
+    return None
+
+
+def stage_index(value: Any) -> int:
+    try:
+        return max(int(float(value)), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+# ---------------------------------------------------------------- the knowledge base
+async def find_symptom(tracker: Tracker, *, restrict_to_intent: bool = True) -> Optional[SymptomView]:
+    """The symptom of the latest message: a button's id, else KB keywords, else the component."""
+    for value in reversed(entity_values(tracker, "symptom")):
+        found = await query(lambda kb, v=value: kb.symptom(v))
+        if found is not None:
+            return found
+    if is_payload(tracker):
+        return None
+    text = latest_text(tracker)
+    component = next(iter(reversed(entity_values(tracker, "component"))), None)
+    category = INTENT_CATEGORIES.get(intent_of(tracker)) if restrict_to_intent else None
+    found = await query(lambda kb: kb.symptom_for(text, component, category))
+    if found is None and category is not None:
+        found = await query(lambda kb: kb.symptom_for(text, component, None))
+    return found
+
+
+async def symptom_of(tracker: Tracker) -> Optional[SymptomView]:
+    symptom_id = tracker.get_slot("symptom")
+    if not symptom_id:
+        return None
+    return await query(lambda kb: kb.symptom(str(symptom_id)))
+
+
+def steps_tried(symptom: Optional[SymptomView], stage: int) -> List[str]:
+    if symptom is None:
+        return []
+    return [s.title for s in symptom.stages[: stage + 1]]
+
+
+def events_from(values: Dict[str, Any]) -> List[EventType]:
+    return [SlotSet(name, value) for name, value in values.items()]
+
+
+# ---------------------------------------------------------------- starting a walk
+class ActionStartTroubleshooting(Action):
+    """Reset the previous walk and say whether this message starts a new one (slot ts_start)."""
+
+    def name(self) -> Text:
+        return "action_start_troubleshooting"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> List[EventType]:
+        if intent_of(tracker) == "error_code":
+            return await self._from_error_code(tracker)
+        symptom = await find_symptom(tracker)
+        return events_from({**FLOW_RESET, "symptom": symptom.id if symptom else None,
+                            "ts_start": True})
+
+    async def _from_error_code(self, tracker: Tracker) -> List[EventType]:
+        for code in reversed(entity_values(tracker, "error_code")):
+            entry = await query(lambda kb, c=code: kb.error_code(c))
+            if entry is None or entry.high_risk or entry.group not in CODE_GROUPS_NEEDING_ACTION:
+                continue
+            if await query(lambda kb: kb.symptom(CODE_SYMPTOM)) is None:
+                logger.error("KB symptom %r is missing: run `posbot kb build`", CODE_SYMPTOM)
+                break
+            # Stage 0 of the error-code symptom is "read the code": the explanation just did it,
+            # so the first question is "did that help?" (ts_shown == ts_stage) without new steps.
+            return events_from({**FLOW_RESET, "symptom": CODE_SYMPTOM, "ts_shown": 0,
+                                "ts_code": entry.code, "ts_start": True})
+        return [SlotSet("ts_start", False)]
+
+
+# ---------------------------------------------------------------- the form's questions
+class ActionAskSymptom(Action):
+    """Quick replies with every KB symptom label; each button names its symptom id."""
+
+    def name(self) -> Text:
+        return "action_ask_symptom"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> List[EventType]:
+        symptoms = await query(lambda kb: kb.symptoms())
+        buttons = [
+            {"title": s.label,
+             "payload": f'/{CATEGORY_INTENTS.get(s.category, "fault_hardware")}{{"symptom": "{s.id}"}}'}
+            for s in symptoms
+        ]
+        dispatcher.utter_message(response="utter_ask_symptom", buttons=buttons)
+        return []
+
+
+class ActionAskTsSolved(Action):
+    """Show the current stage's steps (once) and ask whether the problem is solved."""
+
+    def name(self) -> Text:
+        return "action_ask_ts_solved"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> List[EventType]:
+        symptom = await symptom_of(tracker)
+        stage = stage_index(tracker.get_slot("ts_stage"))
+        shown = tracker.get_slot("ts_shown")
+        if symptom is None or not symptom.stages:
+            dispatcher.utter_message(response="utter_ask_ts_solved")
+            return []
+        stage = min(stage, len(symptom.stages) - 1)
+        if shown is not None and stage_index(shown) == stage:
+            # Right after an error code's explanation ("……可以再试一次。"): "再试以后……".
+            dispatcher.utter_message(response="utter_ask_code_solved"
+                                     if intent_of(tracker) == "error_code" else "utter_ask_ts_solved")
+            return []
+        current = symptom.stages[stage]
+        if stage == 0:
+            dispatcher.utter_message(response="utter_troubleshoot_intro", label=symptom.label)
+        if current.data_loss:
+            dispatcher.utter_message(response="utter_backup_first")
+        if stage == len(symptom.stages) - 1:
+            await _brand_hotline_hint(dispatcher, tracker)
+        dispatcher.utter_message(response="utter_troubleshoot_stage", number=stage + 1,
+                                 total=len(symptom.stages), title=current.title,
+                                 steps=numbered(current.steps))
+        return [SlotSet("ts_shown", stage)]
+
+
+async def _brand_hotline_hint(dispatcher: CollectingDispatcher, tracker: Tracker) -> None:
+    name = current_or_slot(tracker, "brand")
+    if not name:
+        return
+    brand = await query(lambda kb: kb.brand(name))
+    if brand is not None and brand.hotline:
+        dispatcher.utter_message(response="utter_brand_hotline_hint", brand=brand.name,
+                                 hotline=brand.hotline)
+
+
+# ---------------------------------------------------------------- reading the answers
+class ValidateTroubleshootForm(FormValidationAction):
+    """Turn each answer into the next stage, an ending, a new symptom — or reject the form."""
+
+    def name(self) -> Text:
+        return "validate_troubleshoot_form"
+
+    async def extract_symptom(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                              domain: DomainDict) -> Dict[Text, Any]:
+        requested = tracker.get_slot("requested_slot")
+        if requested is None or not is_new_answer(tracker) or entity_values(tracker, "symptom"):
+            return {}  # activation, a re-entry, or a button (mapped from the entity)
+        intent = intent_of(tracker)
+        if requested == "symptom":
+            if intent in INTENT_CATEGORIES or intent == "nlu_fallback":
+                symptom = await find_symptom(tracker)
+                if symptom is not None:
+                    return {"symptom": symptom.id}
+                dispatcher.utter_message(response="utter_symptom_not_found")
+                return {"symptom": None}
+            if intent == "deny":
+                # 算了 → stop; "都不是/不是这些" → none of the listed symptoms: offer a ticket/human.
+                return {"ts_solved": STOPPED if wants_to_stop(tracker) else UNSOLVED}
+            if intent == "affirm":
+                return {"symptom": None}  # "好的" is not a choice: ask again
+            return {}
+        if requested == "ts_solved" and intent in INTENT_CATEGORIES:
+            symptom = await find_symptom(tracker)
+            if symptom is not None and symptom.id != tracker.get_slot("symptom"):
+                return {"symptom": symptom.id}  # "现在是打印机不出纸": walk the new symptom
+        return {}
+
+    async def extract_ts_solved(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                                domain: DomainDict) -> Dict[Text, Any]:
+        if tracker.get_slot("requested_slot") != "ts_solved" or not is_new_answer(tracker):
+            return {}
+        if tracker.get_slot("symptom") != value_before_message(tracker, "symptom"):
+            return {}  # the symptom just changed: its first stage is asked next
+        intent = intent_of(tracker)
+        if intent in SOLVED_INTENTS:
+            return {"ts_solved": SOLVED}
+        if intent == "deny":
+            return {"ts_solved": STOPPED if wants_to_stop(tracker) else UNSOLVED}
+        if intent in INTENT_CATEGORIES:
+            return {"ts_solved": UNSOLVED}  # "重启了还是一样": still broken
+        if intent == "nlu_fallback":
+            dispatcher.utter_message(response="utter_ts_not_understood")
+            return {"ts_solved": None}
+        return {}  # another question: the form is rejected and the rules answer it
+
+    async def validate_symptom(self, value: Any, dispatcher: CollectingDispatcher,
+                               tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
+        if value is None:
+            return {"symptom": None}
+        symptom = await query(lambda kb: kb.symptom(str(value)))
+        if symptom is None:
+            return {"symptom": None}
+        if tracker.get_slot("requested_slot") is None:
+            return {"symptom": symptom.id}  # activation: action_start_troubleshooting set it up
+        return {"symptom": symptom.id, "ts_stage": 0, "ts_shown": None, "ts_code": None}
+
+    async def validate_ts_solved(self, value: Any, dispatcher: CollectingDispatcher,
+                                 tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
+        if tracker.get_slot("requested_slot") == "symptom" and value is not None:
+            # 算了 / 都不是 while choosing a symptom: end the form without a symptom.
+            return {"ts_solved": value, "requested_slot": None}
+        if value != UNSOLVED or tracker.get_slot("requested_slot") != "ts_solved":
+            return {"ts_solved": value}
+        symptom = await symptom_of(tracker)
+        following = stage_index(tracker.get_slot("ts_stage")) + 1
+        if symptom is not None and following < len(symptom.stages):
+            return {"ts_solved": None, "ts_stage": following}
+        return {"ts_solved": UNSOLVED}
+
+
+# ---------------------------------------------------------------- endings
+class ActionTroubleshootSolved(Action):
+    """Close a solved walk with the symptom's prevention tip."""
+
+    def name(self) -> Text:
+        return "action_troubleshoot_solved"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> List[EventType]:
+        symptom = await symptom_of(tracker)
+        if symptom is not None and symptom.prevention:
+            dispatcher.utter_message(response="utter_troubleshoot_solved",
+                                     prevention=symptom.prevention)
+        else:
+            dispatcher.utter_message(response="utter_feedback_helpful")
+        return []
+
+
+class ActionOfferRepair(Action):
+    """Every stage tried (or no stages fit): a repair ticket, a human, or nothing for now."""
+
+    def name(self) -> Text:
+        return "action_offer_repair"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> List[EventType]:
+        symptom = await symptom_of(tracker)
+        await _brand_hotline_hint(dispatcher, tracker)
+        dispatcher.utter_message(
+            response="utter_offer_repair" if symptom is not None else "utter_offer_repair_unlisted")
+        return [SlotSet("contact_phone", None), SlotSet("terminal_sn", None)]
+
+
+class ActionLeaveFlow(Action):
+    """The merchant asked something else mid-flow: end the form quietly; the rules answer next."""
+
+    def name(self) -> Text:
+        return "action_leave_flow"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> List[EventType]:
+        logger.debug("leaving %s for intent %s", tracker.active_loop.get("name"), intent_of(tracker))
+        return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("ts_solved", None),
+                SlotSet("contact_phone", None), SlotSet("terminal_sn", None)]
+
+
+# ---------------------------------------------------------------- the repair ticket
+def parse_phone(text: str) -> Optional[str]:
+    """A mainland mobile (13812345678) or a landline with area code (010-12345678), normalised."""
+    compact = re.sub(r"[\s()（）]", "", text).replace("－", "-").replace("—", "-")
+    mobile = MOBILE_RE.search(compact.replace("-", ""))
+    if mobile:
+        return mobile.group(1)
+    landline = LANDLINE_RE.search(compact)
+    if landline:
+        return f"{landline.group(1)}-{landline.group(2)}"
+    return None
+
+
+def parse_sn(text: str) -> Optional[str]:
+    """A plausible terminal serial number: 6–32 letters/digits/hyphens with at least one digit."""
+    candidates = []
+    for token in SN_TOKEN_RE.findall(text.strip()):
+        token = SN_LABEL_RE.sub("", token) if len(token) > 2 else token
+        if SN_MIN <= len(token) <= SN_MAX and any(ch.isdigit() for ch in token):
+            candidates.append(token.upper())
+    if len(candidates) != 1:
+        return None
+    return candidates[0]
+
+
+class ValidateTicketForm(FormValidationAction):
+    """Phone and SN: accept what is valid, re-ask clearly, let the merchant leave or ask anew."""
+
+    def name(self) -> Text:
+        return "validate_ticket_form"
+
+    def _not_valid(self, slot: str, response: str, dispatcher: CollectingDispatcher,
+                   tracker: Tracker, text: str) -> Dict[Text, Any]:
+        if wants_to_stop(tracker):
+            return {slot: None, "requested_slot": None}  # the form ends; nothing is stored
+        if asks_something_else(tracker, text):
+            raise ActionExecutionRejection(self.name(), f"{intent_of(tracker)} while asking {slot}")
+        dispatcher.utter_message(response=response)
+        return {slot: None}
+
+    async def validate_contact_phone(self, value: Any, dispatcher: CollectingDispatcher,
+                                     tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
+        text = str(value or "")
+        phone = parse_phone(text)
+        if phone:
+            return {"contact_phone": phone}
+        return self._not_valid("contact_phone", "utter_invalid_contact_phone", dispatcher, tracker,
+                               text)
+
+    async def validate_terminal_sn(self, value: Any, dispatcher: CollectingDispatcher,
+                                   tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
+        text = str(value or "")
+        sn = parse_sn(text)
+        phone = str(tracker.get_slot("contact_phone") or "")
+        if sn and sn.replace("-", "") != phone.replace("-", ""):
+            return {"terminal_sn": sn}
+        return self._not_valid("terminal_sn", "utter_invalid_terminal_sn", dispatcher, tracker, text)
+
+
+class ActionSubmitTicket(Action):
+    """Store the ticket and tell its number; a form the merchant left stores nothing."""
+
+    def name(self) -> Text:
+        return "action_submit_ticket"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                  domain: DomainDict) -> List[EventType]:
+        phone, sn = tracker.get_slot("contact_phone"), tracker.get_slot("terminal_sn")
+        clear = [SlotSet("contact_phone", None), SlotSet("terminal_sn", None)]
+        if not (phone and sn):
+            dispatcher.utter_message(response="utter_ticket_cancelled")
+            return clear
+        symptom = await symptom_of(tracker)
+        tried = steps_tried(symptom, stage_index(tracker.get_slot("ts_stage")))
+        brand = current_or_slot(tracker, "brand")
+        try:
+            ticket = await query(lambda kb: RecordStore(kb.engine).add_ticket(
+                tracker.sender_id, brand=brand, symptom=symptom.id if symptom else None,
+                steps_tried=tried, contact=str(phone), sn=str(sn)))
+        except Exception:
+            logger.exception("could not store the ticket of %s", tracker.sender_id)
+            dispatcher.utter_message(response="utter_ticket_failed")
+            return []
+        dispatcher.utter_message(response="utter_ticket_created", number=ticket.number,
+                                 contact=ticket.contact)
+        return clear
