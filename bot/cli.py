@@ -1,8 +1,12 @@
-"""The ``posbot`` command: knowledge-base tools for staff and developers.
+"""The ``posbot`` command: knowledge-base tools, handoffs and reports for staff and developers.
 
     posbot kb lint            check kb/content, print file:line: problem
     posbot kb build [--force] lint, then load into the database in one transaction
     posbot kb dict DIR        write the jieba dictionary generated from the KB vocabulary
+    posbot handoff list [--all]            conversations waiting for a person
+    posbot handoff release ID [--rasa-url URL] [--token T]   resume the bot for that conversation
+    posbot report [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--tracker-db URL]
+                              most frequent unanswered questions and answers rated 没帮助
 """
 
 from __future__ import annotations
@@ -14,10 +18,15 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 
+from bot.handoff import ReleaseError, format_handoffs, rasa_token_from_env, rasa_url_from_env, release
+from bot.report import Period, build_report, default_tracker_url, format_report
 from kb.build import KbInvalid, build
 from kb.content import format_problems, load_content
+from kb.records import HANDOFF_WAITING, RecordStore
 from kb.settings import content_dir, database_url
+from kb.store import KnowledgeStore
 from kb.vocabulary import Vocabulary, write_jieba_dictionary
 
 logger = logging.getLogger(__name__)
@@ -63,6 +72,56 @@ def _kb_dict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _handoff_list(args: argparse.Namespace) -> int:
+    engine = create_engine(args.database)
+    try:
+        store = RecordStore(engine)
+        print(format_handoffs(store.handoffs(None if args.all else HANDOFF_WAITING)))
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _handoff_release(args: argparse.Namespace) -> int:
+    engine = create_engine(args.database)
+    try:
+        result = release(RecordStore(engine), args.id, args.rasa_url, token=args.token)
+    except ReleaseError as error:
+        print(f"not released: {error}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    handoff = result.handoff
+    if result.already_released:
+        print(f"handoff {handoff.id} was already released; conversation {handoff.conversation_id} "
+              "resumed again")
+    else:
+        told = ("release message sent to the merchant" if result.merchant_notified
+                else "release message NOT sent (see the log)")
+        print(f"handoff {handoff.id} released: conversation {handoff.conversation_id} resumed, {told}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        period = Period.parse(args.since, args.until)
+    except ValueError as error:
+        print(f"bad date: {error} (write YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    tracker_engine = create_engine(args.tracker_db)
+    engine = create_engine(args.database)
+    try:
+        report = build_report(tracker_engine, RecordStore(engine), KnowledgeStore(engine), period)
+    except OperationalError as error:
+        print(f"cannot read the tracker store {args.tracker_db}: {error.orig}", file=sys.stderr)
+        return 1
+    finally:
+        tracker_engine.dispose()
+        engine.dispose()
+    print(format_report(report, args.limit))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posbot", description="posbot staff and developer tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +139,29 @@ def build_parser() -> argparse.ArgumentParser:
     dict_cmd.set_defaults(func=_kb_dict)
     for sub in (lint, build_cmd, dict_cmd):
         sub.add_argument("--content", type=Path, default=None, help="content folder (kb/content)")
+
+    handoff = commands.add_parser("handoff", help="human handoff: list, release").add_subparsers(
+        dest="handoff_command", required=True)
+    list_cmd = handoff.add_parser("list", help="handoffs waiting for a person")
+    list_cmd.add_argument("--all", action="store_true", help="released ones too")
+    list_cmd.set_defaults(func=_handoff_list)
+    release_cmd = handoff.add_parser("release", help="resume the bot for a handoff's conversation")
+    release_cmd.add_argument("id", type=int, help="handoff id from `posbot handoff list`")
+    release_cmd.add_argument("--rasa-url", default=rasa_url_from_env(),
+                             help="Rasa server with --enable-api (POSBOT_RASA_URL, default %(default)s)")
+    release_cmd.add_argument("--token", default=rasa_token_from_env(),
+                             help="the server's --auth-token (POSBOT_RASA_TOKEN)")
+    release_cmd.set_defaults(func=_handoff_release)
+
+    report = commands.add_parser("report", help="unanswered questions and answers rated 没帮助")
+    report.add_argument("--since", help="first day, YYYY-MM-DD (default: 6 days before --until)")
+    report.add_argument("--until", help="last day, YYYY-MM-DD (default: today)")
+    report.add_argument("--tracker-db", default=default_tracker_url(),
+                        help="SQLAlchemy URL of Rasa's SQL tracker store (default %(default)s)")
+    report.add_argument("--limit", type=int, default=20, help="rows per section")
+    report.set_defaults(func=_report)
+    for sub in (list_cmd, release_cmd, report):
+        sub.add_argument("--database", default=None, help="SQLAlchemy URL (POSBOT_DATABASE_URL)")
     return parser
 
 

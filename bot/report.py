@@ -1,0 +1,224 @@
+"""The staff loop: which questions the bot could not answer, and which answers merchants disliked.
+
+Read-only over two databases:
+
+* Rasa's SQL tracker store (``events`` table; ``var/tracker.sqlite3`` by default): a merchant's
+  message counts as *unanswered* when NLU gave up on it (``nlu_fallback``), judged it outside the
+  bot's scope (``out_of_scope``), or when the next bot action was a fallback or a decline
+  (``action_clarify``, ``action_default_fallback``, ``utter_out_of_scope``, ``utter_default``).
+  Button payloads ("/fees") are skipped: they are answers to the bot, not questions.
+* the records database (``feedback`` table, see kb/records.py): answers rated 没帮助, grouped by
+  KB topic, with the questions that got them.
+
+The most frequent entries come first, so staff know which FAQ or story to add next.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Optional
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from kb.records import RecordStore
+from kb.settings import VAR_DIR
+from kb.store import KnowledgeStore
+
+UNANSWERED_INTENTS = ("nlu_fallback", "out_of_scope")
+UNANSWERED_ACTIONS = ("action_clarify", "action_default_fallback", "utter_out_of_scope",
+                      "utter_default")
+DEFAULT_DAYS = 7
+_SPACES = re.compile(r"\s+")
+
+
+def default_tracker_url() -> str:
+    return f"sqlite:///{VAR_DIR / 'tracker.sqlite3'}"
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole days in the server's local time zone: ``since`` 00:00 up to the end of ``until``."""
+
+    since: date
+    until: date
+
+    @classmethod
+    def parse(cls, since: Optional[str], until: Optional[str], today: Optional[date] = None) -> Period:
+        today = today or date.today()
+        end = date.fromisoformat(until) if until else today
+        start = date.fromisoformat(since) if since else end - timedelta(days=DEFAULT_DAYS - 1)
+        if start > end:
+            raise ValueError(f"--since {start} is after --until {end}")
+        return cls(start, end)
+
+    @property
+    def start_ts(self) -> float:
+        return datetime.combine(self.since, time.min).timestamp()
+
+    @property
+    def end_ts(self) -> float:
+        return datetime.combine(self.until + timedelta(days=1), time.min).timestamp()
+
+    def utc_bounds(self) -> tuple[datetime, datetime]:
+        """The same period as naive UTC datetimes, the way the record tables store time."""
+        return (datetime.fromtimestamp(self.start_ts, timezone.utc).replace(tzinfo=None),
+                datetime.fromtimestamp(self.end_ts, timezone.utc).replace(tzinfo=None))
+
+
+@dataclass
+class Unanswered:
+    question: str
+    count: int
+    reasons: Counter[str]
+    conversations: int
+
+
+@dataclass
+class LowRated:
+    topic_id: str
+    title: str
+    unhelpful: int
+    helpful: int
+    questions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    period: Period
+    messages: int
+    unanswered: list[Unanswered]
+    low_rated: list[LowRated]
+
+
+def normalise(question: str) -> str:
+    return _SPACES.sub(" ", question.strip()).lower()
+
+
+def unanswered_questions(tracker_engine: Engine, period: Period) -> tuple[int, list[Unanswered]]:
+    """Count merchant messages in the period and group the unanswered ones by their text."""
+    with tracker_engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT sender_id, type_name, intent_name, action_name, data FROM events "
+                 "WHERE timestamp >= :start AND timestamp < :end ORDER BY sender_id, id"),
+            {"start": period.start_ts, "end": period.end_ts},
+        ).fetchall()
+    messages = 0
+    counts: Counter[str] = Counter()
+    shown: dict[str, str] = {}
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    senders: dict[str, set[str]] = defaultdict(set)
+    pending: Optional[str] = None  # the normalised question awaiting the bot's first action
+    flagged = False
+    previous_sender = None
+
+    def flag(key: str, reason: str, sender: str) -> None:
+        counts[key] += 1
+        reasons[key][reason] += 1
+        senders[key].add(sender)
+
+    for sender, type_name, intent_name, action_name, data in rows:
+        if sender != previous_sender:
+            pending, flagged, previous_sender = None, False, sender
+        if type_name == "user":
+            question = str(_load(data).get("text") or "").strip()
+            if not question or question.startswith("/"):
+                pending = None
+                continue
+            messages += 1
+            pending, flagged = normalise(question), False
+            shown.setdefault(pending, question)
+            if intent_name in UNANSWERED_INTENTS:
+                flag(pending, intent_name, sender)
+                flagged = True
+        elif type_name == "action" and pending is not None and action_name != "action_listen":
+            if action_name in UNANSWERED_ACTIONS and not flagged:
+                flag(pending, action_name, sender)
+            pending = None
+    ranked = [Unanswered(shown[key], n, reasons[key], len(senders[key]))
+              for key, n in counts.most_common()]
+    return messages, ranked
+
+
+def low_rated_answers(records: RecordStore, kb: Optional[KnowledgeStore],
+                      period: Period) -> list[LowRated]:
+    """KB topics with at least one 没帮助 in the period, most 没帮助 first."""
+    since, until = period.utc_bounds()
+    by_topic: dict[str, LowRated] = {}
+    for rating in records.feedback(since, until):
+        topic_id = rating.topic_id or "?"
+        entry = by_topic.get(topic_id)
+        if entry is None:
+            entry = by_topic[topic_id] = LowRated(topic_id, _title(kb, rating.topic_id), 0, 0)
+        if rating.helpful:
+            entry.helpful += 1
+        else:
+            entry.unhelpful += 1
+            if rating.question and rating.question not in entry.questions:
+                entry.questions.append(rating.question)
+    low = [e for e in by_topic.values() if e.unhelpful]
+    return sorted(low, key=lambda e: (-e.unhelpful, e.helpful, e.topic_id))
+
+
+def _title(kb: Optional[KnowledgeStore], topic_id: Optional[str]) -> str:
+    """The topic's title for staff; blank when the KB is not in this database or was renamed."""
+    if kb is None or not topic_id:
+        return ""
+    try:
+        topic = kb.topic(topic_id)
+    except SQLAlchemyError:
+        return ""
+    return topic.title if topic else ""
+
+
+def build_report(tracker_engine: Engine, records: RecordStore, kb: Optional[KnowledgeStore],
+                 period: Period) -> Report:
+    messages, unanswered = unanswered_questions(tracker_engine, period)
+    return Report(period, messages, unanswered, low_rated_answers(records, kb, period))
+
+
+REASON_LABELS = {
+    "nlu_fallback": "没听懂",
+    "out_of_scope": "超出范围",
+    "action_clarify": "追问澄清",
+    "action_default_fallback": "兜底回复",
+    "utter_out_of_scope": "婉拒",
+    "utter_default": "兜底回复",
+}
+
+
+def format_report(report: Report, limit: int = 20) -> str:
+    period = report.period
+    lines = [f"posbot report {period.since} – {period.until}",
+             f"商户消息 messages: {report.messages}; 未答上 unanswered: "
+             f"{sum(u.count for u in report.unanswered)}", ""]
+    lines.append("== 最常见的未答上的问题 (unanswered questions, most frequent first) ==")
+    if not report.unanswered:
+        lines.append("  (none)")
+    for i, item in enumerate(report.unanswered[:limit], 1):
+        why = ", ".join(f"{REASON_LABELS.get(r, r)} {n}" for r, n in item.reasons.most_common())
+        lines.append(f"{i:3}. {item.count:3}×  {item.question}   [{why}; {item.conversations} 个对话]")
+    lines += ["", "== 评价为“没帮助”的回答 (answers rated unhelpful) =="]
+    if not report.low_rated:
+        lines.append("  (none)")
+    for i, entry in enumerate(report.low_rated[:limit], 1):
+        title = f" {entry.title}" if entry.title else ""
+        lines.append(f"{i:3}. {entry.topic_id}{title}: 没帮助 {entry.unhelpful} / 有帮助 {entry.helpful}")
+        for question in entry.questions[:5]:
+            lines.append(f"       问：{question}")
+    return "\n".join(lines)
+
+
+def _load(data: object) -> dict:
+    if isinstance(data, dict):
+        return data
+    try:
+        loaded = json.loads(str(data or "{}"))
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
