@@ -1,0 +1,31 @@
+"""Clarification: "您是想问：" with the likely topics and 都不是; the second miss apologises."""
+
+from __future__ import annotations
+
+import pytest
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.fallback import ActionClarify
+from tests.actions.conftest import response_buttons
+from tests.conftest import load_tracker, render
+
+
+@pytest.mark.asyncio
+async def test_first_miss_offers_the_candidate_topics_and_none_of_them(action_store,
+                                                                      flow_domain) -> None:
+    dispatcher = CollectingDispatcher()
+    assert await ActionClarify().run(dispatcher, load_tracker("unsure_message"), flow_domain) == []
+    assert render(flow_domain, dispatcher.messages) == ["抱歉，我没太明白。您是想问："]
+    hardware = action_store.topic_for("fault_hardware")
+    assert response_buttons(flow_domain, dispatcher.messages[0]) == [
+        (hardware.title, "/fault_hardware"), ("都不是", "/deny")]
+
+
+@pytest.mark.asyncio
+async def test_second_miss_in_a_row_apologises_with_menu_and_human(action_store,
+                                                                  flow_domain) -> None:
+    dispatcher = CollectingDispatcher()
+    await ActionClarify().run(dispatcher, load_tracker("unsure_twice"), flow_domain)
+    texts = render(flow_domain, dispatcher.messages)
+    assert texts[0].startswith("不好意思，我还是没能理解您的问题。")
+    assert ("转人工", "/human_handoff") in response_buttons(flow_domain, dispatcher.messages[0])
