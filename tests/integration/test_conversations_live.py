@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import create_engine
 
 from bot.handoff import release
@@ -128,6 +129,11 @@ def test_handoff_pauses_the_bot_until_staff_release_it(live_bot: RunningBot) -> 
     result = release(store, handoff.id, live_bot.url)
     assert result.merchant_notified
     assert store.handoff(handoff.id).status == "released"
+    tracker = requests.get(f"{live_bot.url}/conversations/{merchant}/tracker", timeout=10).json()
+    said = [e for e in tracker["events"] if e["event"] == "bot"][-1]
+    assert said["text"] == "人工客服已经处理完毕，我回来了。还有其他POS机问题，可以继续问我。"
+    assert said["data"]["custom"] == {"posbot": {"handoff": "released"}}
+    assert not tracker["paused"]
     assert "您好！我是POS机智能客服" in live_bot.texts(merchant, "你好")
 
 
