@@ -296,9 +296,9 @@ class ValidateTroubleshootForm(FormValidationAction):
             return {"ts_solved": SOLVED}
         if intent == "deny":
             return {"ts_solved": STOPPED if wants_to_stop(tracker) else UNSOLVED}
-        if intent in INTENT_CATEGORIES:
+        if intent in INTENT_CATEGORIES and intent_confidence(tracker) >= NEW_QUESTION_CONFIDENCE:
             return {"ts_solved": UNSOLVED}  # "重启了还是一样": still broken
-        if intent == "nlu_fallback":
+        if intent == "nlu_fallback" or intent in INTENT_CATEGORIES:  # unsure ("正常了" → fault?)
             dispatcher.utter_message(response="utter_ts_not_understood")
             return {"ts_solved": None}
         return {}  # another question: the form is rejected and the rules answer it

@@ -195,9 +195,12 @@ async def test_a_different_question_is_not_taken_as_an_answer(action_store, flow
     assert events == [] and said == []
 
 
+@pytest.mark.parametrize(("text", "intent", "confidence"), [("嗯那个啥", "nlu_fallback", 0.3),
+                                                              ("正常了", "fault_software", 0.51)])
 @pytest.mark.asyncio
-async def test_an_unclear_answer_is_asked_again(action_store, flow_domain) -> None:
-    events, said = await validate(answer("troubleshoot_answer", "嗯那个啥", "nlu_fallback", 0.3),
+async def test_an_unclear_answer_is_asked_again(action_store, flow_domain, text, intent,
+                                                confidence) -> None:
+    events, said = await validate(answer("troubleshoot_answer", text, intent, confidence),
                                   flow_domain)
     assert events == [SlotSet("ts_solved", None)]
     assert said == ["抱歉，我没太明白。"]
