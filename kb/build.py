@@ -14,6 +14,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+import kb.records  # noqa: F401  (registers tickets/handoffs/feedback on Base for create_schema)
 from kb.content import Content, Problem
 from kb.schema import KB_TABLES, Alias, Base, Brand, ErrorCode, FeeItem, FeeRule, KbMeta, Symptom, Topic
 

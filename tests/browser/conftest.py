@@ -59,7 +59,7 @@ def _unavailable(reason: str) -> None:
 # ----------------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM_PATH).exists():
         _unavailable(
