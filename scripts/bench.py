@@ -30,6 +30,8 @@ MESSAGES = [
     "刷了10000元信用卡,费率0.6%", "報錯51是什麼意思", "哪个牌子的pos机好", "有操作视频吗",
 ]
 SEQUENTIAL = int(os.environ.get("POSBOT_BENCH_SEQUENTIAL", "150"))
+MODEL = Path(os.environ.get("POSBOT_BENCH_MODEL", str(ROOT / "models" / "posbot.tar.gz")))
+TRAIN = os.environ.get("POSBOT_BENCH_TRAIN", "1") != "0"  # 0: skip the training measurement
 CONCURRENCY = 10
 PER_SENDER = int(os.environ.get("POSBOT_BENCH_PER_SENDER", "30"))
 
@@ -78,7 +80,7 @@ def train_time() -> float:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        bot = start_bot(Path(tmp))
+        bot = start_bot(Path(tmp), model=MODEL)
         try:
             sequential = [timed_send(bot.url, f"bench-seq-{i % 5}", MESSAGES[i % len(MESSAGES)])
                           for i in range(SEQUENTIAL)]
@@ -95,7 +97,7 @@ def main() -> int:
             ready = bot.ready_after_s
         finally:
             bot.stop()
-    training = train_time()
+    training = train_time() if TRAIN else float("nan")
     rows = [
         ("sequential p50", f"{statistics.median(sequential):.0f} ms", ""),
         ("sequential p99", f"{percentile(sequential, 0.99):.0f} ms", ""),
