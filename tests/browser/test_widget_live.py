@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 ANSWER_TIMEOUT_MS = 60_000
 
 
-def test_real_bot_welcomes_and_answers_with_steps(page: Any, live_bot: Any) -> None:
+def test_real_bot_welcomes_and_answers_with_steps(page: Any, live_bot: Any, screenshots: Any) -> None:
     from playwright.sync_api import expect
 
     page.goto(f"{live_bot.url.rstrip('/')}/webhooks/web/")
@@ -42,3 +42,4 @@ def test_real_bot_welcomes_and_answers_with_steps(page: Any, live_bot: Any) -> N
             break
         time.sleep(0.2)
     assert any("1." in text for text in answers), answers
+    page.screenshot(path=str(screenshots / "widget-live-bot.png"))
