@@ -60,18 +60,18 @@ def action_store(store: KnowledgeStore, monkeypatch: pytest.MonkeyPatch) -> Know
     return store
 
 
-def _domain_responses() -> dict[str, list[dict]]:
-    import yaml
-
-    responses: dict[str, list[dict]] = {}
-    for path in sorted((ROOT / "bot" / "domain").glob("*.yml")):
-        responses.update((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("responses", {}))
-    return responses
-
-
 @pytest.fixture(scope="session")
 def domain() -> dict:
-    return {"responses": _domain_responses()}
+    """bot/domain/*.yml merged the way Rasa merges them (what the action server receives)."""
+    import yaml
+
+    merged: dict = {"responses": {}, "slots": {}, "forms": {}, "actions": []}
+    for path in sorted((ROOT / "bot" / "domain").glob("*.yml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for key in ("responses", "slots", "forms"):
+            merged[key].update(doc.get(key) or {})
+        merged["actions"] += doc.get("actions") or []
+    return merged
 
 
 def render(domain: dict, messages: list[dict]) -> list[str]:

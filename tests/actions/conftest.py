@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-import yaml
 from rasa_sdk import Tracker
 from sqlalchemy.engine import Engine
 
@@ -23,15 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def flow_domain() -> dict:
-    """bot/domain/*.yml merged the way Rasa merges them (what the action server receives)."""
-    merged: dict[str, Any] = {"responses": {}, "slots": {}, "forms": {}, "actions": []}
-    for path in sorted((ROOT / "bot" / "domain").glob("*.yml")):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for key in ("responses", "slots", "forms"):
-            merged[key].update(doc.get(key) or {})
-        merged["actions"] += doc.get("actions") or []
-    return merged
+def flow_domain(domain: dict) -> dict:
+    """The merged domain (tests/conftest.py), under the name the flow tests use."""
+    return domain
 
 
 @pytest.fixture()
