@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot.cli import main
 from kb.build import KbInvalid, build
-from kb.content import Content, load_content
+from kb.content import Content, Problem, load_content
 from kb.schema import Topic
 from kb.settings import CONTENT_DIR
 from kb.store import KnowledgeStore
@@ -111,17 +111,13 @@ def test_failure_inside_the_transaction_rolls_back(engine: Engine, content: Cont
 
 
 def test_invalid_content_is_refused_before_touching_the_database(engine: Engine) -> None:
+    before = KnowledgeStore(engine).digest()
     content = load_content(CONTENT_DIR)
-    content.problems.append(content.problems.__class__.__new__(type(content.problems))
-                            if False else _problem())
+    content.digest = "changed"
+    content.problems.append(Problem("topics.yml", 1, "test"))
     with pytest.raises(KbInvalid):
         build(engine, content)
-
-
-def _problem():
-    from kb.content import Problem
-
-    return Problem("topics.yml", 1, "test")
+    assert KnowledgeStore(engine).digest() == before
 
 
 def test_edited_answer_reaches_the_store_after_build_without_restart(tmp_path: Path) -> None:
