@@ -93,7 +93,8 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
         endpoints = tmp / "endpoints.yml"
         endpoints.write_text(
             f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-            f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp / 'tracker.sqlite3'}\n",
+            "tracker_store:\n  type: bot.stores.CachedSQLTrackerStore\n  dialect: sqlite\n"
+            f"  db: {tmp / 'tracker.sqlite3'}\n",
             encoding="utf-8")
     logs = {name: tmp / f"{name}.log" for name in ("actions", "rasa")}
     bot = RunningBot(f"http://127.0.0.1:{rasa_port}", f"http://127.0.0.1:{actions_port}",

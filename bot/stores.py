@@ -1,0 +1,114 @@
+"""Rasa's SQL tracker store, with the conversations in use kept in memory between turns.
+
+On every message Rasa 3.6 reads the whole current session back from the database, turns each
+row into JSON and then into an event object, and replays them into a tracker: about a quarter of
+the Rasa server's CPU per turn in our profile (py-spy, 2026-11-23, 10 concurrent senders). The
+database stays the record (every event is still written by Rasa's own ``save``); this store only
+remembers, per conversation, the event objects of the session it last wrote.
+
+A remembered session is used only when the database agrees it is current: one indexed query
+reads the newest event id of the conversation and compares it with the id seen right after the
+last save. Another Rasa server (production: several servers share PostgreSQL and a Redis lock
+store) or the HTTP API appending events moves that id, and the session is read from the database
+as before. ``POSBOT_TRACKER_CACHE`` sets how many conversations are remembered (0 turns it off).
+
+Configured in bot/endpoints.yml and bot/endpoints.production.yml:
+``tracker_store: {type: bot.stores.CachedSQLTrackerStore, dialect: ..., ...}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Optional, Sequence, Text, Tuple
+
+import sqlalchemy as sa
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.events import Event, SessionStarted
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from bot import perf
+
+logger = logging.getLogger(__name__)
+perf.apply()
+
+DEFAULT_CACHED_CONVERSATIONS = 512
+
+
+def current_session(events: Sequence[Event]) -> Tuple[Event, ...]:
+    """The events Rasa's SQL query returns for the latest session of these events.
+
+    Same rule as ``SQLTrackerStore._event_query``: every event whose timestamp is at or after
+    the newest ``SessionStarted``; all events when there is none.
+    """
+    starts = [event.timestamp for event in events if isinstance(event, SessionStarted)]
+    if not starts:
+        return tuple(events)
+    start = max(starts)
+    return tuple(event for event in events if event.timestamp >= start)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    """Write-ahead log: a commit appends to the log instead of waiting for fsync of the file.
+
+    With ``synchronous=NORMAL`` in WAL mode a crash of the bot loses nothing; a power cut can
+    lose the last turns but never corrupts the database (sqlite.org/wal.html).
+    """
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class CachedSQLTrackerStore(SQLTrackerStore):
+    """``SQLTrackerStore`` that skips re-reading a session it wrote itself and nobody changed."""
+
+    def __init__(self, *args: Any, cached_conversations: Optional[int] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            # Rasa's engine opens a new SQLite connection for each of the 3-4 queries of a
+            # turn (NullPool); one connection per thread (all of them run on the event loop's).
+            url = self.engine.url
+            self.engine.dispose()
+            self.engine = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool)
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
+        if cached_conversations is None:
+            cached_conversations = int(os.environ.get("POSBOT_TRACKER_CACHE",
+                                                      DEFAULT_CACHED_CONVERSATIONS))
+        self.cached_conversations = max(0, int(cached_conversations))
+        self._sessions: "OrderedDict[Text, Tuple[Optional[int], Tuple[Event, ...]]]" = (
+            OrderedDict())
+        self.hits = 0
+        self.misses = 0
+
+    def _newest_event_id(self, sender_id: Text) -> Optional[int]:
+        with self.session_scope() as session:
+            return session.query(sa.func.max(self.SQLEvent.id)).filter(
+                self.SQLEvent.sender_id == sender_id).scalar()
+
+    async def _retrieve(self, sender_id: Text, fetch_events_from_all_sessions: bool
+                        ) -> Optional[DialogueStateTracker]:
+        cached = self._sessions.get(sender_id)
+        if cached is not None and not fetch_events_from_all_sessions and self.domain:
+            newest_id, events = cached
+            if newest_id is not None and self._newest_event_id(sender_id) == newest_id:
+                self._sessions.move_to_end(sender_id)
+                self.hits += 1
+                return DialogueStateTracker.from_events(sender_id, list(events),
+                                                        self.domain.slots)
+            self._sessions.pop(sender_id, None)
+        self.misses += 1
+        return await super()._retrieve(sender_id, fetch_events_from_all_sessions)
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        await super().save(tracker)
+        if not self.cached_conversations:
+            return
+        self._sessions[tracker.sender_id] = (self._newest_event_id(tracker.sender_id),
+                                             current_session(tracker.events))
+        self._sessions.move_to_end(tracker.sender_id)
+        while len(self._sessions) > self.cached_conversations:
+            self._sessions.popitem(last=False)

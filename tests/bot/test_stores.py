@@ -1,0 +1,134 @@
+"""The cached SQL tracker store returns exactly what Rasa's SQL store reads from the database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import (
+    ActionExecuted,
+    BotUttered,
+    Event,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+)
+from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
+from rasa.shared.utils.common import all_subclasses
+
+from bot import perf
+from bot.settings import PROJECT_ROOT
+from bot.stores import CachedSQLTrackerStore
+
+
+@pytest.fixture(scope="module")
+def rasa_domain() -> Domain:
+    return Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
+
+
+def cached(domain: Domain, db: Path, **kwargs) -> CachedSQLTrackerStore:
+    return CachedSQLTrackerStore(domain=domain, dialect="sqlite", db=str(db), **kwargs)
+
+
+def turn(text: str, intent: str, answer: str) -> list[Event]:
+    now = time.time()
+    return [UserUttered(text, {"name": intent, "confidence": 0.9}, timestamp=now),
+            ActionExecuted("utter_greet", timestamp=now + 0.001),
+            BotUttered(answer, timestamp=now + 0.002),
+            ActionExecuted("action_listen", timestamp=now + 0.003)]
+
+
+def conversation(domain: Domain, sender: str, *events: Event) -> DialogueStateTracker:
+    return DialogueStateTracker.from_events(sender, list(events), domain.slots)
+
+
+def state(tracker: DialogueStateTracker) -> dict:
+    current = tracker.current_state(EventVerbosity.ALL)
+    return {"events": current["events"], "slots": current["slots"],
+            "latest_message": current["latest_message"]}
+
+
+@pytest.mark.asyncio
+async def test_a_remembered_conversation_equals_the_database_copy(rasa_domain, tmp_path) -> None:
+    store = cached(rasa_domain, tmp_path / "t.db")
+    tracker = conversation(rasa_domain, "m1", *turn("你好", "greet", "您好"),
+                           SlotSet("brand", "拉卡拉"), *turn("打印机不出纸", "fault_hardware", "请…"))
+    await store.save(tracker)
+
+    from_memory = await store.retrieve("m1")
+    from_database = await SQLTrackerStore(rasa_domain, dialect="sqlite",
+                                          db=str(tmp_path / "t.db")).retrieve("m1")
+
+    assert store.hits == 1
+    assert state(from_memory) == state(from_database)
+    assert from_memory.get_slot("brand") == "拉卡拉"
+
+
+@pytest.mark.asyncio
+async def test_only_the_latest_session_comes_back_as_from_the_database(rasa_domain, tmp_path) -> None:
+    store = cached(rasa_domain, tmp_path / "t.db")
+    old = turn("刷卡显示A0", "error_code", "A0 是…")
+    time.sleep(0.01)
+    tracker = conversation(rasa_domain, "m2", *old, ActionExecuted("action_session_start"),
+                           SessionStarted(), SlotSet("brand", "银联"),
+                           ActionExecuted("action_listen"), *turn("谢谢", "thanks", "不客气"))
+    await store.save(tracker)
+
+    from_memory = await store.retrieve("m2")
+    from_database = await SQLTrackerStore(rasa_domain, dialect="sqlite",
+                                          db=str(tmp_path / "t.db")).retrieve("m2")
+
+    assert store.hits == 1
+    assert state(from_memory) == state(from_database)
+    assert "刷卡显示A0" not in [e.get("text") for e in state(from_memory)["events"]]
+
+
+@pytest.mark.asyncio
+async def test_events_written_by_another_server_are_read_from_the_database(rasa_domain,
+                                                                          tmp_path) -> None:
+    first, second = cached(rasa_domain, tmp_path / "t.db"), cached(rasa_domain, tmp_path / "t.db")
+    await first.save(conversation(rasa_domain, "m3", *turn("你好", "greet", "您好")))
+
+    elsewhere = await second.retrieve("m3")
+    elsewhere.update_with_events(turn("转人工", "human_handoff", "好的"), rasa_domain)
+    await second.save(elsewhere)
+    seen = await first.retrieve("m3")
+
+    assert first.misses == 1 and first.hits == 0
+    assert [e.get("text") for e in state(seen)["events"] if e["event"] == "user"] == [
+        "你好", "转人工"]
+
+
+@pytest.mark.asyncio
+async def test_memory_is_bounded_and_can_be_switched_off(rasa_domain, tmp_path, monkeypatch) -> None:
+    store = cached(rasa_domain, tmp_path / "t.db", cached_conversations=2)
+    for sender in ("a", "b", "c"):
+        await store.save(conversation(rasa_domain, sender, *turn("你好", "greet", "您好")))
+    assert list(store._sessions) == ["b", "c"]
+    assert (await store.retrieve("a")).sender_id == "a" and store.misses == 1
+
+    monkeypatch.setenv("POSBOT_TRACKER_CACHE", "0")
+    off = cached(rasa_domain, tmp_path / "t.db")
+    await off.save(conversation(rasa_domain, "d", *turn("你好", "greet", "您好")))
+    assert (await off.retrieve("d")).latest_message.text == "你好"
+    assert (off.hits, off.misses) == (0, 1)
+
+
+@pytest.mark.asyncio
+async def test_sqlite_runs_in_write_ahead_log_mode(rasa_domain, tmp_path) -> None:
+    store = cached(rasa_domain, tmp_path / "t.db")
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_event_type_lookup_gives_the_same_class_as_rasa() -> None:
+    perf.apply()
+    for cls in all_subclasses(Event):
+        assert Event.resolve_by_type(cls.type_name) is perf._original_resolve_by_type(cls.type_name)
+    assert Event.resolve_by_type("topic") is None
+    assert Event.resolve_by_type("no-such-event", default=SlotSet) is SlotSet
+    with pytest.raises(ValueError):
+        Event.resolve_by_type("no-such-event")
