@@ -16,7 +16,8 @@ from kb.content import Content
 #: jieba frequency for domain words: high enough that "拉卡拉" beats "拉/卡拉" and "POS机" beats
 #: "POS/机", low enough not to swallow longer everyday words.
 WORD_FREQ = 50000
-CODE_TOKEN = r"^[0-9A-Za-z]{2}$"
+# Two characters with at least one digit (00-99, A0): "QR码", "OK了" are not codes.
+CODE_TOKEN = r"^(?=.*[0-9])[0-9A-Za-z]{2}$"
 FILLERS = ["的", "是", "了", ":", ":", "为", "个", "出"]
 
 

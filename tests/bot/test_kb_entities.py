@@ -32,6 +32,8 @@ def values(extractor: KBEntityExtractor, text: str) -> list[tuple[str, str, str]
     ("51", [("error_code", "51", "51")]),
     ("小票机不出纸", [("component", "小票机", "打印机")]),
     ("储蓄卡刷了两千", [("card_type", "储蓄卡", "借记卡"), ("amount", "两千", "2000")]),
+    ("收款QR码刷新不出来", []),
+    ("刷了51块 结果机器上报57", [("amount", "51", "51"), ("error_code", "57", "57")]),
 ])
 def test_entities_with_canonical_values(extractor, text, expected) -> None:
     assert values(extractor, text) == expected
