@@ -4,6 +4,10 @@ Starts the bot exactly as `make run` does (bot/launcher.py), then measures REST 
 sequentially and with 10 concurrent senders, throughput, resident memory, start-up time, and
 the time of a full training from scratch. Prints a table and writes reports/bench.md.
 Targets (2 cores): p99 ≤ 300 ms at 10 senders, ≥ 40 msg/s, ready ≤ 30 s, ≤ 1.2 GB, training ≤ 3 min.
+
+POSBOT_BENCH_PRODUCTION=1 measures bot/endpoints.production.yml instead (trackers in this
+machine's PostgreSQL, locks in its Redis, a throw-away database), with SANIC_WORKERS Rasa
+workers (default 2); the report goes to reports/bench-production.md.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,23 +39,33 @@ MODEL = Path(os.environ.get("POSBOT_BENCH_MODEL", str(ROOT / "models" / "posbot.
 TRAIN = os.environ.get("POSBOT_BENCH_TRAIN", "1") != "0"  # 0: skip the training measurement
 CONCURRENCY = 10
 PER_SENDER = int(os.environ.get("POSBOT_BENCH_PER_SENDER", "30"))
+PRODUCTION = os.environ.get("POSBOT_BENCH_PRODUCTION", "0") == "1"
+PG = os.environ.get("POSBOT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children, in MB, from /proc."""
+def memory_mb(pid: int, field: str = "Rss") -> float:
+    """Memory of a process and its children in MB, from /proc/*/smaps_rollup.
+
+    ``Rss`` counts pages shared between processes (libraries, forked workers) once per process;
+    ``Pss`` divides each shared page among the processes that map it, so sums are honest.
+    """
     total = 0
     pids = [pid]
     while pids:
         current = pids.pop()
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith(f"{field}:"):
                     total += int(line.split()[1])
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
             pids.extend(int(c) for c in children)
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total / 1024
+
+
+def rss_mb(pid: int) -> float:
+    return memory_mb(pid, "Rss")
 
 
 def timed_send(url: str, sender: str, text: str) -> float:
@@ -78,9 +93,30 @@ def train_time() -> float:
         return time.monotonic() - start
 
 
+def production_setup() -> tuple[dict[str, str], Path, str]:
+    """Environment for bot/endpoints.production.yml with a throw-away tracker database."""
+    database = f"posbot_bench_{uuid.uuid4().hex[:8]}"
+    host, port = PG.rsplit("@", 1)[1].split(":")
+    env = {"POSBOT_PG_HOST": host, "POSBOT_PG_PORT": port, "POSBOT_PG_DB": database,
+           "POSBOT_PG_USER": "postgres", "POSBOT_PG_PASSWORD": "", "POSBOT_PG_LOGIN_DB": "test",
+           "POSBOT_REDIS_HOST": "127.0.0.1", "POSBOT_REDIS_PORT": "6379", "POSBOT_REDIS_DB": "13",
+           "SANIC_WORKERS": os.environ.get("SANIC_WORKERS", "2")}
+    return env, ROOT / "bot" / "endpoints.production.yml", database
+
+
+def drop_database(database: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(f"{PG}/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def main() -> int:
+    env, endpoints, database = production_setup() if PRODUCTION else ({}, None, "")
     with tempfile.TemporaryDirectory() as tmp:
-        bot = start_bot(Path(tmp), model=MODEL)
+        bot = start_bot(Path(tmp), model=MODEL, env=env, endpoints=endpoints)
         try:
             sequential = [timed_send(bot.url, f"bench-seq-{i % 5}", MESSAGES[i % len(MESSAGES)])
                           for i in range(SEQUENTIAL)]
@@ -94,9 +130,12 @@ def main() -> int:
                 concurrent = [ms for batch in pool.map(sender, range(CONCURRENCY)) for ms in batch]
             elapsed = time.perf_counter() - start
             memory = {"rasa": rss_mb(bot.processes[1].pid), "actions": rss_mb(bot.processes[0].pid)}
+            pss = sum(memory_mb(p.pid, "Pss") for p in bot.processes)
             ready = bot.ready_after_s
         finally:
             bot.stop()
+            if PRODUCTION:
+                drop_database(database)
     training = train_time() if TRAIN else float("nan")
     rows = [
         ("sequential p50", f"{statistics.median(sequential):.0f} ms", ""),
@@ -106,18 +145,22 @@ def main() -> int:
         ("throughput (10 senders)", f"{len(concurrent) / elapsed:.1f} msg/s", "≥ 40 msg/s"),
         ("resident memory, Rasa server", f"{memory['rasa']:.0f} MB", ""),
         ("resident memory, action server", f"{memory['actions']:.0f} MB", ""),
-        ("resident memory, total", f"{sum(memory.values()):.0f} MB", "≤ 1200 MB"),
+        ("resident memory, total (RSS)", f"{sum(memory.values()):.0f} MB", "≤ 1200 MB"),
+        ("proportional memory, total (PSS: shared pages counted once)", f"{pss:.0f} MB", ""),
         ("start-up until warm (KB build, both servers, warm-up)", f"{ready:.1f} s", "≤ 30 s"),
         ("full training from scratch", f"{training:.0f} s", "≤ 180 s"),
     ]
+    setup = (f"PostgreSQL trackers, Redis locks, {env['SANIC_WORKERS']} Rasa workers"
+             if PRODUCTION else "SQLite trackers, one Rasa process (make run)")
     lines = ["# posbot benchmark", "",
              f"{os.cpu_count()} cores · {SEQUENTIAL} sequential messages · {CONCURRENCY} senders × "
-             f"{PER_SENDER} messages · REST webhook round trips incl. actions and SQLite trackers", "",
+             f"{PER_SENDER} messages · REST webhook round trips incl. actions · {setup}", "",
              "| measure | value | target |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
     report = "\n".join(lines) + "\n"
     (ROOT / "reports").mkdir(exist_ok=True)
-    (ROOT / "reports" / "bench.md").write_text(report, encoding="utf-8")
+    name = "bench-production.md" if PRODUCTION else "bench.md"
+    (ROOT / "reports" / name).write_text(report, encoding="utf-8")
     print(report)
     return 0
 

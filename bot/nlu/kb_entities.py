@@ -25,6 +25,7 @@ from rasa.shared.nlu.constants import ENTITIES, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from bot.nlu.jieba_tokenizer import files_digest
 from bot.nlu.numbers import find_numbers
 from kb.content import format_problems, load_content
 from kb.vocabulary import Vocabulary
@@ -63,6 +64,11 @@ class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
     @staticmethod
     def required_packages() -> List[str]:
         return ["spacy", "jieba"]
+
+    @classmethod
+    def fingerprint_addon(cls, config: Dict[str, Any]) -> Optional[str]:
+        """The KB files are read at training time: a change to them must retrain, not restore."""
+        return files_digest(Path(config["content_dir"]), "*.yml")
 
     def __init__(
         self,

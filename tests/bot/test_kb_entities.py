@@ -48,3 +48,16 @@ def test_every_alias_of_every_brand_is_found(extractor, content: Content) -> Non
         for alias in [brand["name"], *brand["aliases"]]:
             found = values(extractor, f"我用的是{alias}的POS机")
             assert ("brand", alias, brand["name"]) in found, (alias, found)
+
+
+def test_a_kb_or_dictionary_edit_changes_the_training_cache_key(tmp_path) -> None:
+    from bot.nlu.jieba_tokenizer import DictionaryJiebaTokenizer
+
+    (tmp_path / "vocabulary.yml").write_text("error_code_triggers: [显示]\n", encoding="utf-8")
+    config = {"content_dir": str(tmp_path), "dictionary_path": str(tmp_path)}
+    before = (KBEntityExtractor.fingerprint_addon(config),
+              DictionaryJiebaTokenizer.fingerprint_addon(config))
+    (tmp_path / "vocabulary.yml").write_text("error_code_triggers: [显示, 上报]\n", encoding="utf-8")
+    after = (KBEntityExtractor.fingerprint_addon(config),
+             DictionaryJiebaTokenizer.fingerprint_addon(config))
+    assert before[0] != after[0] and before[1] != after[1]

@@ -17,9 +17,7 @@ from rasa.shared.core.events import (
     UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
-from rasa.shared.utils.common import all_subclasses
 
-from bot import perf
 from bot.settings import PROJECT_ROOT
 from bot.stores import CachedSQLTrackerStore
 
@@ -123,12 +121,3 @@ async def test_sqlite_runs_in_write_ahead_log_mode(rasa_domain, tmp_path) -> Non
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
-
-def test_event_type_lookup_gives_the_same_class_as_rasa() -> None:
-    perf.apply()
-    for cls in all_subclasses(Event):
-        assert Event.resolve_by_type(cls.type_name) is perf._original_resolve_by_type(cls.type_name)
-    assert Event.resolve_by_type("topic") is None
-    assert Event.resolve_by_type("no-such-event", default=SlotSet) is SlotSet
-    with pytest.raises(ValueError):
-        Event.resolve_by_type("no-such-event")
