@@ -43,6 +43,17 @@ def conversation(domain: Domain, sender: str, *events: Event) -> DialogueStateTr
     return DialogueStateTracker.from_events(sender, list(events), domain.slots)
 
 
+async def save_and_read_back(domain: Domain, db: Path, tracker: DialogueStateTracker
+                             ) -> tuple[CachedSQLTrackerStore, dict, dict]:
+    """Save through the cached store; read back from its memory and with Rasa's own SQL store."""
+    store = cached(domain, db)
+    await store.save(tracker)
+    from_memory = await store.retrieve(tracker.sender_id)
+    from_database = await SQLTrackerStore(domain, dialect="sqlite", db=str(db)).retrieve(
+        tracker.sender_id)
+    return store, state(from_memory), state(from_database)
+
+
 def state(tracker: DialogueStateTracker) -> dict:
     current = tracker.current_state(EventVerbosity.ALL)
     return {"events": current["events"], "slots": current["slots"],
@@ -51,37 +62,31 @@ def state(tracker: DialogueStateTracker) -> dict:
 
 @pytest.mark.asyncio
 async def test_a_remembered_conversation_equals_the_database_copy(rasa_domain, tmp_path) -> None:
-    store = cached(rasa_domain, tmp_path / "t.db")
     tracker = conversation(rasa_domain, "m1", *turn("你好", "greet", "您好"),
                            SlotSet("brand", "拉卡拉"), *turn("打印机不出纸", "fault_hardware", "请…"))
-    await store.save(tracker)
 
-    from_memory = await store.retrieve("m1")
-    from_database = await SQLTrackerStore(rasa_domain, dialect="sqlite",
-                                          db=str(tmp_path / "t.db")).retrieve("m1")
+    store, from_memory, from_database = await save_and_read_back(rasa_domain, tmp_path / "t.db",
+                                                                 tracker)
 
     assert store.hits == 1
-    assert state(from_memory) == state(from_database)
-    assert from_memory.get_slot("brand") == "拉卡拉"
+    assert from_memory == from_database
+    assert from_memory["slots"]["brand"] == "拉卡拉"
 
 
 @pytest.mark.asyncio
 async def test_only_the_latest_session_comes_back_as_from_the_database(rasa_domain, tmp_path) -> None:
-    store = cached(rasa_domain, tmp_path / "t.db")
     old = turn("刷卡显示A0", "error_code", "A0 是…")
     time.sleep(0.01)
     tracker = conversation(rasa_domain, "m2", *old, ActionExecuted("action_session_start"),
                            SessionStarted(), SlotSet("brand", "银联"),
                            ActionExecuted("action_listen"), *turn("谢谢", "thanks", "不客气"))
-    await store.save(tracker)
 
-    from_memory = await store.retrieve("m2")
-    from_database = await SQLTrackerStore(rasa_domain, dialect="sqlite",
-                                          db=str(tmp_path / "t.db")).retrieve("m2")
+    store, from_memory, from_database = await save_and_read_back(rasa_domain, tmp_path / "t.db",
+                                                                 tracker)
 
     assert store.hits == 1
-    assert state(from_memory) == state(from_database)
-    assert "刷卡显示A0" not in [e.get("text") for e in state(from_memory)["events"]]
+    assert from_memory == from_database
+    assert "刷卡显示A0" not in [e.get("text") for e in from_memory["events"]]
 
 
 @pytest.mark.asyncio
