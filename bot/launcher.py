@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import yaml
 
 from bot.settings import PROJECT_ROOT
 
@@ -90,12 +91,12 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
     subprocess.run([str(BIN / "posbot"), "kb", "build"], env=full_env, check=True,
                    cwd=PROJECT_ROOT, capture_output=True)
     if endpoints is None:
+        # make run's own endpoints file, pointed at this action server and a temporary tracker DB.
+        config = yaml.safe_load((PROJECT_ROOT / "bot" / "endpoints.yml").read_text("utf-8"))
+        config["action_endpoint"]["url"] = f"http://127.0.0.1:{actions_port}/webhook"
+        config["tracker_store"]["db"] = str(tmp / "tracker.sqlite3")
         endpoints = tmp / "endpoints.yml"
-        endpoints.write_text(
-            f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-            "tracker_store:\n  type: bot.stores.CachedSQLTrackerStore\n  dialect: sqlite\n"
-            f"  db: {tmp / 'tracker.sqlite3'}\n",
-            encoding="utf-8")
+        endpoints.write_text(yaml.safe_dump(config), encoding="utf-8")
     logs = {name: tmp / f"{name}.log" for name in ("actions", "rasa")}
     bot = RunningBot(f"http://127.0.0.1:{rasa_port}", f"http://127.0.0.1:{actions_port}",
                      database_url, tmp)

@@ -15,12 +15,17 @@ def code_message(text: str, *codes: str) -> dict:
             "entities": [{"entity": "error_code", "value": c} for c in codes]}
 
 
+async def explain(domain: dict, text: str, *codes: str) -> tuple[list[str], list]:
+    """What the merchant reads after writing ``text`` (codes as extracted), and the events."""
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker("tracker_new", **code_message(text, *codes))
+    events = await ActionExplainErrorCode().run(dispatcher, tracker, domain)
+    return render(domain, dispatcher.messages), events
+
+
 @pytest.mark.asyncio
 async def test_a0_says_sign_in_again_and_that_retry_helps(action_store, domain) -> None:
-    dispatcher = CollectingDispatcher()
-    tracker = load_tracker("tracker_new", **code_message("刷卡显示A0", "A0"))
-    events = await ActionExplainErrorCode().run(dispatcher, tracker, domain)
-    texts = render(domain, dispatcher.messages)
+    texts, events = await explain(domain, "刷卡显示A0", "A0")
     assert texts[0].startswith("应答码 A0：")
     assert "签到" in texts[0]
     assert texts[1] == "按上面的方法处理后，可以再试一次。"
@@ -29,20 +34,14 @@ async def test_a0_says_sign_in_again_and_that_retry_helps(action_store, domain) 
 
 @pytest.mark.asyncio
 async def test_stolen_card_code_warns_not_to_complete_the_sale(action_store, domain) -> None:
-    dispatcher = CollectingDispatcher()
-    tracker = load_tracker("tracker_new", **code_message("显示43", "43"))
-    await ActionExplainErrorCode().run(dispatcher, tracker, domain)
-    texts = render(domain, dispatcher.messages)
+    texts, _ = await explain(domain, "显示43", "43")
     assert texts[0].startswith("应答码 43：")
     assert "请不要继续完成这笔交易" in texts[1]
 
 
 @pytest.mark.asyncio
 async def test_unknown_code_is_not_guessed(action_store, domain) -> None:
-    dispatcher = CollectingDispatcher()
-    tracker = load_tracker("tracker_new", **code_message("显示Z9", "Z9"))
-    await ActionExplainErrorCode().run(dispatcher, tracker, domain)
-    texts = render(domain, dispatcher.messages)
+    texts, _ = await explain(domain, "显示Z9", "Z9")
     assert len(texts) == 1
     assert "Z9 不在我们整理的银联应答码表里" in texts[0]
     assert "联系收单机构" in texts[0]
@@ -50,17 +49,13 @@ async def test_unknown_code_is_not_guessed(action_store, domain) -> None:
 
 @pytest.mark.asyncio
 async def test_without_a_code_the_bot_asks_for_it(action_store, domain) -> None:
-    dispatcher = CollectingDispatcher()
-    tracker = load_tracker("tracker_new", **code_message("屏幕上有个错误码"))
-    assert await ActionExplainErrorCode().run(dispatcher, tracker, domain) == []
-    assert "请告诉我屏幕或小票上显示的应答码" in render(domain, dispatcher.messages)[0]
+    texts, events = await explain(domain, "屏幕上有个错误码")
+    assert events == []
+    assert "请告诉我屏幕或小票上显示的应答码" in texts[0]
 
 
 @pytest.mark.asyncio
 async def test_insufficient_funds_says_retry_is_useless(action_store, domain) -> None:
-    dispatcher = CollectingDispatcher()
-    tracker = load_tracker("tracker_new", **code_message("报51", "51"))
-    await ActionExplainErrorCode().run(dispatcher, tracker, domain)
-    texts = render(domain, dispatcher.messages)
+    texts, _ = await explain(domain, "报51", "51")
     assert "余额" in texts[0]
     assert texts[1] == "用同一张卡重复刷通常没有用，请先按上面的方法处理。"
