@@ -126,3 +126,45 @@ async def test_sqlite_runs_in_write_ahead_log_mode(rasa_domain, tmp_path) -> Non
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
+
+
+async def stored_texts(domain: Domain, db: Path, sender: str) -> list[str]:
+    """The user messages of the latest session, as Rasa's own SQL store reads them."""
+    tracker = await SQLTrackerStore(domain, dialect="sqlite", db=str(db)).retrieve(sender)
+    return [e.text for e in tracker.events if isinstance(e, UserUttered)]
+
+
+@pytest.mark.asyncio
+async def test_later_turns_append_exactly_the_new_events(rasa_domain, tmp_path) -> None:
+    store = cached(rasa_domain, tmp_path / "t.db")
+    await store.save(conversation(rasa_domain, "m5", *turn("你好", "greet", "您好")))
+    for text in ("打印机不出纸", "谢谢"):
+        tracker = await store.retrieve("m5")
+        tracker.update_with_events(turn(text, "thanks", "好的"), rasa_domain)
+        await store.save(tracker)
+    await store.save(tracker)  # nothing new: nothing written twice
+
+    assert store.fast_saves == 3
+    assert await stored_texts(rasa_domain, tmp_path / "t.db", "m5") == ["你好", "打印机不出纸", "谢谢"]
+    _, from_memory, from_database = await save_and_read_back(rasa_domain, tmp_path / "t.db",
+                                                             await store.retrieve("m5"))
+    assert from_memory == from_database
+
+
+@pytest.mark.asyncio
+async def test_a_write_between_reading_and_saving_takes_rasas_own_path(
+        rasa_domain, tmp_path) -> None:
+    first, second = cached(rasa_domain, tmp_path / "t.db"), cached(rasa_domain, tmp_path / "t.db")
+    await first.save(conversation(rasa_domain, "m6", *turn("你好", "greet", "您好")))
+    mine = await first.retrieve("m6")
+    theirs = await second.retrieve("m6")
+    theirs.update_with_events(turn("转人工", "human_handoff", "好的"), rasa_domain)
+    await second.save(theirs)
+
+    mine.update_with_events(turn("谢谢", "thanks", "不客气"), rasa_domain)
+    await first.save(mine)
+
+    assert first.fast_saves == 0
+    # Rasa's rule for a stale tracker: the rows after the stored count are appended.
+    texts = await stored_texts(rasa_domain, tmp_path / "t.db", "m6")
+    assert texts.count("你好") == 1 and "转人工" in texts
