@@ -85,7 +85,9 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
     tmp.mkdir(parents=True, exist_ok=True)
     rasa_port, actions_port = free_port(), free_port()
     database_url = (env or {}).get("POSBOT_DATABASE_URL") or f"sqlite:///{tmp / 'posbot.sqlite3'}"
-    full_env = {**os.environ, **(env or {}), "POSBOT_DATABASE_URL": database_url,
+    # The serving settings of scripts/run.sh (make run): one TensorFlow thread per op.
+    serving = {"TF_INTER_OP_PARALLELISM_THREADS": "1", "TF_INTRA_OP_PARALLELISM_THREADS": "1"}
+    full_env = {**serving, **os.environ, **(env or {}), "POSBOT_DATABASE_URL": database_url,
                 "POSBOT_ACTION_URL": f"http://127.0.0.1:{actions_port}/webhook",
                 "RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
     subprocess.run([str(BIN / "posbot"), "kb", "build"], env=full_env, check=True,

@@ -18,7 +18,7 @@ events before it. This module keeps that fold per conversation and resumes it:
   resumes from an earlier checkpoint, a restart from the start;
 - everything after the checkpoint is computed by the same steps as Rasa's loop, copied below.
 
-Callers get fresh state dicts (policies delete keys from them), so the kept fold never changes.
+Callers get fresh state dicts (featurizers delete keys from them), so the kept fold never changes.
 tests/bot/test_states.py compares every prefix of recorded conversations with Rasa's own code.
 ``POSBOT_STATES_CACHE`` sets how many (conversation, policy settings) folds are kept (0 = off).
 Installed by bot/perf.py with the other speed-ups.
@@ -72,8 +72,15 @@ def _replay_copy(tracker: DialogueStateTracker) -> DialogueStateTracker:
 
 
 def _fresh(state: State) -> State:
-    """A state the caller may change without touching the kept one."""
-    return {key: dict(sub_state) for key, sub_state in state.items()}
+    """A state the caller may change without touching the kept one.
+
+    Rasa's featurizers delete keys from a state and from its user sub-state (text or intent of
+    the last message); the other sub-states are only read.
+    """
+    fresh = dict(state)
+    if constants.USER in fresh:
+        fresh[constants.USER] = dict(fresh[constants.USER])
+    return fresh
 
 
 class _Folds:

@@ -10,6 +10,10 @@ CREDENTIALS=${CREDENTIALS:-bot/credentials.yml}
 RASA_PORT=${RASA_PORT:-5005}
 ACTIONS_PORT=${ACTIONS_PORT:-5055}
 mkdir -p var
+# One TensorFlow thread per op: DIET's ops are tiny, and with 2 cores more threads only hand work
+# back and forth (make bench: 28 → 32 msg/s). bot/launcher.py sets the same for tests and bench.
+export TF_INTER_OP_PARALLELISM_THREADS="${TF_INTER_OP_PARALLELISM_THREADS:-1}"
+export TF_INTRA_OP_PARALLELISM_THREADS="${TF_INTRA_OP_PARALLELISM_THREADS:-1}"
 
 pids=()
 stop() {

@@ -68,6 +68,25 @@ def test_printer_fault_walked_stage_by_stage_then_a_ticket(live_bot: RunningBot)
     assert len(ticket.steps_tried) == 4
 
 
+def test_repair_offer_answered_by_typing_starts_the_ticket(live_bot: RunningBot) -> None:
+    merchant = sender()
+    live_bot.send(merchant, "POS机连不上网")
+    for _ in range(3):
+        reply = live_bot.texts(merchant, "/deny")
+    assert "能试的步骤都试过了" in reply
+    assert "请留一个方便售后人员联系您的电话" in live_bot.texts(merchant, "我要登记报修")
+
+
+def test_fee_calculator_questions_answered_by_typing(live_bot: RunningBot) -> None:
+    merchant = sender()
+    assert "费率是多少" in live_bot.texts(merchant, "刷一万块扣多少手续费")
+    assert "借记卡（储蓄卡）还是信用卡" in live_bot.texts(merchant, "0.6%")
+    credit = live_bot.texts(merchant, "信用卡")
+    assert "10,000 元 × 0.6% = 60 元" in credit and "没有单笔封顶" in credit
+    debit = live_bot.texts(merchant, "那借记卡呢")
+    assert "10,000 元 × 0.6% = 60 元" in debit and "封顶" in debit
+
+
 def test_solved_walk_closes_with_a_tip_and_a_new_question_leaves_the_walk(
         live_bot: RunningBot) -> None:
     merchant = sender()
