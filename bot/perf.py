@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import logging
 import os
 from functools import lru_cache
@@ -54,7 +55,15 @@ from rasa.engine.graph import GraphSchema
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.constants import PREVIOUS_ACTION
 from rasa.shared.core.domain import Domain, State
-from rasa.shared.core.events import Event
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActionReverted,
+    ActiveLoop,
+    Event,
+    Restarted,
+    SessionStarted,
+    UserUtteranceReverted,
+)
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.utils.common import all_subclasses
 from rasa.utils.endpoints import EndpointConfig
@@ -222,20 +231,39 @@ def _rule_prediction_states(self: RulePolicy, tracker: Any, domain: Any,
 _original_applied_events = DialogueStateTracker.applied_events
 
 
+_REWINDING = (Restarted, SessionStarted, ActionReverted, UserUtteranceReverted)
+
+
 def _applied_events(self: DialogueStateTracker) -> List[Event]:
     """``applied_events`` once per tracker state instead of once per caller (6-8 per message).
 
     Events are only ever appended to a tracker, so the same event deque with the same length and
-    the same last event gives the same answer. Callers get their own list.
+    the same last event gives the same answer. When events were appended that Rasa's loop would
+    simply append too (no restart, session start, rewind, new loop name or run of a loop), the
+    answer is the previous one plus those events; anything else is computed by Rasa's code.
+    Callers get their own list.
     """
     events = self.events
     count = len(events)
     last = events[-1] if count else None
     memo = self.__dict__.get("_posbot_applied")
-    if memo is None or memo[0] is not events or memo[1] != count or memo[2] is not last:
-        memo = (events, count, last, _original_applied_events(self))
-        self.__dict__["_posbot_applied"] = memo
-    return list(memo[3])
+    if memo is not None and memo[0] is events and memo[1] == count and memo[2] is last:
+        return list(memo[3])
+    applied = None
+    if memo is not None and memo[0] is events and 0 < memo[1] < count and (
+            events[memo[1] - 1] is memo[2]):
+        added = list(itertools.islice(events, memo[1], None))
+        loop_names = memo[4]
+        if not any(isinstance(e, _REWINDING)
+                   or (isinstance(e, ActiveLoop) and e.name and e.name not in loop_names)
+                   or (isinstance(e, ActionExecuted) and e.action_name in loop_names)
+                   for e in added):
+            applied = memo[3] + added
+    if applied is None:
+        applied = _original_applied_events(self)
+        loop_names = frozenset(e.name for e in events if isinstance(e, ActiveLoop) and e.name)
+    self.__dict__["_posbot_applied"] = (events, count, last, applied, loop_names)
+    return list(applied)
 
 
 _original_minimal_graph_schema = GraphSchema.minimal_graph_schema

@@ -93,9 +93,10 @@ def test_action_responses_are_judged_as_rasas_full_schema_judges_them() -> None:
 
 
 def test_applied_events_follow_the_tracker_as_it_grows() -> None:
+    """Event by event through all recorded conversations in a row (forms, restarts, sessions)."""
     perf.apply()
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
-    events = [Event.from_parameters(e) for e in CONVERSATION_EVENTS[:120]]
+    events = [Event.from_parameters(e) for e in CONVERSATION_EVENTS]
     tracker = DialogueStateTracker.from_events("m", [], domain.slots)
     for event in events:
         tracker.update(event)
