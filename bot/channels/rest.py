@@ -45,6 +45,7 @@ class RestInput(RasaRestInput):
             await perf.close_sessions()
 
         blueprint.after_server_stop(close_action_sessions)
+        blueprint.after_server_start(perf.freeze_loaded_objects)
         return blueprint
 
     async def _extract_sender(self, req: Request) -> Optional[Text]:

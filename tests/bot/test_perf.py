@@ -141,3 +141,18 @@ def test_with_debug_logging_the_log_copies_are_made() -> None:
     finally:
         rasa_logger.setLevel(level)
     assert copied == value and copied is not value
+
+
+@pytest.mark.asyncio
+async def test_start_up_objects_are_frozen_out_of_garbage_collection(monkeypatch) -> None:
+    import gc
+
+    try:
+        monkeypatch.setenv("POSBOT_GC_FREEZE", "0")
+        await perf.freeze_loaded_objects()
+        assert gc.get_freeze_count() == 0
+        monkeypatch.setenv("POSBOT_GC_FREEZE", "1")
+        await perf.freeze_loaded_objects()
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
