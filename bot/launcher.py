@@ -21,6 +21,10 @@ from bot.settings import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 DEFAULT_MODEL = PROJECT_ROOT / "models" / "posbot.tar.gz"
+# The Rasa server's TensorFlow settings in scripts/run.sh (make run): one thread per op. Only for
+# the Rasa server: Rasa's CLI imports TensorFlow to apply them, which the action server must not.
+SERVING_TF_THREADS = {"TF_INTER_OP_PARALLELISM_THREADS": "1",
+                      "TF_INTRA_OP_PARALLELISM_THREADS": "1"}
 
 
 def free_port() -> int:
@@ -85,9 +89,7 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
     tmp.mkdir(parents=True, exist_ok=True)
     rasa_port, actions_port = free_port(), free_port()
     database_url = (env or {}).get("POSBOT_DATABASE_URL") or f"sqlite:///{tmp / 'posbot.sqlite3'}"
-    # The serving settings of scripts/run.sh (make run): one TensorFlow thread per op.
-    serving = {"TF_INTER_OP_PARALLELISM_THREADS": "1", "TF_INTRA_OP_PARALLELISM_THREADS": "1"}
-    full_env = {**serving, **os.environ, **(env or {}), "POSBOT_DATABASE_URL": database_url,
+    full_env = {**os.environ, **(env or {}), "POSBOT_DATABASE_URL": database_url,
                 "POSBOT_ACTION_URL": f"http://127.0.0.1:{actions_port}/webhook",
                 "RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
     subprocess.run([str(BIN / "posbot"), "kb", "build"], env=full_env, check=True,
@@ -111,7 +113,7 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
             [str(BIN / "rasa"), "run", "--model", str(model), "--endpoints", str(endpoints),
              "--credentials", str(PROJECT_ROOT / "bot" / "credentials.yml"), "--enable-api",
              "--port", str(rasa_port)],
-            cwd=PROJECT_ROOT, env=full_env, stdout=logs["rasa"].open("w"),
+            cwd=PROJECT_ROOT, env={**SERVING_TF_THREADS, **full_env}, stdout=logs["rasa"].open("w"),
             stderr=subprocess.STDOUT),
     ]
     try:

@@ -10,10 +10,11 @@ CREDENTIALS=${CREDENTIALS:-bot/credentials.yml}
 RASA_PORT=${RASA_PORT:-5005}
 ACTIONS_PORT=${ACTIONS_PORT:-5055}
 mkdir -p var
-# One TensorFlow thread per op: DIET's ops are tiny, and with 2 cores more threads only hand work
-# back and forth (make bench: 28 → 32 msg/s). bot/launcher.py sets the same for tests and bench.
-export TF_INTER_OP_PARALLELISM_THREADS="${TF_INTER_OP_PARALLELISM_THREADS:-1}"
-export TF_INTRA_OP_PARALLELISM_THREADS="${TF_INTRA_OP_PARALLELISM_THREADS:-1}"
+# Rasa server: one TensorFlow thread per op. DIET's ops are tiny, and with 2 cores more threads
+# only hand work back and forth (make bench: 28 → 32 msg/s). Not exported: Rasa's CLI imports
+# TensorFlow to apply them, which would cost the action server 350 MB. bot/launcher.py: the same.
+TF_THREADS=(TF_INTER_OP_PARALLELISM_THREADS="${TF_INTER_OP_PARALLELISM_THREADS:-1}"
+            TF_INTRA_OP_PARALLELISM_THREADS="${TF_INTRA_OP_PARALLELISM_THREADS:-1}")
 
 pids=()
 stop() {
@@ -27,11 +28,12 @@ trap stop INT TERM EXIT
 pids+=($!)
 
 if [ "${1:-}" = "shell" ]; then
-  "$BIN/rasa" shell --model "$MODEL" --endpoints "$ENDPOINTS"
+  env "${TF_THREADS[@]}" "$BIN/rasa" shell --model "$MODEL" --endpoints "$ENDPOINTS"
   exit 0
 fi
 
-"$BIN/rasa" run --model "$MODEL" --endpoints "$ENDPOINTS" --credentials "$CREDENTIALS" \
+env "${TF_THREADS[@]}" "$BIN/rasa" run --model "$MODEL" --endpoints "$ENDPOINTS" \
+  --credentials "$CREDENTIALS" \
   --enable-api --cors "${POSBOT_CORS_ORIGINS:-*}" --port "$RASA_PORT" &
 pids+=($!)
 

@@ -50,3 +50,14 @@ def test_malformed_requests_get_a_4xx(live_bot, body) -> None:
                              headers={"Content-Type": "application/json"}, timeout=30)
     assert 400 <= response.status_code < 500
     assert live_bot.texts("rest-after-bad", "你好")
+
+
+def test_only_the_rasa_server_loads_tensorflow(live_bot) -> None:
+    """The action server stays small (Rasa's CLI imports TensorFlow when TF_* threads are set)."""
+    actions, rasa = live_bot.processes
+
+    def tensorflow_loaded(pid: int) -> bool:
+        with open(f"/proc/{pid}/maps", encoding="utf-8") as maps:
+            return "libtensorflow" in maps.read()
+
+    assert tensorflow_loaded(rasa.pid) and not tensorflow_loaded(actions.pid)
