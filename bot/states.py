@@ -12,7 +12,9 @@ events before it. This module keeps that fold per conversation and resumes it:
 
 - the applied events of the new call are compared, object for object, with those of the last
   call (the tracker store hands out the same event objects, bot/stores.py);
-- the fold resumes from the latest checkpoint inside the common prefix. Checkpoints are taken
+- the same events again (the RulePolicy asks twice per prediction) get the kept answer; new
+  events continue the fold from where the last call ended;
+- otherwise the fold resumes from the latest checkpoint inside the common prefix. Checkpoints are taken
   before each user message and each run of a form: a form folds its previous turn away (Rasa's
   ``applied_events`` undoes happy-path loop turns back to the form's previous run), a rewind
   resumes from an earlier checkpoint, a restart from the start;
@@ -59,6 +61,8 @@ class _Checkpoint:
 class _Fold:
     applied: List[Event]
     states: List[State]  # states at the actions, without the final state
+    final: Optional[State]  # the state after the last event (None: that turn is hidden)
+    end: _Checkpoint  # the fold after the last event
     checkpoints: List[_Checkpoint] = field(default_factory=list)
 
 
@@ -134,7 +138,10 @@ def states_for_tracker_history(
     start: Optional[_Checkpoint] = None
     if fold is not None:
         common = _common_prefix(fold.applied, applied)
-        start = max((c for c in fold.checkpoints if c.position <= common),
+        if common == len(applied) == len(fold.applied):  # asked again (RulePolicy asks twice)
+            finals = [] if fold.final is None else [fold.final]
+            return [_fresh(state) for state in (*fold.states, *finals)]
+        start = max((c for c in (*fold.checkpoints, fold.end) if c.position <= common),
                     key=lambda c: c.position, default=None)
     if start is None:
         replay = tracker.init_copy()
@@ -184,8 +191,12 @@ def states_for_tracker_history(
             step(replay, event.hide_rule_turn)
         replay.update(event)
 
-    kept = _Fold(list(applied), list(states), checkpoints)
-    # The state after the last event (Rasa's final ``yield tracker, False``), not kept.
+    # The fold after the last event; ``replay`` is not changed from here on.
+    end = _Checkpoint(len(applied), replay, len(states), last_ml_action_sub_state,
+                      turn_was_hidden)
+    kept_states = list(states)
+    # The state after the last event (Rasa's final ``yield tracker, False``).
     step(replay, False)
-    FOLDS.put(key, kept)
+    final = states[-1] if len(states) > len(kept_states) else None
+    FOLDS.put(key, _Fold(list(applied), kept_states, final, end, checkpoints))
     return [_fresh(state) for state in states]
