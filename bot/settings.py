@@ -28,6 +28,7 @@ class Settings:
     wechat_aes_key: str = ""
     wechat_app_secret: str = ""
     wechat_reply_budget_s: float = 4.0
+    wechat_max_age_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -40,4 +41,5 @@ class Settings:
             wechat_aes_key=env.get("WECHAT_AES_KEY", ""),
             wechat_app_secret=env.get("WECHAT_APP_SECRET", ""),
             wechat_reply_budget_s=float(env.get("WECHAT_REPLY_BUDGET_S", "4.0")),
+            wechat_max_age_s=float(env.get("WECHAT_MAX_AGE_S", "300")),
         )

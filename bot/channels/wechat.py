@@ -507,6 +507,7 @@ _CREDENTIAL_FIELDS: dict[str, str] = {
     "encoding_aes_key": "wechat_aes_key",
     "app_secret": "wechat_app_secret",
     "reply_budget_s": "wechat_reply_budget_s",
+    "max_age_s": "wechat_max_age_s",
     "redis_url": "redis_url",
 }
 
@@ -527,7 +528,7 @@ class WeChatInput(InputChannel):
             value = (credentials or {}).get(key)
             if value is None or str(value).strip() == "":
                 continue
-            if field_name == "wechat_reply_budget_s":
+            if field_name in ("wechat_reply_budget_s", "wechat_max_age_s"):
                 overrides[field_name] = float(value)
             else:
                 overrides[field_name] = str(value).strip()
@@ -542,8 +543,10 @@ class WeChatInput(InputChannel):
         wechat_client: CustomerServiceClient | None = None,
         dedupe_ttl_s: float = DEDUPE_TTL_S,
         state_ttl_s: float = STATE_TTL_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self._clock = clock
         self.texts = texts or WeChatTexts.load()
         self.store = store or _build_store(self.settings)
         self.crypto = _build_crypto(self.settings)
@@ -608,6 +611,7 @@ class WeChatInput(InputChannel):
         fields = parse_xml_fields(request.body or b"")
         if encrypted:
             fields = self._decrypt(fields, request)
+        self._check_fresh(request)
         message = WeChatMessage.from_fields(fields)
         content = await self._reply_for(message, on_new_message)
         return self._render(message, content, request if encrypted else None)
@@ -635,6 +639,23 @@ class WeChatInput(InputChannel):
             check_signature(token, signature, timestamp, nonce)
         except InvalidSignatureException as exc:
             raise Rejected(403, "invalid signature") from exc
+
+    def _check_fresh(self, request: Request) -> None:
+        """Refuse replays: a signed request is only good within ``WECHAT_MAX_AGE_S`` of its time.
+
+        The plain-mode signature covers Token, timestamp and nonce but not the body, so a
+        captured signed URL could otherwise carry any message, forever. WeChat sends and
+        retries within seconds; 0 turns the check off.
+        """
+        max_age = self.settings.wechat_max_age_s
+        if max_age <= 0:
+            return
+        try:
+            sent = float(request.args.get("timestamp", ""))
+        except ValueError as exc:
+            raise Rejected(403, "invalid timestamp") from exc
+        if abs(self._clock() - sent) > max_age:
+            raise Rejected(403, "stale timestamp")
 
     def _accept_compatible_without_key(self, request: Request) -> bool:
         """Encrypted push but no usable EncodingAESKey: only plain-signed compat mode can work."""

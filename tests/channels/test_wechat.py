@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,10 +290,12 @@ def harness(
     bot: FakeBot | None = None,
     store: WeChatStore | None = None,
     client: FakeWeChatClient | None = None,
+    clock: Callable[[], float] = time.time,
     **settings: Any,
 ) -> Harness:
     bot = bot or FakeBot()
-    channel = WeChatInput(make_settings(**settings), store=store, wechat_client=client)
+    channel = WeChatInput(make_settings(**settings), store=store, wechat_client=client,
+                          clock=clock)
     return Harness(make_app(channel, bot), bot, channel)
 
 
@@ -350,6 +352,28 @@ async def test_get_verification_refuses_bad_signature(params: dict[str, str]) ->
     _, response = await h.app.asgi_client.get(URL, params=params)
     assert response.status == 403
     assert "x" not in response.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["plain", "safe"])
+async def test_a_replayed_signed_request_is_refused_after_five_minutes(mode: str) -> None:
+    """The plain signature does not cover the body: an old signed URL must not carry messages."""
+    ten_minutes_later = harness(clock=lambda: time.time() + 600)
+    post = ten_minutes_later.post_plain if mode == "plain" else ten_minutes_later.post_safe
+    response = await post(text_xml("打印机不出纸"))
+    assert response.status == 403 and "stale" in response.text
+    assert ten_minutes_later.bot.calls == []
+
+    a_minute_later = harness(clock=lambda: time.time() + 60)
+    post = a_minute_later.post_plain if mode == "plain" else a_minute_later.post_safe
+    assert (await post(text_xml("打印机不出纸"))).status == 200
+    assert a_minute_later.bot.texts == ["打印机不出纸"]
+
+
+@pytest.mark.asyncio
+async def test_the_replay_window_can_be_switched_off() -> None:
+    h = harness(clock=lambda: time.time() + 86_400, wechat_max_age_s=0)
+    assert (await h.post_plain(text_xml("你好"))).status == 200
 
 
 @pytest.mark.asyncio
@@ -452,7 +476,8 @@ async def test_bot_without_answer_replies_success() -> None:
 
 @pytest.mark.asyncio
 async def test_safe_mode_with_wechatpy_published_vector() -> None:
-    h = harness(wechat_token=VECTOR_TOKEN)
+    # The vector was signed at VECTOR_TIMESTAMP: the bot's clock says it is that moment.
+    h = harness(wechat_token=VECTOR_TOKEN, clock=lambda: float(VECTOR_TIMESTAMP))
     envelope = (
         f"<xml><ToUserName><![CDATA[{APP_ID}]]></ToUserName>"
         f"<Encrypt><![CDATA[{VECTOR_ENCRYPT}]]></Encrypt><AgentID><![CDATA[1]]></AgentID></xml>"
