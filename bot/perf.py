@@ -19,7 +19,8 @@ under `make bench` load (2026-11-23):
   re-reverses each rule's states on every comparison), although a rule can only look as far back
   as its own length: past the longest rule every rule is applicable by Rasa's own test. It now
   sees the last states up to the longest rule's length, with each rule's reversed states kept,
-  and predicts exactly the same (tests/bot/test_perf.py runs the test stories through it).
+  and predicts exactly the same (tests/bot/test_states.py predicts every action of recorded
+  conversations with the trained policies, with and without the speed-ups).
 - Dialogue states are resumed per conversation instead of replayed per call (bot/states.py).
 
 Applied when the server loads our channels (bot/channels) or tracker store (bot/stores.py).
@@ -292,8 +293,10 @@ class _LogOnlyCopy:
     every use of ``copy`` in these modules is an argument of a debug call.
     """
 
+    _rasa_logger = logging.getLogger("rasa")
+
     def deepcopy(self, value: Any, memo: Any = None) -> Any:
-        if logging.getLogger("rasa").isEnabledFor(logging.DEBUG):
+        if self._rasa_logger.isEnabledFor(logging.DEBUG):
             return copy.deepcopy(value, memo)
         return value
 

@@ -31,14 +31,15 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Text, Tuple
+from typing import Any, Dict, List, Optional, Text
 
 from rasa.shared.core import constants
 from rasa.shared.core.domain import Domain, State
 from rasa.shared.core.events import ActionExecuted, Event, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
+
+from bot.lru import LRU, shared_prefix
 
 DEFAULT_KEPT_FOLDS = 256
 #: Checkpoints kept per fold: one before each user message and each run of a form (Rasa folds a
@@ -87,36 +88,14 @@ def _fresh(state: State) -> State:
     return fresh
 
 
-class _Folds:
+class _Folds(LRU):
     def __init__(self) -> None:
-        self.kept: "OrderedDict[Tuple[Any, ...], _Fold]" = OrderedDict()
-        self.limit = int(os.environ.get("POSBOT_STATES_CACHE", DEFAULT_KEPT_FOLDS))
+        super().__init__(int(os.environ.get("POSBOT_STATES_CACHE", DEFAULT_KEPT_FOLDS)))
         self.resumed_events = 0
         self.replayed_events = 0
 
-    def get(self, key: Tuple[Any, ...]) -> Optional[_Fold]:
-        fold = self.kept.get(key)
-        if fold is not None:
-            self.kept.move_to_end(key)
-        return fold
-
-    def put(self, key: Tuple[Any, ...], fold: _Fold) -> None:
-        self.kept[key] = fold
-        self.kept.move_to_end(key)
-        while len(self.kept) > self.limit:
-            self.kept.popitem(last=False)
-
 
 FOLDS = _Folds()
-
-
-def _common_prefix(old: List[Event], new: List[Event]) -> int:
-    n = 0
-    for mine, theirs in zip(old, new, strict=False):
-        if mine is not theirs:
-            break
-        n += 1
-    return n
 
 
 def states_for_tracker_history(
@@ -137,7 +116,7 @@ def states_for_tracker_history(
     fold = FOLDS.get(key)
     start: Optional[_Checkpoint] = None
     if fold is not None:
-        common = _common_prefix(fold.applied, applied)
+        common = shared_prefix(fold.applied, applied)
         if common == len(applied) == len(fold.applied):  # asked again (RulePolicy asks twice)
             finals = [] if fold.final is None else [fold.final]
             return [_fresh(state) for state in (*fold.states, *finals)]

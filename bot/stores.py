@@ -28,7 +28,6 @@ import itertools
 import json
 import logging
 import os
-from collections import OrderedDict
 from typing import Any, Dict, Optional, Sequence, Text, Tuple
 
 import sqlalchemy as sa
@@ -38,6 +37,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 from bot import perf
+from bot.lru import LRU, continues
 
 logger = logging.getLogger(__name__)
 perf.apply()
@@ -88,8 +88,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             cached_conversations = int(os.environ.get("POSBOT_TRACKER_CACHE",
                                                       DEFAULT_CACHED_CONVERSATIONS))
         self.cached_conversations = max(0, int(cached_conversations))
-        self._sessions: "OrderedDict[Text, Tuple[Optional[int], Tuple[Event, ...]]]" = (
-            OrderedDict())
+        self._sessions = LRU(self.cached_conversations)  # sender → (newest id, session events)
         self.hits = 0
         self.misses = 0
         self.fast_saves = 0
@@ -102,8 +101,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     def _newest_event_id(self, sender_id: Text, connection: Any = None) -> Optional[int]:
         if connection is None:
             with self.engine.connect() as connection:
-                return connection.execute(self._newest_id_query,
-                                          {"sender_id": sender_id}).scalar()
+                return self._newest_event_id(sender_id, connection)
         return connection.execute(self._newest_id_query, {"sender_id": sender_id}).scalar()
 
     @staticmethod
@@ -126,8 +124,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             return None
         newest_id, stored = cached
         events = tracker.events
-        if newest_id is None or len(events) < len(stored) or not all(
-                mine is theirs for mine, theirs in zip(stored, events, strict=False)):
+        if newest_id is None or not continues(stored, events):
             return None
         with self.engine.begin() as connection:
             if self._newest_event_id(tracker.sender_id, connection) != newest_id:
@@ -145,7 +142,6 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         if cached is not None and not fetch_events_from_all_sessions and self.domain:
             newest_id, events = cached
             if newest_id is not None and self._newest_event_id(sender_id) == newest_id:
-                self._sessions.move_to_end(sender_id)
                 self.hits += 1
                 return DialogueStateTracker.from_events(sender_id, list(events),
                                                         self.domain.slots)
@@ -162,7 +158,4 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             newest_id = self._newest_event_id(tracker.sender_id)
         else:
             self.fast_saves += 1
-        self._sessions[tracker.sender_id] = (newest_id, current_session(tracker.events))
-        self._sessions.move_to_end(tracker.sender_id)
-        while len(self._sessions) > self.cached_conversations:
-            self._sessions.popitem(last=False)
+        self._sessions.put(tracker.sender_id, (newest_id, current_session(tracker.events)))

@@ -50,7 +50,7 @@ def test_every_turn_gives_rasas_states(domain, sender, settings) -> None:
     n = len(CONVERSATIONS[sender])
     order = list(range(1, n + 1))  # as the bot sees it, event after event
     order += random.Random(sender).sample(order, k=min(n, 40))  # and jumping back and forth
-    states.FOLDS.kept.clear()
+    states.FOLDS.clear()
     resumed_before = states.FOLDS.resumed_events
 
     for tracker in prefixes(domain, sender, order):
@@ -75,7 +75,7 @@ def test_featurizers_may_change_what_they_get(domain) -> None:
 def test_a_forms_folded_turns_resume_from_an_earlier_checkpoint(domain) -> None:
     """Answering the troubleshooting form folds earlier turns away: the fold resumes, not restarts."""
     n = len(CONVERSATIONS["fault-deep"])
-    states.FOLDS.kept.clear()
+    states.FOLDS.clear()
     trackers = prefixes(domain, "fault-deep", list(range(1, n + 1)))
     replayed = []
     for tracker in trackers:
