@@ -67,8 +67,13 @@ class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
 
     @classmethod
     def fingerprint_addon(cls, config: Dict[str, Any]) -> Optional[str]:
-        """The KB files are read at training time: a change to them must retrain, not restore."""
-        return files_digest(Path(config["content_dir"]), "*.yml")
+        """The KB files are read at training time: a change to them must retrain, not restore.
+
+        Rasa also calls this with the config of the node that hands out a cached result
+        (``{"output": ...}``, no ``content_dir``); that node has nothing to digest.
+        """
+        content_dir = config.get("content_dir")
+        return files_digest(Path(content_dir), "*.yml") if content_dir else None
 
     def __init__(
         self,

@@ -61,3 +61,11 @@ def test_a_kb_or_dictionary_edit_changes_the_training_cache_key(tmp_path) -> Non
     after = (KBEntityExtractor.fingerprint_addon(config),
              DictionaryJiebaTokenizer.fingerprint_addon(config))
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_retraining_with_everything_cached_does_not_need_the_kb_path() -> None:
+    """Rasa hands a cached result on through a node whose config is only {"output": ...}."""
+    from bot.nlu.jieba_tokenizer import DictionaryJiebaTokenizer
+
+    assert KBEntityExtractor.fingerprint_addon({"output": object()}) is None
+    assert DictionaryJiebaTokenizer.fingerprint_addon({"output": object()}) is None
