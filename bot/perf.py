@@ -23,6 +23,19 @@ under `make bench` load (2026-11-23):
   conversations with the trained policies, with and without the speed-ups).
 - Dialogue states are resumed per conversation instead of replayed per call (bot/states.py).
 
+Found the same way on 2026-11-24, when the Rasa server took 21 ms of CPU per message:
+
+- Which rules apply to the last states is kept per state window (10 % of the CPU went to
+  testing every rule against every state, for the same few hundred windows again and again).
+- Every action call turned the whole session into dicts and JSON again (10 %); earlier turns'
+  events keep their JSON, and the request body stays the same bytes.
+- DIET's prediction skips tf.function's per-call signature handling and calls the one traced
+  graph with the inputs converted the same way (a fifth of the NLU time).
+
+Together: 21 → 14.6 ms of CPU per message with ten senders (tests/bot/test_perf.py checks each
+against Rasa's own code on recorded conversations, the dev set and the trained model).
+The first-come-first-served gate for messages (bot/admission.py) is installed from here too.
+
 Applied when the server loads our channels (bot/channels) or tracker store (bot/stores.py).
 """
 
@@ -35,9 +48,10 @@ import itertools
 import logging
 import os
 from functools import lru_cache
-from typing import Any, Dict, List, Optional, Text, Tuple, Type
+from typing import Any, Dict, List, Optional, Set, Text, Tuple, Type
 
 import aiohttp
+import rasa
 import ujson
 from jsonschema import ValidationError
 from jsonschema.validators import validator_for
@@ -65,12 +79,16 @@ from rasa.shared.core.events import (
     Restarted,
     SessionStarted,
     UserUtteranceReverted,
+    UserUttered,
 )
-from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.core.trackers import AnySlotDict, DialogueStateTracker, EventVerbosity
 from rasa.shared.utils.common import all_subclasses
 from rasa.utils.endpoints import EndpointConfig
+from rasa.utils.tensorflow import models as tf_models_module
+from rasa.utils.tensorflow.models import RasaModel
 
-from bot import states
+from bot import admission, states
+from bot.lru import LRU, continues
 
 logger = logging.getLogger(__name__)
 
@@ -284,6 +302,207 @@ def _minimal_graph_schema(self: GraphSchema, targets: Optional[List[Text]] = Non
     return kept[1]
 
 
+class _EncodedJson:
+    """A value that ujson writes as the JSON text it holds (ujson calls ``__json__``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: Text) -> None:
+        self.text = text
+
+    def __json__(self) -> Text:
+        return self.text
+
+
+def _event_json(event: Event) -> Text:
+    return ujson.dumps(event.as_dict())
+
+
+# first event of a session → (the settled events, their JSON joined by commas)
+SETTLED_RUNS_KEPT = 128
+_settled_runs: LRU = LRU(SETTLED_RUNS_KEPT)
+
+
+def _settled_run(events: List[Event]) -> _EncodedJson:
+    """The settled events of a session as one piece of JSON (list items joined by commas).
+
+    Each conversation's run is kept and extended turn by turn with the events that settled
+    since, for the ``SETTLED_RUNS_KEPT`` conversations used last (at most ~150 KB each, for a
+    30-message session); it is used only while the events are the same objects, so an event
+    copied and changed (Rasa does that for fallbacks) is encoded again. One joined piece also
+    spares ujson its slow ``__json__`` call per event (0.3 ms for 350 events).
+    """
+    kept = _settled_runs.get(id(events[0]))
+    if kept is not None and continues(kept[0], events):
+        known, text = kept
+        if len(known) < len(events):
+            text = ",".join([text, *map(_event_json, events[len(known):])])
+    else:
+        text = ",".join(map(_event_json, events))
+    _settled_runs.put(id(events[0]), (events, text))
+    return _EncodedJson(text)
+
+
+_original_action_call_format = RemoteAction._action_call_format
+
+
+def _action_call_format(self: RemoteAction, tracker: DialogueStateTracker, domain: Domain
+                        ) -> Dict[Text, Any]:
+    """Rasa's request to the action server, with earlier turns' events encoded only once.
+
+    Every call sends the whole session (a 30-message session is ~350 events, 137 KB), and Rasa
+    turned every event into a dict and then into JSON again for each of the 1-3 calls of every
+    message: a tenth of the CPU per message. Events of earlier turns never change, so their JSON
+    is kept per conversation; the events from the latest user message on are encoded fresh.
+    The shared action session encodes with ujson, which writes the kept text where it finds
+    it: the request body is the same text, byte for byte (tests/bot/test_perf.py).
+    """
+    events = list(tracker.events)
+    settled = len(events)
+    for index in range(len(events) - 1, -1, -1):
+        settled = index
+        if isinstance(events[index], UserUttered):
+            break
+    state = tracker.current_state(EventVerbosity.NONE)
+    state["events"] = [*([_settled_run(events[:settled])] if settled else []),
+                       *(event.as_dict() for event in events[settled:])]
+    result = {"next_action": self._name, "sender_id": tracker.sender_id, "tracker": state,
+              "version": rasa.__version__}
+    if (not self._is_selective_domain_enabled()
+            or domain.does_custom_action_explicitly_need_domain(self.name())):
+        result["domain"] = domain.as_dict()
+    return result
+
+
+_original_copy = DialogueStateTracker.copy
+
+
+def clone_tracker(tracker: DialogueStateTracker) -> DialogueStateTracker:
+    """A tracker in the same state as ``tracker`` that changes independently of it.
+
+    Copies every attribute an event's ``apply_to`` can change (rasa.shared.core.events:
+    slots, the pause, the follow-up action, the latest action, message and bot utterance,
+    and the active loop) and shares the event objects, as Rasa's replayed copy does.
+    """
+    clone = tracker.init_copy()
+    clone.events.extend(tracker.events)
+    for name, slot in tracker.slots.items():
+        clone.slots[name] = copy.copy(slot)
+    clone._paused = tracker._paused
+    clone.followup_action = tracker.followup_action
+    clone.latest_action = (dict(tracker.latest_action) if tracker.latest_action is not None
+                           else None)
+    # Logged events are shared, as in Rasa's copy; the placeholders of a tracker without a
+    # user message or bot utterance (``UserUttered.empty()``) are its own in Rasa's copy.
+    clone.latest_message = _shared_if_logged(tracker, tracker.latest_message)
+    clone.latest_bot_utterance = _shared_if_logged(tracker, tracker.latest_bot_utterance)
+    clone.active_loop = copy.copy(tracker.active_loop)
+    return clone
+
+
+def _shared_if_logged(tracker: DialogueStateTracker, event: Optional[Event]) -> Optional[Event]:
+    """The event itself when it is one of the tracker's (usually among the last few), else a
+    copy of the placeholder."""
+    if event is None or any(logged is event for logged in reversed(tracker.events)):
+        return event
+    return copy.deepcopy(event)
+
+
+def remember_replay(tracker: DialogueStateTracker) -> None:
+    """Note that ``tracker`` was just built by replaying its events (``from_events``)."""
+    tracker.__dict__["_posbot_replay"] = clone_tracker(tracker)
+
+
+def _copy(self: DialogueStateTracker) -> DialogueStateTracker:
+    """``tracker.copy()``: the state that replaying all events gives, without replaying them.
+
+    Rasa copies the tracker before every action (3-4 times per message) by replaying the
+    whole session onto a new tracker (5 % of the CPU with 30-message sessions). The replayed
+    state is kept on the tracker (from the tracker store's own replay, or from the first
+    copy) and brought up to date with the events added since; each copy is a clone of it.
+    A replayed state, not the live one: the processor changes the live tracker without
+    events (it clears the follow-up action), and Rasa's copy does not see those changes.
+    """
+    if isinstance(self.slots, AnySlotDict):  # slots appear as they are set: Rasa's way
+        return _original_copy(self)
+    replayed = self.__dict__.get("_posbot_replay")
+    if replayed is None or not continues(replayed.events, self.events):
+        replayed = self.__dict__["_posbot_replay"] = _original_copy(self)
+    else:
+        for event in itertools.islice(self.events, len(replayed.events), None):
+            replayed.update(event)
+    return clone_tracker(replayed)
+
+
+_original_get_possible_keys = RulePolicy._get_possible_keys
+POSSIBLE_KEYS_KEPT = 4096
+
+
+def _frozen_states(states: List[State]) -> Any:
+    """The states as a hashable value that is equal exactly when the states are equal."""
+    return tuple(tuple(sorted((kind, tuple(sorted(sub.items()))) for kind, sub in state.items()))
+                 for state in states)
+
+
+def _get_possible_keys(self: RulePolicy, lookup: Dict[Text, Text], states: List[State]
+                       ) -> Set[Text]:
+    """Rasa tests every rule against the last states, rule by rule, 2-4 times per message.
+
+    Which rules apply depends on nothing but the rules and the states, and conversations pass
+    through the same few hundred states again and again, so each answer is kept (per policy and
+    rule table, ``POSSIBLE_KEYS_KEPT`` answers at most).
+    """
+    kept = self.__dict__.setdefault("_posbot_possible_keys", {})
+    try:
+        key = (id(lookup), len(lookup), _frozen_states(states))
+        found = kept.get(key)
+    except TypeError:  # an unhashable value in a state: ask Rasa
+        return _original_get_possible_keys(self, lookup, states)
+    if found is None or found[0] is not lookup:
+        if len(kept) >= POSSIBLE_KEYS_KEPT:
+            kept.clear()
+        found = kept[key] = (lookup, frozenset(_original_get_possible_keys(self, lookup, states)))
+    return set(found[1])
+
+
+_original_rasa_predict = RasaModel._rasa_predict
+
+
+def _rasa_predict(self: RasaModel, batch_in: Tuple[Any, ...]) -> Dict[Text, Any]:
+    """DIET's prediction without tf.function's per-call argument handling.
+
+    The prediction function is traced once with a fixed input signature, so there is exactly
+    one graph. Calling it through ``tf.function`` re-derives the signature from the ~30 input
+    arrays on every call (a fifth of DIET's time per message); this converts them the way
+    tf.function does (``dtype_hint``, then the same compatibility check) and calls that graph.
+    Anything unexpected (eager mode, no graph yet, another input structure) takes Rasa's path.
+    """
+    function = self._tf_predict_step
+    if self._run_eagerly or function is None or not self.prepared_for_prediction:
+        return _original_rasa_predict(self, batch_in)
+    self._training = False
+    traced = self.__dict__.get("_posbot_traced")
+    if traced is None or traced[0] is not function:
+        # Keras tracks attributes set on a model; this one is ours, not a layer.
+        traced = self.__dict__["_posbot_traced"] = (
+            function, function.get_concrete_function(),
+            tuple(tf_models_module.tf.nest.flatten(function.input_signature)))
+    _, concrete, specs = traced
+    flat = tf_models_module.tf.nest.flatten(batch_in)
+    if len(flat) != len(specs):
+        return _original_rasa_predict(self, batch_in)
+    tensors = [tf_models_module.tf.convert_to_tensor(value, dtype_hint=spec.dtype)
+               for value, spec in zip(flat, specs, strict=True)]
+    if not all(spec.is_compatible_with(tensor) for spec, tensor in zip(specs, tensors, strict=True)):
+        return _original_rasa_predict(self, batch_in)
+    outputs = tf_models_module.tf_utils.sync_to_numpy_or_python_type(
+        concrete._call_flat(tensors, captured_inputs=concrete.captured_inputs))
+    if tf_models_module.DIAGNOSTIC_DATA in outputs:
+        outputs[tf_models_module.DIAGNOSTIC_DATA] = self._empty_lists_to_none_in_dict(
+            outputs[tf_models_module.DIAGNOSTIC_DATA])
+    return outputs
+
+
 class _LogOnlyCopy:
     """The ``copy`` module for Rasa modules that deep-copy only what they pass to debug logs.
 
@@ -309,13 +528,18 @@ LOG_ONLY_COPY_MODULES = [processor_module, rule_policy_module, memoization_modul
 # (owner, attribute, replacement); the originals are kept for ``revert``.
 _PATCHES: List[Tuple[Any, Text, Any]] = [
     (RemoteAction, "_validate_action_result", _validate_action_result),
+    (RemoteAction, "_action_call_format", _action_call_format),
     (EndpointConfig, "session", _session),
     (Event, "resolve_by_type", staticmethod(_resolve_by_type)),
     (RulePolicy, "_is_rule_applicable", _is_rule_applicable),
     (RulePolicy, "_prediction_states", _rule_prediction_states),
+    (RulePolicy, "_get_possible_keys", _get_possible_keys),
+    (RasaModel, "_rasa_predict", _rasa_predict),
     (Domain, "states_for_tracker_history", states.states_for_tracker_history),
     (DialogueStateTracker, "applied_events", _applied_events),
+    (DialogueStateTracker, "copy", _copy),
     (GraphSchema, "minimal_graph_schema", _minimal_graph_schema),
+    (processor_module.MessageProcessor, "handle_message", admission.handle_message),
     *[(module, "copy", _LogOnlyCopy()) for module in LOG_ONLY_COPY_MODULES],
 ]
 _ORIGINALS = {(owner, name): owner.__dict__.get(name) for owner, name, _ in _PATCHES}

@@ -18,6 +18,10 @@ store knows how many events it wrote, checks the newest id once more inside the 
 and inserts the new rows with one prepared Core statement. The rows are exactly the ones Rasa's
 ``save`` writes (same columns, same JSON); anything unexpected takes Rasa's own path.
 
+The tracker handed out for a remembered session is not rebuilt by replaying every event of the
+session (as ``from_events`` does on each turn): the store keeps that replayed tracker, brings it
+up to date with the events of each save, and hands out a clone (bot/perf.py ``clone_tracker``).
+
 Configured in bot/endpoints.yml and bot/endpoints.production.yml:
 ``tracker_store: {type: bot.stores.CachedSQLTrackerStore, dialect: ..., ...}``.
 """
@@ -88,7 +92,8 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             cached_conversations = int(os.environ.get("POSBOT_TRACKER_CACHE",
                                                       DEFAULT_CACHED_CONVERSATIONS))
         self.cached_conversations = max(0, int(cached_conversations))
-        self._sessions = LRU(self.cached_conversations)  # sender → (newest id, session events)
+        # sender → (newest id, session events, (domain, the session's events replayed) or None)
+        self._sessions = LRU(self.cached_conversations)
         self.hits = 0
         self.misses = 0
         self.fast_saves = 0
@@ -122,7 +127,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         cached = self._sessions.get(tracker.sender_id)
         if cached is None or self.event_broker is not None:
             return None
-        newest_id, stored = cached
+        newest_id, stored, _ = cached
         events = tracker.events
         if newest_id is None or not continues(stored, events):
             return None
@@ -140,14 +145,22 @@ class CachedSQLTrackerStore(SQLTrackerStore):
                         ) -> Optional[DialogueStateTracker]:
         cached = self._sessions.get(sender_id)
         if cached is not None and not fetch_events_from_all_sessions and self.domain:
-            newest_id, events = cached
+            newest_id, events, replayed = cached
             if newest_id is not None and self._newest_event_id(sender_id) == newest_id:
                 self.hits += 1
-                return DialogueStateTracker.from_events(sender_id, list(events),
-                                                        self.domain.slots)
+                if replayed is not None and replayed[0] is self.domain:
+                    tracker = perf.clone_tracker(replayed[1])
+                else:
+                    tracker = DialogueStateTracker.from_events(sender_id, list(events),
+                                                               self.domain.slots)
+                perf.remember_replay(tracker)  # copies of it need not replay the session
+                return tracker
             self._sessions.pop(sender_id, None)
         self.misses += 1
-        return await super()._retrieve(sender_id, fetch_events_from_all_sessions)
+        tracker = await super()._retrieve(sender_id, fetch_events_from_all_sessions)
+        if tracker is not None:
+            perf.remember_replay(tracker)
+        return tracker
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         newest_id = self._save_remembered(tracker) if self.cached_conversations else None
@@ -158,4 +171,20 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             newest_id = self._newest_event_id(tracker.sender_id)
         else:
             self.fast_saves += 1
-        self._sessions.put(tracker.sender_id, (newest_id, current_session(tracker.events)))
+        session = current_session(tracker.events)
+        self._sessions.put(tracker.sender_id,
+                           (newest_id, session, self._replayed(tracker.sender_id, session)))
+
+    def _replayed(self, sender_id: Text, session: Tuple[Event, ...]
+                  ) -> Optional[Tuple[Any, DialogueStateTracker]]:
+        """``from_events`` of the session, continued from the one kept before when it can be."""
+        if not self.domain:
+            return None
+        before = self._sessions.get(sender_id)
+        kept = before[2] if before is not None else None
+        if kept is not None and kept[0] is self.domain and continues(kept[1].events, session):
+            for event in session[len(kept[1].events):]:
+                kept[1].update(event)
+            return kept
+        return self.domain, DialogueStateTracker.from_events(sender_id, list(session),
+                                                             self.domain.slots)

@@ -6,6 +6,7 @@ import ast
 import inspect
 import json
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -63,9 +64,9 @@ async def test_action_calls_reuse_one_connection_and_send_the_same_json() -> Non
     assert len(peers) == 2 and peers[0] == peers[1]
 
 
-CONVERSATION_EVENTS = [
-    event for events in json.loads((PROJECT_ROOT / "tests" / "data" / "conversations.json")
-                                   .read_text(encoding="utf-8")).values() for event in events]
+RECORDED = json.loads((PROJECT_ROOT / "tests" / "data" / "conversations.json")
+                      .read_text(encoding="utf-8"))
+CONVERSATION_EVENTS = [event for events in RECORDED.values() for event in events]
 
 
 def test_action_responses_are_judged_as_rasas_full_schema_judges_them() -> None:
@@ -156,3 +157,188 @@ async def test_start_up_objects_are_frozen_out_of_garbage_collection(monkeypatch
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+
+
+def _recorded_prefixes(domain: Domain) -> list[DialogueStateTracker]:
+    """Every recorded conversation cut after each of its events, sharing the event objects."""
+    trackers = []
+    for sender, recorded in RECORDED.items():
+        events = [Event.from_parameters(e) for e in recorded]
+        trackers += [DialogueStateTracker.from_events(sender, events[:n], domain.slots)
+                     for n in range(len(events) + 1)]
+    return trackers
+
+
+def test_action_server_requests_are_rasas_byte_for_byte() -> None:
+    """The body sent for every point of the recorded conversations, in three orders."""
+    import ujson
+    from rasa.core.actions.action import RemoteAction
+
+    perf.apply()
+    domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
+    action = RemoteAction("action_start_troubleshooting", EndpointConfig("http://localhost:5055"))
+    trackers = _recorded_prefixes(domain)
+    shuffled = random.Random(7).sample(trackers, len(trackers))
+    # Growing as in a conversation, then shrinking and jumping (kept JSON must not leak).
+    for order in (trackers, trackers[::-1], shuffled):
+        for tracker in order:
+            ours = ujson.dumps(perf._action_call_format(action, tracker, domain))
+            rasas = perf._original_action_call_format(action, tracker, domain)
+            assert ours == ujson.dumps(rasas)
+            assert json.loads(ours) == json.loads(json.dumps(rasas))
+
+
+def test_applicable_rules_are_the_ones_rasa_finds(tmp_path: Path) -> None:
+    """Every state window of the recorded conversations against a policy with their rules."""
+    from rasa.core.policies.rule_policy import RulePolicy
+    from rasa.engine.graph import ExecutionContext
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+    from rasa.engine.storage.resource import Resource
+
+    perf.apply()
+    domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
+    trackers = _recorded_prefixes(domain)
+    policy = RulePolicy(RulePolicy.get_default_config(), LocalModelStorage(tmp_path),
+                        Resource("rules"), ExecutionContext(GraphSchema({}), "test"))
+    # Rules made of real turns: every 2-4 state stretch of the first conversation.
+    states = domain.states_for_tracker_history(trackers[len(trackers) // 3])
+    rules = {policy._create_feature_key(states[i:i + n]): "action_listen"
+             for n in (2, 3, 4) for i in range(len(states) - n)}
+    assert len(rules) > 20
+    tried = 0
+    for tracker in trackers[::3]:
+        window = domain.states_for_tracker_history(tracker)[-6:]
+        for _ in range(2):
+            assert policy._get_possible_keys(rules, window) == perf._original_get_possible_keys(
+                policy, rules, window)
+            tried += bool(perf._original_get_possible_keys(policy, rules, window))
+    assert tried > 10  # some windows do match some rules
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_the_trained_diet_model_answers_the_same_without_tf_function_dispatch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every dev-set message parsed through tf.function (Rasa) and through the traced graph."""
+    import re
+
+    from rasa.core.agent import Agent
+    from rasa.utils.tensorflow.models import RasaModel
+
+    from bot.launcher import DEFAULT_MODEL
+
+    texts = re.findall(r"^    - (.+)$", (PROJECT_ROOT / "tests" / "nlu" / "dev.yml")
+                       .read_text(encoding="utf-8"), flags=re.M)[::3]
+    agent = Agent.load(str(DEFAULT_MODEL))
+    calls = []
+    original = perf._original_rasa_predict
+
+    def counting(model, batch):
+        calls.append(model)
+        return original(model, batch)
+
+    monkeypatch.setattr(perf, "_original_rasa_predict", counting)  # where ours falls back
+    try:
+        perf.revert()
+        RasaModel._rasa_predict = counting
+        rasas = [await agent.parse_message(text) for text in texts]
+        through_rasa = len(calls)
+        perf.apply()
+        ours = [await agent.parse_message(text) for text in texts]
+    finally:
+        perf.apply()
+    assert len(texts) > 40 and through_rasa == len(texts)
+    assert len(calls) == through_rasa  # the traced graph answered every message itself
+    for text, mine, theirs in zip(texts, ours, rasas, strict=True):
+        assert mine["intent"] == theirs["intent"], text
+        assert mine["intent_ranking"] == theirs["intent_ranking"], text
+        assert mine["entities"] == theirs["entities"], text
+
+
+def _tracker_state(tracker: DialogueStateTracker) -> dict:
+    from rasa.shared.core.trackers import EventVerbosity
+
+    return {"events": [id(e) for e in tracker.events], "state": tracker.current_state(
+                EventVerbosity.ALL),
+            "slots": {n: (s.value, s.has_been_set) for n, s in tracker.slots.items()},
+            "paused": tracker._paused, "followup": tracker.followup_action,
+            "latest_action": tracker.latest_action, "message": tracker.latest_message,
+            "bot": tracker.latest_bot_utterance, "loop": tracker.active_loop}
+
+
+def test_tracker_copies_are_the_replayed_state_and_stay_independent() -> None:
+    """Along every recorded conversation, as the processor does it: a live tracker that grows
+    event by event (and loses its follow-up action without an event), copied after each one."""
+    perf.apply()
+    domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
+    for sender, recorded in RECORDED.items():
+        events = [Event.from_parameters(e) for e in recorded]
+        live = DialogueStateTracker.from_events(sender, events[:3], domain.slots)
+        perf.remember_replay(live)
+        for event in events[3:]:
+            live.update(event)
+            live.clear_followup_action()  # as the processor does, without an event
+            ours, rasas = live.copy(), perf._original_copy(live)
+            assert _tracker_state(ours) == _tracker_state(rasas), sender
+            before = _tracker_state(live.copy())
+            ours.update(SlotSet("brand", "银联"))  # an action's events on the copy only
+            if ours.active_loop is not None:
+                ours.active_loop.rejected = True
+            assert _tracker_state(live.copy()) == before
+
+
+def test_an_event_copied_and_changed_is_sent_as_changed() -> None:
+    """Rasa deep-copies a user event and raises its confidence when a fallback is resolved."""
+    import copy as copy_module
+
+    import ujson
+    from rasa.core.actions.action import RemoteAction
+    from rasa.shared.core.events import ActionExecuted, UserUttered
+
+    perf.apply()
+    domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
+    action = RemoteAction("action_clarify", EndpointConfig("http://localhost:5055"))
+    first = UserUttered("打印机", {"name": "fault_hardware", "confidence": 0.4}, timestamp=1.0)
+    later = UserUttered("好的", {"name": "affirm", "confidence": 0.9}, timestamp=3.0)
+    tracker = DialogueStateTracker.from_events(
+        "m", [first, ActionExecuted("action_listen", timestamp=2.0), later], domain.slots)
+    perf._action_call_format(action, tracker, domain)  # first's JSON is now kept
+    changed = copy_module.deepcopy(first)
+    changed.parse_data["intent"]["confidence"] = 1.0
+    again = DialogueStateTracker.from_events(
+        "m", [changed, ActionExecuted("action_listen", timestamp=2.0), later], domain.slots)
+    assert ujson.dumps(perf._action_call_format(action, again, domain)) == ujson.dumps(
+        perf._original_action_call_format(action, again, domain))
+
+
+def test_copies_of_odd_trackers_are_rasas() -> None:
+    """No domain slots (slots appear as they are set), and no user message yet (placeholders)."""
+    from rasa.shared.core.events import EntitiesAdded
+
+    perf.apply()
+    loose = DialogueStateTracker("m", None)
+    loose.update(SlotSet("a", 1))
+    loose.copy()
+    loose.update(SlotSet("b", 2))
+    assert {n: s.value for n, s in loose.copy().slots.items()} == {"a": 1, "b": 2}
+
+    domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
+    fresh = DialogueStateTracker.from_events("m", [SlotSet("brand", "银联")], domain.slots)
+    perf.remember_replay(fresh)
+    one = fresh.copy()
+    one.update(EntitiesAdded([{"entity": "brand", "value": "银联", "start": 0, "end": 2}]))
+    assert fresh.copy().latest_message.entities == perf._original_copy(
+        fresh).latest_message.entities == []
+
+
+def test_states_that_cannot_be_kept_are_judged_by_rasa(tmp_path: Path) -> None:
+    from rasa.core.policies.rule_policy import RulePolicy
+    from rasa.engine.graph import ExecutionContext
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+    from rasa.engine.storage.resource import Resource
+
+    perf.apply()
+    policy = RulePolicy(RulePolicy.get_default_config(), LocalModelStorage(tmp_path),
+                        Resource("rules"), ExecutionContext(GraphSchema({}), "test"))
+    states = [{"user": {"intent": "greet", "entities": ["brand"]}}]  # a list: unhashable
+    assert policy._get_possible_keys({}, states) == set()

@@ -61,3 +61,22 @@ def test_only_the_rasa_server_loads_tensorflow(live_bot) -> None:
             return "libtensorflow" in maps.read()
 
     assert tensorflow_loaded(rasa.pid) and not tensorflow_loaded(actions.pid)
+
+
+def test_ten_merchants_at_once_each_get_their_own_answers(live_bot) -> None:
+    """Messages wait their turn at the gate (bot/admission.py); nobody's answer goes astray."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [("拉卡拉客服电话多少", "95016"), ("刷卡显示A0", "应答码 A0"),
+                 ("刷了10000元信用卡,费率0.6%", "60 元"), ("報錯51是什麼意思", "应答码 51"),
+                 ("打印机不出纸", "打印")]
+
+    def merchant(n: int) -> list[tuple[str, str]]:
+        asked = [questions[(n + i) % len(questions)] for i in range(3)]
+        return [(expected, live_bot.texts(f"rest-crowd-{n}", text)) for text, expected in asked]
+
+    with ThreadPoolExecutor(10) as pool:
+        answered = [pair for batch in pool.map(merchant, range(10)) for pair in batch]
+    assert len(answered) == 30
+    for expected, reply in answered:
+        assert expected in reply
