@@ -52,6 +52,15 @@ SOLVED, UNSOLVED, STOPPED = "solved", "unsolved", "stopped"
 STOP_WORDS = ("算了", "不用了", "不要了", "不需要了", "不需要", "不修了", "不排查了", "不弄了", "不想",
               "不留", "先这样", "以后再说", "下次再说", "取消", "退出", "结束")
 SOLVED_INTENTS = ("affirm", "thanks")
+#: "好的" / "收到" / "谢谢" right after a stage's steps: the merchant has read them, not tried them.
+#: Ending the walk on these ("太好了，问题解决了！") would leave a broken terminal without its next
+#: steps; asking once more costs a click on 解决了.
+ACKNOWLEDGEMENTS = {"好", "好的", "好滴", "好嘞", "好吧", "ok", "okay", "行", "收到", "明白", "明白了",
+                    "知道了", "懂了", "了解", "谢谢", "谢了", "多谢", "感谢", "谢谢你", "好的谢谢",
+                    "ok谢谢", "好的收到", "收到谢谢", "好的知道了"}
+#: "我去试试" / "稍等我试一下": about to try; "试了" / "好了" / "可以了" report a result instead.
+WILL_TRY = ("试试", "试一下", "试一试", "去试", "先试", "试看", "马上试", "等会试", "待会试", "稍后试")
+TRIED = ("试了", "试过", "好了", "可以了", "解决", "能用", "正常", "行了", "成功")
 #: Below this confidence a message is an attempt at an answer, not a new question.
 NEW_QUESTION_CONFIDENCE = 0.6
 NOT_A_NEW_QUESTION = ("affirm", "deny", "nlu_fallback")
@@ -82,6 +91,17 @@ def wants_to_stop(tracker: Tracker) -> bool:
     """"算了" / "不用了": typed words only, a button never means stop."""
     text = latest_text(tracker)
     return not text.startswith("/") and any(word in text for word in STOP_WORDS)
+
+
+def only_acknowledges(tracker: Tracker) -> bool:
+    """A typed "好的" / "谢谢" / "我去试试": the steps were read, there is no result yet."""
+    text = latest_text(tracker)
+    if text.startswith("/"):
+        return False  # the 解决了 button
+    bare = "".join(ch for ch in text.lower() if ch.isalnum())
+    if bare in ACKNOWLEDGEMENTS:
+        return True
+    return any(word in bare for word in WILL_TRY) and not any(word in bare for word in TRIED)
 
 
 def asks_something_else(tracker: Tracker, text: str) -> bool:
@@ -292,6 +312,9 @@ class ValidateTroubleshootForm(FormValidationAction):
         if tracker.get_slot("symptom") != value_before_message(tracker, "symptom"):
             return {}  # the symptom just changed: its first stage is asked next
         intent = intent_of(tracker)
+        if intent in SOLVED_INTENTS and only_acknowledges(tracker):
+            dispatcher.utter_message(response="utter_ts_try_first")
+            return {"ts_solved": None}  # the form asks again, with the 解决了 / 还没有 buttons
         if intent in SOLVED_INTENTS:
             return {"ts_solved": SOLVED}
         if intent == "deny":

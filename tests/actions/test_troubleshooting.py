@@ -179,6 +179,28 @@ async def test_solved(action_store, flow_domain, text, intent) -> None:
     assert events == [SlotSet("ts_solved", "solved")]
 
 
+@pytest.mark.parametrize(("text", "intent"), [("好的", "affirm"), ("好的！", "affirm"),
+                                              ("OK", "affirm"), ("收到", "affirm"),
+                                              ("谢谢", "thanks"), ("好的谢谢🙏", "thanks"),
+                                              ("我去试试", "affirm"), ("稍等我试一下", "affirm"),
+                                              ("谢谢 我先试试看", "thanks")])
+@pytest.mark.asyncio
+async def test_steps_read_but_not_yet_tried_are_not_a_solved_walk(action_store, flow_domain,
+                                                                  text, intent) -> None:
+    events, said = await validate(answer("troubleshoot_answer", text, intent), flow_domain)
+    assert events == [SlotSet("ts_solved", None)]  # the form asks again
+    assert said == ["好的，不着急，您先按上面的步骤试一试。"]
+
+
+@pytest.mark.parametrize(("text", "intent"), [("试了 好了", "affirm"), ("试过了可以了", "affirm"),
+                                              ("好了", "affirm"), ("是的", "affirm"),
+                                              ("嗯嗯", "affirm")])
+@pytest.mark.asyncio
+async def test_a_result_after_trying_is_solved(action_store, flow_domain, text, intent) -> None:
+    events, said = await validate(answer("troubleshoot_answer", text, intent), flow_domain)
+    assert events == [SlotSet("ts_solved", "solved")] and said == []
+
+
 @pytest.mark.parametrize("text", ["算了", "不用了", "算了不修了"])
 @pytest.mark.asyncio
 async def test_stop_words_end_the_walk(action_store, flow_domain, text) -> None:

@@ -68,6 +68,16 @@ def test_printer_fault_walked_stage_by_stage_then_a_ticket(live_bot: RunningBot)
     assert len(ticket.steps_tried) == 4
 
 
+def test_ok_after_the_steps_is_not_taken_for_solved(live_bot: RunningBot) -> None:
+    merchant = sender()
+    assert "第1步（共4步）：先检查打印纸" in live_bot.texts(merchant, "打印机不出纸")
+    reply = live_bot.send(merchant, "好的 我去试试")
+    assert "您先按上面的步骤试一试" in text_of(reply)
+    assert "问题解决了" not in text_of(reply).replace("问题解决了吗", "")
+    assert button_titles(reply) == ["解决了", "还没有"]
+    assert "太好了，问题解决了" in live_bot.texts(merchant, "试了，好了")
+
+
 def test_repair_offer_answered_by_typing_starts_the_ticket(live_bot: RunningBot) -> None:
     merchant = sender()
     live_bot.send(merchant, "POS机连不上网")
