@@ -61,6 +61,9 @@ ACKNOWLEDGEMENTS = {"好", "好的", "好滴", "好嘞", "好吧", "ok", "okay",
 #: "我去试试" / "稍等我试一下": about to try; "试了" / "好了" / "可以了" report a result instead.
 WILL_TRY = ("试试", "试一下", "试一试", "去试", "先试", "试看", "马上试", "等会试", "待会试", "稍后试")
 TRIED = ("试了", "试过", "好了", "可以了", "解决", "能用", "正常", "行了", "成功")
+#: NLU has no "about to try" intent: "好的 我去试试" comes as affirm, thanks, out_of_scope …
+#: but never as deny ("还是不行 我再试试") or a fault ("试试重启 还是一样"), which are results.
+ACK_INTENTS = (*SOLVED_INTENTS, "out_of_scope", "nlu_fallback", "goodbye", "greet")
 #: Below this confidence a message is an attempt at an answer, not a new question.
 NEW_QUESTION_CONFIDENCE = 0.6
 NOT_A_NEW_QUESTION = ("affirm", "deny", "nlu_fallback")
@@ -312,7 +315,7 @@ class ValidateTroubleshootForm(FormValidationAction):
         if tracker.get_slot("symptom") != value_before_message(tracker, "symptom"):
             return {}  # the symptom just changed: its first stage is asked next
         intent = intent_of(tracker)
-        if intent in SOLVED_INTENTS and only_acknowledges(tracker):
+        if intent in ACK_INTENTS and only_acknowledges(tracker):
             dispatcher.utter_message(response="utter_ts_try_first")
             return {"ts_solved": None}  # the form asks again, with the 解决了 / 还没有 buttons
         if intent in SOLVED_INTENTS:

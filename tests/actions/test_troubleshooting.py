@@ -183,7 +183,9 @@ async def test_solved(action_store, flow_domain, text, intent) -> None:
                                               ("OK", "affirm"), ("收到", "affirm"),
                                               ("谢谢", "thanks"), ("好的谢谢🙏", "thanks"),
                                               ("我去试试", "affirm"), ("稍等我试一下", "affirm"),
-                                              ("谢谢 我先试试看", "thanks")])
+                                              ("谢谢 我先试试看", "thanks"),
+                                              ("好的 我去试试", "out_of_scope"),
+                                              ("等会试试", "nlu_fallback")])
 @pytest.mark.asyncio
 async def test_steps_read_but_not_yet_tried_are_not_a_solved_walk(action_store, flow_domain,
                                                                   text, intent) -> None:
@@ -199,6 +201,15 @@ async def test_steps_read_but_not_yet_tried_are_not_a_solved_walk(action_store, 
 async def test_a_result_after_trying_is_solved(action_store, flow_domain, text, intent) -> None:
     events, said = await validate(answer("troubleshoot_answer", text, intent), flow_domain)
     assert events == [SlotSet("ts_solved", "solved")] and said == []
+
+
+@pytest.mark.parametrize(("text", "intent", "stage"), [("还是不行 我再试试", "deny", 1),
+                                                       ("试试重启 还是一样", "fault_software", 1)])
+@pytest.mark.asyncio
+async def test_trying_words_in_a_result_do_not_hold_the_walk(action_store, flow_domain, text,
+                                                             intent, stage) -> None:
+    events, said = await validate(answer("troubleshoot_answer", text, intent, 0.9), flow_domain)
+    assert events == [SlotSet("ts_solved", None), SlotSet("ts_stage", stage)] and said == []
 
 
 @pytest.mark.parametrize("text", ["算了", "不用了", "算了不修了"])
