@@ -60,10 +60,12 @@ var/.kb-built: $(VENV)/.installed $(KB_INPUTS)
 
 kb: var/.kb-built ## lint and load kb/content into the database (posbot kb build)
 
+# The model is dated when training started, so a file edited during training trains again.
 $(MODEL): $(VENV)/.installed var/jieba/posbot.dict.txt $(TRAINING_INPUTS)
+	@mkdir -p var && touch var/.train-started
 	$(RASA) train --config $(CONFIG) --domain $(DOMAIN) --data data --out models \
 	  --fixed-model-name posbot
-	@touch $@
+	@touch -r var/.train-started $@
 
 train: $(MODEL) ## train the model when config, domain, data or KB changed
 
