@@ -775,7 +775,7 @@ async def test_subscribe_sends_greet_and_replies_with_welcome_menu() -> None:
         "msg_type": "event",
         "event": "subscribe",
     }
-    assert content == "您好，我是POS小助手。\n回复数字选择:\n1. 设备故障\n2. 错误码查询"
+    assert content == "您好，我是POS小助手。\n回复数字选择：\n1. 设备故障\n2. 错误码查询"
 
 
 @pytest.mark.asyncio
@@ -841,7 +841,7 @@ MENU_SCRIPT = {
 async def test_numbered_menu_round_trip(choice: str) -> None:
     h = harness(FakeBot(script=MENU_SCRIPT))
     first = await h.say("机器坏了")
-    assert first == "请问是哪种问题？\n回复数字选择:\n1. 打印机故障\n2. 刷卡失败"
+    assert first == "请问是哪种问题？\n回复数字选择：\n1. 打印机故障\n2. 刷卡失败"
     assert await h.say(choice) == "收到:/fault_card"
     assert h.bot.texts == ["机器坏了", "/fault_card"]
 
@@ -1197,7 +1197,7 @@ def test_from_credentials_prefers_credentials_then_env(
 
 
 def test_texts_file_documents_menu_mapping() -> None:
-    assert TEXTS.menu_header == "回复数字选择:"
+    assert TEXTS.menu_header == "回复数字选择："
     assert TEXTS.continuation_marker == "(内容较长,回复“继续”查看)"
     assert TEXTS.subscribe_payload == "/greet"
     assert TEXTS.menu_click_payloads == {
