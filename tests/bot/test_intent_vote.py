@@ -69,3 +69,17 @@ def test_training_examples_keep_their_labels(vote) -> None:
     example = Message(data={TEXT: "打印机不出纸", INTENT: "fault_hardware"})
     data = TrainingData([example])
     assert vote.process_training_data(data).training_examples[0].get(INTENT) == "fault_hardware"
+
+
+def test_the_regression_is_trained_with_the_configured_strength(tmp_path) -> None:
+    def trained(c: float) -> IntentVote:
+        component = IntentVote.create({**IntentVote.get_default_config(), "C": c},
+                                      LocalModelStorage(tmp_path), Resource(f"vote-{c}"),
+                                      ExecutionContext(GraphSchema({}), "test"))
+        component.clf.fit(X, Y)
+        return component
+
+    weak, strong = trained(0.1), trained(10.0)
+    assert weak.clf.C == 0.1 and strong.clf.C == 10.0
+    # less regularisation, sharper probabilities for the same message
+    assert strong.clf.predict_proba(X[0]).max() > weak.clf.predict_proba(X[0]).max()
