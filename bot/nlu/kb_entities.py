@@ -35,7 +35,13 @@ logger = logging.getLogger(__name__)
 PATTERNS_FILE = "patterns.json"
 WORDS_FILE = "words.json"
 _CODE = re.compile(r"[0-9A-Za-z]{2}")
-_BARE_CODE = re.compile(r"^\s*([0-9]{2}|[A-Za-z][0-9])\s*[??!!.。]*\s*$")
+_BARE_CODE = re.compile(r"^\s*([0-9]{2}|[A-Za-z][0-9])\s*[?？!！.。]*\s*$")
+
+
+def bare_code(text: str) -> Optional[str]:
+    """The code, upper case, when ``text`` is nothing but a response code ("51", "a0？")."""
+    found = _BARE_CODE.match(text)
+    return found.group(1).upper() if found else None
 
 
 def build_nlp(patterns: List[Dict[str, Any]], words: List[str]) -> Any:

@@ -135,7 +135,25 @@ def find_amounts(text: str, taken: list[Found]) -> list[Found]:
     return found
 
 
+_BARE_NUMBER = re.compile(r"^\s*(?P<num>\d{4,7}|\d\.\d+)\s*$")
+
+
+def bare_number(text: str) -> Optional[Found]:
+    """A message that is only a number answers the fee calculator's questions (请告诉我金额,
+    费率是多少): "0.6" is a rate in percent, "10000" an amount. Two digits are a response code
+    ("51"), three are as often chat slang (886 拜拜, 666), eight and more a phone or serial
+    number, so none of these counts."""
+    match = _BARE_NUMBER.match(text)
+    if not match:
+        return None
+    number = match.group("num")
+    kind = "rate" if "." in number else "amount"
+    return Found(kind, match.start("num"), match.end("num"), _plain(Decimal(number)))
+
+
 def find_numbers(text: str) -> list[Found]:
     """Rates first (so "0.6%" is never an amount), then amounts; sorted by position."""
     rates = find_rates(text)
-    return sorted([*rates, *find_amounts(text, rates)], key=lambda f: f.start)
+    found = sorted([*rates, *find_amounts(text, rates)], key=lambda f: f.start)
+    bare = bare_number(text) if not found else None
+    return [bare] if bare else found

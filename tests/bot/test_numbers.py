@@ -20,12 +20,16 @@ def found(text: str) -> list[tuple[str, str, str]]:
     ("0.6个点刷3万", [("rate", "0.6个点", "0.6"), ("amount", "3万", "30000")]),
     ("刷5k", [("amount", "5k", "5000")]),
     ("费率是0.55%,刷1w", [("rate", "0.55%", "0.55"), ("amount", "1w", "10000")]),
+    # a bare number answers the calculator's question: 金额 or 费率
+    ("10000", [("amount", "10000", "10000")]),
+    (" 0.6 ", [("rate", "0.6", "0.6")]),
 ])
 def test_amounts_and_rates(text: str, expected: list) -> None:
     assert found(text) == expected
 
 
-@pytest.mark.parametrize("text", ["刷卡显示51", "错误码96", "打印机不出纸", "A0"])
+@pytest.mark.parametrize("text", ["刷卡显示51", "错误码96", "打印机不出纸", "A0", "51", "886",
+                                  "13812345678", "12345678"])
 def test_error_codes_and_plain_text_are_not_numbers(text: str) -> None:
     assert found(text) == []
 

@@ -97,6 +97,18 @@ def test_fee_calculator_questions_answered_by_typing(live_bot: RunningBot) -> No
     assert "10,000 元 × 0.6% = 60 元" in debit and "封顶" in debit
 
 
+def test_fee_calculator_answered_with_bare_numbers(live_bot: RunningBot) -> None:
+    """The calculator's own examples ("10000元", "0.6%") and plain numbers are answers, not 拜拜."""
+    merchant = sender()
+    assert "费率是多少" in live_bot.texts(merchant, "刷一万块扣多少手续费")
+    assert "借记卡（储蓄卡）还是信用卡" in live_bot.texts(merchant, "0.6")
+    assert "10,000 元 × 0.6% = 60 元" in live_bot.texts(merchant, "信用卡")
+    other = sender()
+    assert "交易的金额" in live_bot.texts(other, "0.6%")
+    assert "借记卡（储蓄卡）还是信用卡" in live_bot.texts(other, "10000元")
+    assert "20,000 元 × 0.6% = 120 元" in live_bot.texts(other, "信用卡 2万")
+
+
 def test_solved_walk_closes_with_a_tip_and_a_new_question_leaves_the_walk(
         live_bot: RunningBot) -> None:
     merchant = sender()

@@ -19,6 +19,13 @@ def test_error_code_in_traditional_chinese(live_bot) -> None:
     assert "应答码 A0" in reply and "签到" in reply
 
 
+def test_a_bare_response_code_is_explained_and_88_still_says_goodbye(live_bot) -> None:
+    reply = live_bot.texts("rest-bare-code", "51")
+    assert "应答码 51" in reply and "余额" in reply
+    farewell = live_bot.texts("rest-bare-88", "88")
+    assert "祝您生意兴隆" in farewell and "应答码" not in farewell
+
+
 def test_fee_calculation_end_to_end(live_bot) -> None:
     reply = live_bot.texts("rest-fee", "刷了10000元信用卡,费率0.6%")
     assert "10,000 元 × 0.6% = 60 元" in reply

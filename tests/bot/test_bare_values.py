@@ -1,0 +1,66 @@
+"""A message that is only a response code, an amount or a rate asks about it (bot/nlu/bare_values.py)."""
+
+from __future__ import annotations
+
+import pytest
+from rasa.engine.graph import ExecutionContext, GraphSchema
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from bot.nlu.bare_values import BareValueIntent
+from bot.nlu.kb_entities import KBEntityExtractor
+
+EXTRACTOR = KBEntityExtractor({}, None, None)  # numbers and bare codes only (no KB patterns)
+GOODBYE = [{"name": "goodbye", "confidence": 0.87}, {"name": "error_code", "confidence": 0.05},
+           {"name": "thanks", "confidence": 0.08}]
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> LocalModelStorage:
+    return LocalModelStorage(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def trained(storage) -> BareValueIntent:
+    component = BareValueIntent.create({"content_dir": "kb/content"}, storage, Resource("codes"),
+                                      ExecutionContext(GraphSchema({}), "test"))
+    component.train(TrainingData())
+    return component
+
+
+def classified(component: BareValueIntent, text: str) -> dict:
+    message = Message(data={TEXT: text, ENTITIES: EXTRACTOR.extract(text)})
+    message.set(INTENT, GOODBYE[0])
+    message.set(INTENT_RANKING_KEY, [dict(entry) for entry in GOODBYE])
+    return component.process([message])[0].as_dict_nlu()
+
+
+@pytest.mark.parametrize("text", ["51", "05", "a0", " 96？", "A0!"])
+def test_a_code_the_kb_lists_becomes_an_error_code_question(trained, text) -> None:
+    parsed = classified(trained, text)
+    assert parsed[INTENT] == {"name": "error_code", "confidence": 1.0}
+    ranking = parsed[INTENT_RANKING_KEY]
+    assert [entry["name"] for entry in ranking] == ["error_code", "goodbye", "thanks"]
+    assert sum(entry["confidence"] for entry in ranking) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("text", ["10000元", "1万", "一万块钱", "两千块。", "0.6%", "千分之六", "0.38",
+                                  "10000", "0.6%，10000元"])
+def test_amounts_and_rates_alone_answer_the_fee_calculator(trained, text) -> None:
+    assert classified(trained, text)[INTENT] == {"name": "fees", "confidence": 1.0}
+
+
+@pytest.mark.parametrize("text", ["88", "886", "刷卡显示51", "5", "", "13812345678", "12345678",
+                                  "刷了1万", "1万 谢谢", "N6G1234567", "666"])
+def test_other_messages_keep_the_classifiers_answer(trained, text) -> None:
+    assert classified(trained, text)[INTENT] == GOODBYE[0]
+
+
+def test_the_codes_travel_with_the_model(trained, storage) -> None:
+    loaded = BareValueIntent.load({"content_dir": "does/not/exist"}, storage, Resource("codes"),
+                                 ExecutionContext(GraphSchema({}), "test"))
+    assert loaded.codes == trained.codes
+    assert {"00", "51", "A0", "96"} <= loaded.codes and "88" not in loaded.codes
