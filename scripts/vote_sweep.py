@@ -5,11 +5,12 @@ script keeps DIET's ranking (as it reaches IntentVote) for the fold's test examp
 sentence features of every example. The logistic regression is then refitted offline for each
 variant, and each vote share is scored, without training DIET again.
 
-    .venv/bin/python scripts/vote_sweep.py collect var/sweep/seed0 --seed 0 [--extra DIR]
+    .venv/bin/python scripts/vote_sweep.py collect var/sweep/seed0 --seed 0 [--extra DIR] [--config FILE]
     .venv/bin/python scripts/vote_sweep.py score var/sweep/seed0 [var/sweep/seed1 ...]
 
 ``--extra`` adds the examples of another NLU file or directory to every fold's training part
-only, so new training data can be compared on the same test examples as before.
+only, so new training data can be compared on the same test examples as before; ``--config``
+trains a variant of bot/config.yml on the same folds.
 Rasa's own ``rasa test nlu --cross-validation`` (make eval) draws new folds on every run; the
 fixed seed here keeps comparisons paired.
 """
@@ -24,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, List
 
+from rasa.shared.nlu.training_data.message import Message  # resolved by Rasa's graph checks
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -36,12 +39,11 @@ async def parse_all(agent: Any, texts: list[str]) -> None:
         await agent.parse_message(text)
 
 
-def collect(out: Path, folds: int, seed: int, extra: str | None) -> None:
+def collect(out: Path, folds: int, seed: int, extra: str | None, config: str) -> None:
     from rasa.core.agent import Agent
     from rasa.model_training import train_nlu
     from rasa.shared.nlu.constants import INTENT_RANKING_KEY, TEXT
     from rasa.shared.nlu.training_data.loading import load_data
-    from rasa.shared.nlu.training_data.message import Message
     from rasa.shared.nlu.training_data.training_data import TrainingData
     from sklearn.model_selection import StratifiedKFold
 
@@ -50,7 +52,7 @@ def collect(out: Path, folds: int, seed: int, extra: str | None) -> None:
     seen: dict[str, tuple[list[dict[str, Any]], Any]] = {}
     original = intent_vote.IntentVote.process
 
-    def process(self: Any, messages: List[Message]) -> List[Message]:
+    def process(self, messages: List[Message]) -> List[Message]:  # type: ignore[no-untyped-def]
         for message in messages:
             features = None
             if message.get_sparse_features(attribute=TEXT)[1] is not None:
@@ -78,7 +80,7 @@ def collect(out: Path, folds: int, seed: int, extra: str | None) -> None:
         seen.clear()
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "nlu.yml").write_text(train.nlu_as_yaml(), encoding="utf-8")
-            agent = Agent.load(train_nlu(str(ROOT / "bot" / "config.yml"),
+            agent = Agent.load(train_nlu(config,
                                          str(Path(tmp) / "nlu.yml"), tmp, fixed_model_name="f"))
 
             asyncio.run(parse_all(agent, [examples[i].get("text")
@@ -135,11 +137,13 @@ def main() -> None:
     run.add_argument("--folds", type=int, default=5)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--extra")
+    run.add_argument("--config", default=str(ROOT / "bot" / "config.yml"),
+                     help="a variant of bot/config.yml to compare")
     show = sub.add_parser("score")
     show.add_argument("directories", type=Path, nargs="+")
     args = parser.parse_args()
     if args.command == "collect":
-        collect(args.out, args.folds, args.seed, args.extra)
+        collect(args.out, args.folds, args.seed, args.extra, args.config)
     else:
         score(args.directories)
 
