@@ -40,9 +40,11 @@ logger = logging.getLogger(__name__)
 CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software",
                     "network": "fault_network"}
 INTENT_CATEGORIES = {intent: category for category, intent in CATEGORY_INTENTS.items()}
-#: The KB symptom walked after an error code; its first stage ("read the code, send it to me")
-#: is what the code's explanation already did.
+#: The KB symptom walked after an error code. Its first two stages ("read the code, send it to
+#: me"; each code's own advice: 重新签到 for A0, wait and check the network for 96) are what the
+#: code's explanation already said, so a walk after an explanation resumes at the third.
 CODE_SYMPTOM = "screen_error"
+CODE_STAGES_EXPLAINED = 2
 #: Error-code groups (kb/content/error_codes.yml) where the merchant, not the card holder, acts.
 CODE_GROUPS_NEEDING_ACTION = ("operator", "system")
 
@@ -207,10 +209,11 @@ class ActionStartTroubleshooting(Action):
             if await query(lambda kb: kb.symptom(CODE_SYMPTOM)) is None:
                 logger.error("KB symptom %r is missing: run `posbot kb build`", CODE_SYMPTOM)
                 break
-            # Stage 0 of the error-code symptom is "read the code": the explanation just did it,
-            # so the first question is "did that help?" (ts_shown == ts_stage) without new steps.
-            return events_from({**FLOW_RESET, "symptom": CODE_SYMPTOM, "ts_shown": 0,
-                                "ts_code": entry.code, "ts_start": True})
+            # The explanation did the symptom's first stages, so the first question is "did that
+            # help?" (ts_shown == ts_stage) without new steps; 还没有 goes on to the next stage.
+            shown = CODE_STAGES_EXPLAINED - 1
+            return events_from({**FLOW_RESET, "symptom": CODE_SYMPTOM, "ts_stage": shown,
+                                "ts_shown": shown, "ts_code": entry.code, "ts_start": True})
         return [SlotSet("ts_start", False)]
 
 
