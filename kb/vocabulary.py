@@ -28,6 +28,7 @@ class Vocabulary:
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)  # kind → alias → canonical
     terms: list[str] = field(default_factory=list)
     error_codes: list[str] = field(default_factory=list)
+    code_names: dict[str, list[str]] = field(default_factory=dict)  # code → its KB names
     code_triggers: list[str] = field(default_factory=list)
     code_followers: list[str] = field(default_factory=list)
 
@@ -45,6 +46,8 @@ class Vocabulary:
             aliases=aliases,
             terms=list(content.terms),
             error_codes=[code for entry in content.error_codes for code in entry["codes"]],
+            code_names={code: [part.strip() for part in entry["name"].split("/") if part.strip()]
+                        for entry in content.error_codes for code in entry["codes"]},
             code_triggers=list(content.code_triggers),
             code_followers=list(content.code_followers),
         )
@@ -75,6 +78,10 @@ class Vocabulary:
             {"LOWER": {"IN": triggers}}, {"LOWER": {"IN": FILLERS}, "OP": "*"}, code]})
         patterns.append({"label": "error_code", "pattern": [
             code, {"LOWER": {"IN": followers}}]})
+        for code, names in self.code_names.items():  # "51余额不足", "43是被窃卡": id = the code
+            for name in names:
+                for joined in (f"{code}{name}", f"{code}是{name}"):
+                    patterns.append({"label": "error_code", "pattern": joined, "id": code})
         for known in self.error_codes:
             if not known.isdigit():
                 patterns.append({"label": "error_code", "pattern": [

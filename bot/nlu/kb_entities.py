@@ -166,6 +166,12 @@ class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
     @staticmethod
     def _entity(label: str, start: int, text: str, canonical: str) -> Optional[Dict[str, Any]]:
         if label == "error_code":
+            # a code followed by its KB name carries the code as id ("51余额不足" → 51); after a
+            # trigger ("显示A0") the code is the span's last two letters or digits
+            at = text.upper().find(canonical.upper()) if canonical else -1
+            if at >= 0:
+                return {"entity": label, "start": start + at, "end": start + at + len(canonical),
+                        "value": canonical.upper()}
             codes = list(_CODE.finditer(text))
             if not codes:
                 return None

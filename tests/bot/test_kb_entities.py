@@ -34,6 +34,13 @@ def values(extractor: KBEntityExtractor, text: str) -> list[tuple[str, str, str]
     ("储蓄卡刷了两千", [("card_type", "储蓄卡", "借记卡"), ("amount", "两千", "2000")]),
     ("收款QR码刷新不出来", []),
     ("刷了51块 结果机器上报57", [("amount", "51", "51"), ("error_code", "57", "57")]),
+    # a code followed by its name in kb/content/error_codes.yml, or after more trigger words
+    ("51是余额不足的意思吗", [("error_code", "51", "51")]),
+    ("97终端未登记 新机器刚拿到手", [("error_code", "97", "97")]),
+    ("43被窃卡 这笔还做不做", [("error_code", "43", "43")]),
+    ("报码77", [("error_code", "77", "77")]),
+    ("pos显示code 14", [("error_code", "14", "14")]),
+    ("12点开门 30块一杯", [("amount", "30", "30")]),
 ])
 def test_entities_with_canonical_values(extractor, text, expected) -> None:
     assert values(extractor, text) == expected
