@@ -5,7 +5,8 @@
    models/posbot.tar.gz: per-intent precision/recall/F1, confusion matrix PNG, entity F1
    (rasa test nlu), and each set's accuracy on its own. set1.yml (227 examples, 2026-11-23) has
    been scored in every session since; set2.yml (2026-11-24) was written blind by someone who saw
-   neither the training data nor any model, and committed before it was first scored. The
+   neither the training data nor any model, and committed before it was first scored; set3.yml
+   (2026-11-24, session 6) the same way, after set2 had been scored four times. The
    pipeline-against-baseline decision is on all held-out examples together.
    tests/nlu/dev.yml, the first held-out set, was used to choose the pipeline configuration; it
    is scored too, for comparison, but its figures are optimistic.
