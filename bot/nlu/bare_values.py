@@ -28,9 +28,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from bot.nlu.jieba_tokenizer import files_digest
-from bot.nlu.kb_entities import bare_code
-from kb.content import load_content
-from kb.vocabulary import Vocabulary
+from bot.nlu.kb_entities import bare_code, kb_vocabulary
 
 CODES_FILE = "codes.json"
 FEE_VALUES = {"amount", "rate"}
@@ -72,9 +70,7 @@ class BareValueIntent(GraphComponent):
         return cls(config, model_storage, resource)
 
     def train(self, training_data: TrainingData) -> Resource:
-        # KBEntityExtractor, trained from the same files, refuses a KB with problems first.
-        content = load_content(Path(self._config["content_dir"]))
-        codes = sorted(Vocabulary.from_content(content).error_codes)
+        codes = sorted(kb_vocabulary(Path(self._config["content_dir"])).error_codes)
         self.codes = set(codes)
         with self._model_storage.write_to(self._resource) as directory:
             (directory / CODES_FILE).write_text(json.dumps(codes), encoding="utf-8")

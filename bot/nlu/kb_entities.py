@@ -44,6 +44,17 @@ def bare_code(text: str) -> Optional[str]:
     return found.group(1).upper() if found else None
 
 
+def kb_vocabulary(content_dir: Path) -> Vocabulary:
+    """The KB's vocabulary for a training run; a KB with problems stops training with them."""
+    content = load_content(content_dir)
+    if content.problems:
+        raise RasaException(
+            "kb/content has problems, fix them (posbot kb lint) before training:\n"
+            + format_problems(content.problems)
+        )
+    return Vocabulary.from_content(content)
+
+
 def build_nlp(patterns: List[Dict[str, Any]], words: List[str]) -> Any:
     """A blank Chinese spaCy pipeline, jieba-segmented, with the KB EntityRuler."""
     import spacy
@@ -107,13 +118,7 @@ class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
         return cls(config, model_storage, resource)
 
     def train(self, training_data: TrainingData) -> Resource:
-        content = load_content(Path(self._config["content_dir"]))
-        if content.problems:
-            raise RasaException(
-                "kb/content has problems, fix them (posbot kb lint) before training:\n"
-                + format_problems(content.problems)
-            )
-        vocabulary = Vocabulary.from_content(content)
+        vocabulary = kb_vocabulary(Path(self._config["content_dir"]))
         self.patterns = vocabulary.entity_patterns()
         self.words = vocabulary.words()
         self._nlp = build_nlp(self.patterns, self.words)

@@ -6,6 +6,7 @@ import pytest
 from rasa.engine.graph import ExecutionContext, GraphSchema
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
+from rasa.shared.exceptions import RasaException
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
@@ -64,3 +65,13 @@ def test_the_codes_travel_with_the_model(trained, storage) -> None:
                                  ExecutionContext(GraphSchema({}), "test"))
     assert loaded.codes == trained.codes
     assert {"00", "51", "A0", "96"} <= loaded.codes and "88" not in loaded.codes
+
+
+def test_a_broken_kb_stops_training_with_its_problems(tmp_path, storage) -> None:
+    broken = tmp_path / "content"
+    broken.mkdir()
+    (broken / "error_codes.yml").write_text("error_codes:\n  - codes: [\n", encoding="utf-8")
+    component = BareValueIntent.create({"content_dir": str(broken)}, storage, Resource("broken"),
+                                       ExecutionContext(GraphSchema({}), "test"))
+    with pytest.raises(RasaException, match="posbot kb lint"):
+        component.train(TrainingData())
