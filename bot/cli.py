@@ -4,7 +4,8 @@
     posbot kb build [--force] lint, then load into the database in one transaction
     posbot kb dict DIR        write the jieba dictionary generated from the KB vocabulary
     posbot handoff list [--all]            conversations waiting for a person
-    posbot handoff release ID [--rasa-url URL] [--token T]   resume the bot for that conversation
+    posbot handoff release ID [--rasa-url URL]   resume the bot for that conversation
+    posbot api-token rotate   new Rasa API secret in var/rasa-token (restart the bot after)
     posbot report [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--tracker-db URL]
                               most frequent unanswered questions and answers rated 没帮助
 """
@@ -20,7 +21,8 @@ from typing import Callable, Optional, Sequence
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
-from bot.handoff import ReleaseError, format_handoffs, rasa_token_from_env, rasa_url_from_env, release
+from bot.api_token import TokenError, fingerprint, rasa_token, rotate
+from bot.handoff import ReleaseError, format_handoffs, rasa_url_from_env, release
 from bot.report import Period, build_report, default_tracker_url, format_report
 from kb.build import KbInvalid, build
 from kb.content import format_problems, load_content
@@ -82,11 +84,23 @@ def _handoff_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_token_rotate(_args: argparse.Namespace) -> int:
+    try:
+        path = rotate()
+    except TokenError as error:
+        print(f"not rotated: {error}", file=sys.stderr)
+        return 1
+    print(f"new Rasa API token {fingerprint(rasa_token())} written to {path}; restart the bot "
+          "(`make run`) so the server and the tools use it")
+    return 0
+
+
 def _handoff_release(args: argparse.Namespace) -> int:
     engine = create_engine(args.database)
     try:
-        result = release(RecordStore(engine), args.id, args.rasa_url, token=args.token)
-    except ReleaseError as error:
+        result = release(RecordStore(engine), args.id, args.rasa_url,
+                         token=rasa_token(create=False))
+    except (ReleaseError, TokenError, FileNotFoundError) as error:
         print(f"not released: {error}", file=sys.stderr)
         return 1
     finally:
@@ -149,9 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     release_cmd.add_argument("id", type=int, help="handoff id from `posbot handoff list`")
     release_cmd.add_argument("--rasa-url", default=rasa_url_from_env(),
                              help="Rasa server with --enable-api (POSBOT_RASA_URL, default %(default)s)")
-    release_cmd.add_argument("--token", default=rasa_token_from_env(),
-                             help="the server's --auth-token (POSBOT_RASA_TOKEN)")
     release_cmd.set_defaults(func=_handoff_release)
+
+    token_cmd = commands.add_parser("api-token", help="the Rasa HTTP API secret").add_subparsers(
+        dest="action", required=True)
+    rotate_cmd = token_cmd.add_parser("rotate", help="write a new secret to var/rasa-token")
+    rotate_cmd.set_defaults(func=_api_token_rotate)
 
     report = commands.add_parser("report", help="unanswered questions and answers rated 没帮助")
     report.add_argument("--since", help="first day, YYYY-MM-DD (default: 6 days before --until)")

@@ -10,7 +10,7 @@ after which the row is stamped released, the merchant gets ``utter_handoff_relea
 ``/conversations/{id}/execute?output_channel=latest`` — pushed where the channel can push (the
 message is in the conversation history in any case) — and ``{"event": "action", "name":
 "action_listen"}`` is appended so the next message starts a normal turn. The Rasa server must run with
-``--enable-api``; pass ``--token`` when it also runs with ``--auth-token``.
+``--enable-api --auth-token``; the token comes from :func:`bot.api_token.rasa_token`.
 """
 
 from __future__ import annotations
@@ -37,12 +37,6 @@ def rasa_url_from_env(env: Optional[dict[str, str]] = None) -> str:
     """``POSBOT_RASA_URL`` (the Rasa server staff talk to), default http://localhost:5005."""
     env = dict(os.environ if env is None else env)
     return env.get("POSBOT_RASA_URL", "").strip() or DEFAULT_RASA_URL
-
-
-def rasa_token_from_env(env: Optional[dict[str, str]] = None) -> Optional[str]:
-    """``POSBOT_RASA_TOKEN``: the server's ``--auth-token``, if it has one."""
-    env = dict(os.environ if env is None else env)
-    return env.get("POSBOT_RASA_TOKEN", "").strip() or None
 
 
 class ReleaseError(Exception):

@@ -1,22 +1,28 @@
 """Start a complete posbot (action server + Rasa server) as child processes, and stop it.
 
-Used by the integration tests and by `make bench`, so both measure exactly what `make run`
-starts: the same commands, the same credentials, a temporary KB and tracker store.
+One launcher for everything: ``make run`` (``python -m bot.launcher``, via scripts/run.sh), the
+integration tests and ``make bench`` all start the same commands with the same credentials and
+the same Rasa API token (bot/api_token.py). Tests and bench use a temporary KB and tracker
+store and free ports; ``make run`` uses ``var/`` and ports 5005/5055.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 import yaml
 
+from bot.api_token import rasa_token
 from bot.settings import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
@@ -41,6 +47,8 @@ class RunningBot:
     actions_url: str
     database_url: str
     tmp: Path
+    #: The Rasa HTTP API secret the server was started with (``?token=`` on API calls).
+    token: str = field(default="", repr=False)
     processes: list[subprocess.Popen] = field(default_factory=list)
     ready_after_s: float = 0.0
 
@@ -49,6 +57,12 @@ class RunningBot:
                                  json={"sender": sender, "message": message}, timeout=timeout)
         response.raise_for_status()
         return response.json()
+
+    def api(self, method: str, path: str, *, json: object = None,
+            params: dict[str, str] | None = None, timeout: float = 30) -> requests.Response:
+        """Call the Rasa HTTP API with the token, as staff tools do."""
+        return requests.request(method, f"{self.url}{path}", json=json, timeout=timeout,
+                                params={**(params or {}), "token": self.token})
 
     def texts(self, sender: str, message: str) -> str:
         return "\n".join(m.get("text", "") for m in self.send(sender, message))
@@ -63,13 +77,14 @@ class RunningBot:
                 proc.kill()
 
 
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float,
+          params: dict[str, str] | None = None) -> None:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited early, see {log}:\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(url, timeout=2).ok:
+            if requests.get(url, params=params, timeout=2).ok:
                 return
         except requests.RequestException:
             pass
@@ -78,16 +93,20 @@ def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
 
 
 def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | None = None,
-              endpoints: Path | None = None, timeout: float = 240) -> RunningBot:
-    """Build the KB, start both servers on free ports, warm them up.
+              endpoints: Path | None = None, timeout: float = 240,
+              rasa_port: int | None = None, actions_port: int | None = None,
+              credentials: Path | None = None, stream_logs: bool = False) -> RunningBot:
+    """Build the KB, start both servers (on free ports unless given), warm them up.
 
     By default everything lives in ``tmp`` (SQLite KB and trackers). With ``endpoints`` (e.g.
     bot/endpoints.production.yml) Rasa reads its stores from that file and the environment;
-    ``POSBOT_ACTION_URL`` is set to the action server started here.
+    ``POSBOT_ACTION_URL`` is set to the action server started here. ``stream_logs`` sends the
+    servers' output to this terminal instead of files in ``tmp``.
     """
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
-    rasa_port, actions_port = free_port(), free_port()
+    rasa_port, actions_port = rasa_port or free_port(), actions_port or free_port()
+    credentials = credentials or PROJECT_ROOT / "bot" / "credentials.yml"
     database_url = (env or {}).get("POSBOT_DATABASE_URL") or f"sqlite:///{tmp / 'posbot.sqlite3'}"
     full_env = {**os.environ, **(env or {}), "POSBOT_DATABASE_URL": database_url,
                 "POSBOT_ACTION_URL": f"http://127.0.0.1:{actions_port}/webhook",
@@ -102,27 +121,78 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
         endpoints = tmp / "endpoints.yml"
         endpoints.write_text(yaml.safe_dump(config), encoding="utf-8")
     logs = {name: tmp / f"{name}.log" for name in ("actions", "rasa")}
+    token = rasa_token(full_env)
     bot = RunningBot(f"http://127.0.0.1:{rasa_port}", f"http://127.0.0.1:{actions_port}",
-                     database_url, tmp)
+                     database_url, tmp, token=token)
+    def output(name: str) -> Any:
+        return None if stream_logs else logs[name].open("w")
+
     bot.processes = [
         subprocess.Popen(
             [str(BIN / "rasa"), "run", "actions", "--actions", "actions", "--port", str(actions_port)],
-            cwd=PROJECT_ROOT, env=full_env, stdout=logs["actions"].open("w"),
-            stderr=subprocess.STDOUT),
+            cwd=PROJECT_ROOT, env=full_env, stdout=output("actions"), stderr=subprocess.STDOUT),
         subprocess.Popen(
-            [str(BIN / "rasa"), "run", "--model", str(model), "--endpoints", str(endpoints),
-             "--credentials", str(PROJECT_ROOT / "bot" / "credentials.yml"), "--enable-api",
+            [str(BIN / "python"), "-m", "bot.serve", "run", "--model", str(model),
+             "--endpoints", str(endpoints),
+             "--credentials", str(credentials), "--enable-api",
              "--port", str(rasa_port)],
-            cwd=PROJECT_ROOT, env={**SERVING_TF_THREADS, **full_env}, stdout=logs["rasa"].open("w"),
+            cwd=PROJECT_ROOT, env={**SERVING_TF_THREADS, **full_env}, stdout=output("rasa"),
             stderr=subprocess.STDOUT),
     ]
     try:
         _wait(f"{bot.actions_url}/health", bot.processes[0], logs["actions"], timeout)
-        _wait(f"{bot.url}/status", bot.processes[1], logs["rasa"], timeout)
+        _wait(f"{bot.url}/status", bot.processes[1], logs["rasa"], timeout, {"token": token})
         subprocess.run([str(BIN / "python"), str(PROJECT_ROOT / "scripts" / "warmup.py"), bot.url],
-                       check=True, cwd=PROJECT_ROOT, timeout=timeout, capture_output=True)
+                       check=True, cwd=PROJECT_ROOT, timeout=timeout, capture_output=True,
+                       env=full_env)
     except BaseException:
         bot.stop()
         raise
     bot.ready_after_s = time.monotonic() - started
     return bot
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make run``: both servers on fixed ports with the state in ``var/``, until Ctrl-C.
+
+    If either server dies, the other is stopped too and the exit status says so.
+    """
+    parser = argparse.ArgumentParser(prog="python -m bot.launcher", description=main.__doc__)
+    parser.add_argument("--model", type=Path, default=Path(os.environ.get("MODEL", DEFAULT_MODEL)))
+    parser.add_argument("--endpoints", type=Path, default=None,
+                        help="Rasa endpoints file; default: embedded SQLite trackers in var/")
+    parser.add_argument("--credentials", type=Path,
+                        default=Path(os.environ.get("CREDENTIALS", "bot/credentials.yml")))
+    parser.add_argument("--rasa-port", type=int, default=int(os.environ.get("RASA_PORT", 5005)))
+    parser.add_argument("--actions-port", type=int,
+                        default=int(os.environ.get("ACTIONS_PORT", 5055)))
+    args = parser.parse_args(argv)
+    endpoints = args.endpoints or (Path(os.environ["ENDPOINTS"]) if os.environ.get("ENDPOINTS")
+                                   and os.environ["ENDPOINTS"] != "bot/endpoints.yml" else None)
+    state = PROJECT_ROOT / "var"
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        bot = start_bot(state, model=args.model, endpoints=endpoints, rasa_port=args.rasa_port,
+                        actions_port=args.actions_port, credentials=args.credentials,
+                        stream_logs=True, timeout=600)
+    except KeyboardInterrupt:
+        return 130
+    port = args.rasa_port
+    print(f"posbot is ready: REST http://localhost:{port}/webhooks/rest/webhook · widget "
+          f"http://localhost:{port}/webhooks/web/ · WeChat /webhooks/wechat/webhook · "
+          f"API token in {'POSBOT_RASA_TOKEN' if os.environ.get('POSBOT_RASA_TOKEN') else 'var/rasa-token'}",
+          flush=True)
+    try:
+        while all(proc.poll() is None for proc in bot.processes):
+            time.sleep(0.5)
+        dead = [proc.args[1:3] for proc in bot.processes if proc.poll() is not None]
+        print(f"posbot stopped: a server exited ({dead})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        bot.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,14 +11,17 @@ import time
 
 import requests
 
+from bot.api_token import rasa_token
+
 WARMUP_TEXTS = ["你好", "拉卡拉POS机打印机不出纸,刷卡显示A0"]
 
 
 def wait_ready(url: str, timeout_s: float = 180.0) -> float:
     start = time.monotonic()
+    token = {"token": rasa_token()}
     while time.monotonic() - start < timeout_s:
         try:
-            status = requests.get(f"{url}/status", timeout=2)
+            status = requests.get(f"{url}/status", params=token, timeout=2)
             if status.ok and status.json().get("model_file"):
                 return time.monotonic() - start
         except requests.RequestException:
@@ -28,9 +31,10 @@ def wait_ready(url: str, timeout_s: float = 180.0) -> float:
 
 
 def warm(url: str) -> None:
+    token = {"token": rasa_token()}
     for text in WARMUP_TEXTS:
-        requests.post(f"{url}/model/parse", json={"text": text}, timeout=30)
-    requests.post(f"{url}/conversations/posbot-warmup/predict", timeout=30)
+        requests.post(f"{url}/model/parse", json={"text": text}, params=token, timeout=30)
+    requests.post(f"{url}/conversations/posbot-warmup/predict", params=token, timeout=30)
 
 
 def main() -> int:

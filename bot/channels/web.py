@@ -42,6 +42,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
+from bot.channels.limits import install as install_body_limits
 from bot.settings import PROJECT_ROOT, Settings
 
 try:  # Sanic-CORS is what `rasa run --cors ...` installs on the app.
@@ -162,6 +163,7 @@ class _WebSocketBlueprint(SocketBlueprint):
 
     def register(self, app: Sanic, options: Dict[Text, Any]) -> None:
         """Attach socket.io to ``app`` and add the CORS marker for its path."""
+        install_body_limits(app)
         super().register(app, options)
         socketio_path = "/" + str(self.ctx.socketio_path).strip("/")
 

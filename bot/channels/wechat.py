@@ -50,6 +50,7 @@ from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
+from bot.channels.limits import LimitedBlueprint
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -564,7 +565,7 @@ class WeChatInput(InputChannel):
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """GET /webhook answers WeChat's URL check, POST /webhook receives messages."""
-        webhook = Blueprint("wechat_webhook", __name__)
+        webhook = LimitedBlueprint("wechat_webhook", __name__)
 
         @webhook.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:

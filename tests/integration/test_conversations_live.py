@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import create_engine
 
 from bot.handoff import release
@@ -169,10 +168,10 @@ def test_handoff_pauses_the_bot_until_staff_release_it(live_bot: RunningBot) -> 
 
     store = records(live_bot)
     [handoff] = [h for h in store.handoffs("waiting") if h.conversation_id == merchant]
-    result = release(store, handoff.id, live_bot.url)
+    result = release(store, handoff.id, live_bot.url, token=live_bot.token)
     assert result.merchant_notified
     assert store.handoff(handoff.id).status == "released"
-    tracker = requests.get(f"{live_bot.url}/conversations/{merchant}/tracker", timeout=10).json()
+    tracker = live_bot.api("GET", f"/conversations/{merchant}/tracker").json()
     said = [e for e in tracker["events"] if e["event"] == "bot"][-1]
     assert said["text"] == "人工客服已经处理完毕，我回来了。还有其他POS机问题，可以继续问我。"
     assert said["data"]["custom"] == {"posbot": {"handoff": "released"}}

@@ -8,17 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import requests
 from rasa.shared.nlu.training_data.loading import load_data
 
+from bot.launcher import RunningBot
 from kb.content import Content
 
 pytestmark = pytest.mark.integration
 HOLDOUT = Path(__file__).resolve().parents[1] / "nlu" / "holdout"  # every set in it
 
 
-def parse(url: str, text: str) -> dict:
-    response = requests.post(f"{url}/model/parse", json={"text": text}, timeout=30)
+def parse(bot: RunningBot, text: str) -> dict:
+    response = bot.api("POST", "/model/parse", json={"text": text})
     response.raise_for_status()
     return response.json()
 
@@ -31,7 +31,7 @@ def top_intent(parsed: dict) -> str:
 def test_held_out_intent_accuracy_is_at_least_090(live_bot) -> None:
     examples = load_data(str(HOLDOUT)).intent_examples
     assert len(examples) >= 150
-    misses = [(m.get("text"), m.get("intent"), top_intent(parse(live_bot.url, m.get("text"))))
+    misses = [(m.get("text"), m.get("intent"), top_intent(parse(live_bot, m.get("text"))))
               for m in examples]
     misses = [m for m in misses if m[1] != m[2]]
     accuracy = 1 - len(misses) / len(examples)
@@ -42,7 +42,7 @@ def test_every_kb_brand_alias_is_recognised_by_the_trained_model(live_bot, conte
     missed = []
     for brand in content.brands:
         for alias in [brand["name"], *brand["aliases"]]:
-            entities = parse(live_bot.url, f"{alias}的pos机坏了")["entities"]
+            entities = parse(live_bot, f"{alias}的pos机坏了")["entities"]
             if not any(e["entity"] == "brand" and e["value"] == brand["name"] for e in entities):
                 missed.append(alias)
     assert missed == []
