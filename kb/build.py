@@ -6,17 +6,33 @@ whole transaction back, so merchants keep getting the previous answers.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Optional
 
-from sqlalchemy import delete
+import numpy as np
+from sqlalchemy import delete, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 import kb.records  # noqa: F401  (registers tickets/handoffs/feedback on Base for create_schema)
 from kb.content import Content, Problem
-from kb.schema import KB_TABLES, Alias, Base, Brand, ErrorCode, FeeItem, FeeRule, KbMeta, Symptom, Topic
+from kb.encoder import SentenceEncoder, get_encoder
+from kb.schema import (
+    KB_TABLES,
+    Alias,
+    Base,
+    Brand,
+    ErrorCode,
+    FeeItem,
+    FeeRule,
+    KbMeta,
+    QuestionVector,
+    Symptom,
+    Topic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,25 +56,66 @@ def create_schema(engine: Engine) -> None:
     Base.metadata.create_all(engine)
 
 
-def build(engine: Engine, content: Content, *, force: bool = False) -> BuildResult:
-    """Replace the KB tables with ``content``; unchanged content is a no-op unless ``force``."""
+def _kb_schema_current(engine: Engine) -> bool:
+    """True when every KB table exists with the columns this version of the code writes."""
+    inspector = inspect(engine)
+    for table in KB_TABLES:
+        name = table.__tablename__
+        if not inspector.has_table(name):
+            return False
+        columns = {c["name"] for c in inspector.get_columns(name)}
+        if columns != {c.name for c in table.__table__.columns}:
+            return False
+    return True
+
+
+def build(engine: Engine, content: Content, *, force: bool = False,
+          encoder: Optional[SentenceEncoder] = None) -> BuildResult:
+    """Replace the KB tables with ``content``; unchanged content is a no-op unless ``force``.
+
+    The KB tables hold nothing but what kb/content produces, so when a new version of the code
+    changes their columns they are dropped and created again (the record tables are never
+    touched). Question embeddings are computed here, once per build, with ``encoder``
+    (the shared e5 encoder by default).
+    """
     if content.problems:
         raise KbInvalid(content.problems)
+    if not _kb_schema_current(engine):
+        Base.metadata.drop_all(engine, tables=[t.__table__ for t in KB_TABLES])
     create_schema(engine)
-    rows = _rows(content)
-    counts = {name: len(items) for name, items in rows.items()}
-    with Session(engine) as session, session.begin():
+    with Session(engine) as session:
         current = session.get(KbMeta, "digest")
         if current is not None and current.value == content.digest and not force:
-            return BuildResult(changed=False, counts=counts)
+            return BuildResult(changed=False, counts=_counts(content))
+    rows = _rows(content)
+    rows["question_vectors"] = _vectors(content, encoder or get_encoder())
+    counts = {name: len(items) for name, items in rows.items()}
+    with Session(engine) as session, session.begin():
         for table in reversed(KB_TABLES):
             session.execute(delete(table))
         for items in rows.values():
             session.add_all(items)
         session.add(KbMeta(key="digest", value=content.digest))
+        session.add(KbMeta(key="fee_calc_requests", value=json.dumps(content.fee_calc_requests,
+                                                                     ensure_ascii=False)))
+        session.add(KbMeta(key="info_question_markers",
+                           value=json.dumps(content.info_question_markers, ensure_ascii=False)))
+        session.add(KbMeta(key="encoder", value=(encoder or get_encoder()).name))
         session.add(KbMeta(key="built_at", value=datetime.now(timezone.utc).isoformat()))
     logger.info("knowledge base built: %s", counts)
     return BuildResult(changed=True, counts=counts)
+
+
+def _counts(content: Content) -> dict[str, int]:
+    return {name: len(items) for name, items in _rows(content).items()}
+
+
+def _vectors(content: Content, encoder: SentenceEncoder) -> list[object]:
+    texts = [(t["id"], q) for t in content.topics for q in [t["question"], *t["questions"]]]
+    vectors = encoder.encode([q for _, q in texts]) if texts else []
+    return [QuestionVector(topic_id=topic_id, text=text, encoder=encoder.name,
+                           vector=np.asarray(vector, dtype=np.float32).tobytes())
+            for (topic_id, text), vector in zip(texts, vectors, strict=True)]
 
 
 def _rows(content: Content) -> dict[str, list[object]]:
@@ -76,10 +133,13 @@ def _rows(content: Content) -> dict[str, list[object]]:
         for entry in entries:
             for text in [entry["name"], *entry["aliases"]]:
                 alias(kind, text, entry["name"])
+    for entry in content.error_codes:
+        for text in entry.get("aliases", []):
+            alias("error_code", text, entry["codes"][0])
     return {
         "topics": [
-            Topic(id=t["id"], intent=t["intent"], title=t["title"], answer=t["answer"],
-                  steps=t["steps"], keywords=t["keywords"], is_default=t["default"],
+            Topic(id=t["id"], intent=t["intent"], family=t["family"], title=t["question"],
+                  questions=t["questions"], answer=t["answer"], steps=t["steps"], flow=t["flow"],
                   brand_notes=t["brand_notes"], position=i, source=t["source"])
             for i, t in enumerate(content.topics)
         ],

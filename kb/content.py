@@ -22,7 +22,8 @@ from kb.settings import TOPIC_INTENTS
 
 logger = logging.getLogger(__name__)
 
-FILES = ("topics", "brands", "error_codes", "fees", "symptoms", "vocabulary")
+FILES = ("brands", "error_codes", "fees", "symptoms", "vocabulary")
+TOPICS_DIR = "topics"
 ERROR_CODE_RE = re.compile(r"^(?:[0-9]{2}|[A-Z][0-9])$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 CODE_GROUPS = ("success", "retry", "no_retry", "operator", "system")
@@ -55,6 +56,8 @@ class Content:
     terms: list[str] = field(default_factory=list)
     code_triggers: list[str] = field(default_factory=list)
     code_followers: list[str] = field(default_factory=list)
+    fee_calc_requests: list[str] = field(default_factory=list)
+    info_question_markers: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     digest: str = ""
 
@@ -160,8 +163,8 @@ class _Reader:
         return good
 
 
-def _read_yaml(path: Path, problems: list[Problem]) -> Any:
-    name = path.name
+def _read_yaml(path: Path, problems: list[Problem], name: str = "") -> Any:
+    name = name or path.name
     if not path.exists():
         problems.append(Problem(name, 1, f"file is missing: create kb/content/{name}"))
         return None
@@ -215,6 +218,9 @@ def _load_vocabulary(doc: Any, content: Content, aliases: dict[str, str]) -> Non
         content.terms = reader.text_list(doc, "terms", required=True)
         content.code_triggers = reader.text_list(doc, "error_code_triggers", required=True)
         content.code_followers = reader.text_list(doc, "error_code_followers", required=True)
+        content.fee_calc_requests = reader.text_list(doc, "fee_calc_requests", required=True)
+        content.info_question_markers = reader.text_list(doc, "info_question_markers",
+                                                         required=True)
 
 
 def _claim_alias(reader: _Reader, entry: Any, alias: str, owner: str, aliases: dict[str, str]) -> None:
@@ -254,9 +260,27 @@ def _load_brands(doc: Any, content: Content, aliases: dict[str, str]) -> None:
         })
 
 
-def _load_topics(doc: Any, content: Content, brand_names: set[str]) -> None:
-    reader = _Reader("topics.yml", content.problems)
-    ids: dict[str, str] = {}
+#: Buttons a topic may offer after its answer: a fault walk, the fee calculator, a repair
+#: ticket or a person.
+FLOWS = ("fee_calc", "ticket", "handoff")
+MIN_ALTERNATE_QUESTIONS = 5
+#: Two standard questions this alike (character-bigram Jaccard) read as the same question.
+NEAR_DUPLICATE = 0.8
+
+
+def _bigrams(text: str) -> set[str]:
+    kept = re.sub(r"[\s，。？！,.?!、：:；;（）()“”\"']+", "", text.lower())
+    return {kept[i:i + 2] for i in range(max(len(kept) - 1, 1))}
+
+
+def _similarity(a: str, b: str) -> float:
+    x, y = _bigrams(a), _bigrams(b)
+    return len(x & y) / len(x | y) if x and y else 0.0
+
+
+def _load_topic_file(name: str, doc: Any, content: Content, brand_names: set[str],
+                     ids: dict[str, str], questions: dict[str, str]) -> None:
+    reader = _Reader(name, content.problems)
     for entry in reader.entries(doc, "topics"):
         topic_id = reader.text(entry, "id", what="lower_snake_case_id")
         if topic_id and not ID_RE.match(topic_id):
@@ -274,46 +298,67 @@ def _load_topics(doc: Any, content: Content, brand_names: set[str]) -> None:
             if str(brand) not in brand_names:
                 reader.problem(notes, brand, f"unknown brand `{brand}` in brand_notes: use a `name` "
                                              "from brands.yml, or add the brand there first")
-        default = entry.get("default", False)
-        if not isinstance(default, bool):
-            reader.problem(entry, "default", "`default` must be true or false")
-            default = False
+        for retired in ("keywords", "default", "title"):
+            if retired in entry:
+                reader.problem(entry, retired, f"`{retired}` is no longer used: the bot finds a topic "
+                               "by its questions; write the standard question as `question:` and "
+                               "other ways of asking under `questions:`")
+        question = reader.text(entry, "question", what="POS机怎么签到？")
+        alternates = reader.text_list(entry, "questions", required=True)
+        if 0 < len(alternates) < MIN_ALTERNATE_QUESTIONS:
+            reader.problem(entry, "questions", f"`questions` has {len(alternates)} question(s): "
+                           f"give at least {MIN_ALTERNATE_QUESTIONS} ways merchants ask this")
+        for text in [question, *alternates]:
+            key = re.sub(r"\s+", "", text.lower())
+            if key and key in questions and questions[key] != topic_id:
+                reader.problem(entry, "questions", f"question `{text}` is also a question of topic "
+                               f"`{questions[key]}`: a question may lead to one topic only")
+            elif key:
+                questions[key] = topic_id
+        flow = reader.text(entry, "flow", required=False)
+        if flow and flow not in FLOWS and not flow.startswith("walk:"):
+            reader.problem(entry, "flow", f"unknown flow `{flow}`: use walk:<symptom id>, "
+                                          f"{', '.join(FLOWS)}, or leave it out")
         content.topics.append({
             "id": topic_id,
             "intent": intent,
-            "title": reader.text(entry, "title"),
+            "family": reader.text(entry, "family", what="core"),
+            "question": question,
+            "questions": alternates,
             "answer": reader.text(entry, "answer"),
             "steps": reader.text_list(entry, "steps"),
-            "keywords": reader.text_list(entry, "keywords"),
-            "default": default,
             "brand_notes": {str(k): str(v).strip() for k, v in notes.items()},
+            "flow": flow or None,
             "source": _source(reader, entry),
+            "_file": name,
             "_line": _line(entry),
         })
-    by_intent: dict[str, list[dict[str, Any]]] = {}
-    for topic in content.topics:
-        by_intent.setdefault(topic["intent"], []).append(topic)
+
+
+def _check_topics(content: Content, symptom_ids: set[str]) -> None:
+    """What needs every topic file at once: intents covered, walks known, no twin questions."""
+    intents = {t["intent"] for t in content.topics}
     for intent in TOPIC_INTENTS:
-        topics = by_intent.get(intent, [])
-        if not topics:
-            content.problems.append(Problem("topics.yml", 1, f"intent `{intent}` has no topic: add "
+        if intent not in intents:
+            content.problems.append(Problem("topics/", 1, f"intent `{intent}` has no topic: add "
                                             f"`- id: …` with `intent: {intent}`"))
-            continue
-        defaults = [t for t in topics if t["default"]]
-        if len(topics) > 1 and len(defaults) != 1:
-            content.problems.append(Problem(
-                "topics.yml", topics[0]["_line"],
-                f"intent `{intent}` has {len(topics)} topics and {len(defaults)} marked "
-                "`default: true`: mark exactly one"))
-        for topic in topics:
-            if len(topics) > 1 and not topic["default"] and not topic["keywords"]:
+    for topic in content.topics:
+        flow = topic["flow"] or ""
+        if flow.startswith("walk:") and flow[5:] not in symptom_ids:
+            content.problems.append(Problem(topic["_file"], topic["_line"], f"flow `{flow}` names no "
+                                    f"symptom: use one of walk:{', walk:'.join(sorted(symptom_ids))}"))
+    for i, first in enumerate(content.topics):
+        for second in content.topics[i + 1:]:
+            if (first["question"] and second["question"]
+                    and _similarity(first["question"], second["question"]) >= NEAR_DUPLICATE):
                 content.problems.append(Problem(
-                    "topics.yml", topic["_line"],
-                    f"topic `{topic['id']}` shares intent `{intent}` with others but has no "
-                    "`keywords`: add the words that should pick it"))
+                    second["_file"], second["_line"],
+                    f"the standard question `{second['question']}` is nearly the same as that of "
+                    f"topic `{first['id']}` ({first['_file']}:{first['_line']}): merge the two "
+                    "topics or make each question say what only it answers"))
 
 
-def _load_error_codes(doc: Any, content: Content) -> None:
+def _load_error_codes(doc: Any, content: Content, aliases: dict[str, str]) -> None:
     reader = _Reader("error_codes.yml", content.problems)
     seen: dict[str, str] = {}
     for entry in reader.entries(doc, "error_codes"):
@@ -326,8 +371,15 @@ def _load_error_codes(doc: Any, content: Content) -> None:
         group = reader.text(entry, "group", what="retry")
         if group and group not in CODE_GROUPS:
             reader.problem(entry, "group", f"unknown group `{group}`: use one of {', '.join(CODE_GROUPS)}")
+        screen_texts = reader.text_list(entry, "aliases")
+        for text in screen_texts:
+            if len(text) < 2:
+                reader.problem(entry, "aliases", f"alias `{text}` is too short to mean one code")
+            elif codes:
+                _claim_alias(reader, entry, text, f"error_code:{codes[0]}", aliases)
         record = {
             "codes": codes,
+            "aliases": screen_texts,
             "name": reader.text(entry, "name"),
             "meaning": reader.text(entry, "meaning"),
             "cause": reader.text(entry, "cause"),
@@ -437,20 +489,36 @@ def load_content(directory: Path) -> Content:
         docs[name] = _read_yaml(path, content.problems)
         if path.exists():
             digest.update(path.read_bytes())
+    topic_paths = sorted((directory / TOPICS_DIR).glob("*.yml"))
+    if not topic_paths:
+        content.problems.append(Problem(f"{TOPICS_DIR}/", 1, f"no topic files: create "
+                                        f"kb/content/{TOPICS_DIR}/<family>.yml with `topics:`"))
+    topic_docs = []
+    for path in topic_paths:
+        name = f"{TOPICS_DIR}/{path.name}"
+        topic_docs.append((name, _read_yaml(path, content.problems, name)))
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    if (directory / "topics.yml").exists():
+        content.problems.append(Problem("topics.yml", 1, f"topics now live in kb/content/{TOPICS_DIR}/"
+                                        "*.yml (question + questions): move them there"))
     content.digest = digest.hexdigest()
     aliases: dict[str, str] = {}
     if docs["vocabulary"] is not None:
         _load_vocabulary(docs["vocabulary"], content, aliases)
     if docs["brands"] is not None:
         _load_brands(docs["brands"], content, aliases)
-    if docs["topics"] is not None:
-        _load_topics(docs["topics"], content, {b["name"] for b in content.brands})
+    ids: dict[str, str] = {}
+    questions: dict[str, str] = {}
+    for name, doc in topic_docs:
+        if doc is not None:
+            _load_topic_file(name, doc, content, {b["name"] for b in content.brands}, ids, questions)
     if docs["error_codes"] is not None:
-        _load_error_codes(docs["error_codes"], content)
+        _load_error_codes(docs["error_codes"], content, aliases)
     if docs["fees"] is not None:
         _load_fees(docs["fees"], content, {c["name"] for c in content.card_types})
     if docs["symptoms"] is not None:
         _load_symptoms(docs["symptoms"], content, {c["name"] for c in content.components})
+    _check_topics(content, {s["id"] for s in content.symptoms})
     return content
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, Column, Float, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Column, Float, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import declarative_base
 
 Base = declarative_base()
@@ -21,19 +21,33 @@ def utcnow() -> datetime:
 
 
 class Topic(Base):
-    """An answer for one contract intent; several topics of one intent are told apart by keywords."""
+    """One answer, found by its questions: ``title`` is the standard question, ``questions`` the
+    other ways merchants ask it; ``intent`` (a contract intent) is a prior, not a filter."""
 
     __tablename__ = "kb_topics"
     id = Column(String(80), primary_key=True)
     intent = Column(String(40), nullable=False, index=True)
+    family = Column(String(40), nullable=False, default="")
     title = Column(String(200), nullable=False)
+    questions = Column(JSON, nullable=False, default=list)
     answer = Column(Text, nullable=False)
     steps = Column(JSON, nullable=False, default=list)
-    keywords = Column(JSON, nullable=False, default=list)
-    is_default = Column(Boolean, nullable=False, default=False)
+    flow = Column(String(60), nullable=True)
     brand_notes = Column(JSON, nullable=False, default=dict)
     position = Column(Integer, nullable=False, default=0)
     source = Column(Text, nullable=False)
+
+
+class QuestionVector(Base):
+    """A topic question's sentence embedding (float32 bytes), computed by ``posbot kb build`` so
+    the action server ranks topics without encoding the whole KB at start."""
+
+    __tablename__ = "kb_question_vectors"
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    topic_id = Column(String(80), nullable=False, index=True)
+    text = Column(Text, nullable=False)
+    encoder = Column(String(80), nullable=False)
+    vector = Column(LargeBinary, nullable=False)
 
 
 class Brand(Base):
@@ -122,4 +136,4 @@ class KbMeta(Base):
     value = Column(Text, nullable=False)
 
 
-KB_TABLES = [Topic, Brand, Alias, ErrorCode, FeeRule, FeeItem, Symptom, KbMeta]
+KB_TABLES = [Topic, QuestionVector, Brand, Alias, ErrorCode, FeeRule, FeeItem, Symptom, KbMeta]

@@ -7,29 +7,36 @@ plain data, so callers never hold a connection across an await.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from kb.schema import Alias, Brand, ErrorCode, FeeItem, FeeRule, KbMeta, Symptom, Topic
+from kb.encoder import SentenceEncoder, get_encoder
+from kb.retrieval import CachedIndex, TopicDoc, TopicIndex, decode
+from kb.schema import Alias, Brand, ErrorCode, FeeItem, FeeRule, KbMeta, QuestionVector, Symptom, Topic
 
 logger = logging.getLogger(__name__)
+_INDEXES = CachedIndex()
 
 
 @dataclass(frozen=True)
 class TopicView:
     id: str
     intent: str
-    title: str
+    title: str  # the standard question
     answer: str
     steps: list[str]
-    keywords: list[str]
+    questions: list[str]
     brand_notes: dict[str, str]
     source: str
+    family: str = ""
+    flow: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -109,30 +116,51 @@ class KnowledgeStore:
             row = session.get(KbMeta, "digest")
             return row.value if row else None
 
-    def topics(self, intent: str) -> list[TopicView]:
+    def _words(self, key: str) -> list[str]:
         with self._session() as session:
-            rows = session.scalars(
-                select(Topic).where(Topic.intent == intent).order_by(Topic.is_default.desc(),
-                                                                     Topic.position)
-            ).all()
-            return [_topic(row) for row in rows]
+            row = session.get(KbMeta, key)
+            return [str(w).lower() for w in json.loads(row.value)] if row else []
 
-    def topic_for(self, intent: str, text: str = "") -> Optional[TopicView]:
-        """The topic of ``intent`` whose keywords best match ``text``; the default one otherwise.
-
-        The longest matching keyword wins, so "结算到账" picks the settlement topic over a
-        topic that only matches "结算".
-        """
-        topics = self.topics(intent)
-        if not topics:
-            return None
+    def asks_to_calculate(self, text: str) -> bool:
+        """"帮我算一下手续费": the merchant wants the calculator, with or without numbers yet."""
         lowered = text.lower()
-        best, best_len = topics[0], 0
+        return any(word in lowered for word in self._words("fee_calc_requests"))
+
+    def is_info_question(self, text: str) -> bool:
+        """"打印头多久清洁一次": a question about how/whether/how long, not a fault report."""
+        lowered = text.lower()
+        return any(word in lowered for word in self._words("info_question_markers"))
+
+    def topics(self, intent: Optional[str] = None) -> list[TopicView]:
+        """Topics in file order; only those of ``intent`` when given."""
+        with self._session() as session:
+            query = select(Topic).order_by(Topic.position)
+            if intent:
+                query = query.where(Topic.intent == intent)
+            return [_topic(row) for row in session.scalars(query)]
+
+    def topic_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
+        """The retrieval index of the KB as last built; rebuilt only when the digest changed."""
+        digest = self.digest() or ""
+        return _INDEXES.get(digest, lambda: self._build_index(digest, encoder or get_encoder()))
+
+    def _build_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
+        with self._session() as session:
+            topics = list(session.scalars(select(Topic).order_by(Topic.position)))
+            rows = list(session.scalars(select(QuestionVector).order_by(QuestionVector.id)))
+        by_topic: dict[str, list[QuestionVector]] = {}
+        for row in rows:
+            by_topic.setdefault(row.topic_id, []).append(row)
+        stale = {row.encoder for row in rows} - {encoder.name}
+        docs = []
         for topic in topics:
-            for keyword in topic.keywords:
-                if keyword and keyword.lower() in lowered and len(keyword) > best_len:
-                    best, best_len = topic, len(keyword)
-        return best
+            vectors = by_topic.get(topic.id, [])
+            texts = [v.text for v in vectors] or [topic.title, *(topic.questions or [])]
+            matrix = (np.vstack([decode(v.vector, encoder.dim) for v in vectors])
+                      if vectors and not stale else encoder.encode(texts))
+            docs.append(TopicDoc(topic.id, topic.intent, tuple(texts), matrix))
+        first_sentences = {t.id: t.answer.split("。")[0] for t in topics}
+        return TopicIndex(docs, encoder, digest, first_sentences)
 
     def topic(self, topic_id: str) -> Optional[TopicView]:
         with self._session() as session:
@@ -206,7 +234,8 @@ class KnowledgeStore:
 
 def _topic(row: Topic) -> TopicView:
     return TopicView(row.id, row.intent, row.title, row.answer, list(row.steps or []),
-                     list(row.keywords or []), dict(row.brand_notes or {}), row.source)
+                     list(row.questions or []), dict(row.brand_notes or {}), row.source,
+                     row.family or "", row.flow)
 
 
 def _brand(row: Brand) -> BrandView:

@@ -42,6 +42,9 @@ class Vocabulary:
             for entry in entries:
                 for text in [entry["name"], *entry["aliases"]]:
                     aliases[kind][text] = entry["name"]
+        # Screen texts that stand for a code ("余额不足" → 51): the entity's value is the code.
+        aliases["error_code"] = {text: entry["codes"][0] for entry in content.error_codes
+                                 for text in entry.get("aliases", [])}
         return cls(
             aliases=aliases,
             terms=list(content.terms),

@@ -38,7 +38,8 @@ def check_store(store: KnowledgeStore) -> None:
     debit = store.fee_rule("储蓄卡")
     assert debit.issuer_fee_cap == 13
     assert [t.intent for t in store.topics("fees")] == ["fees"] * len(store.topics("fees"))
-    assert store.topic_for("usage_tips", "签到怎么做").id != store.topic_for("usage_tips", "").id
+    assert store.topic_index().rank("pos机每天开工要怎么签到")[0].topic_id == "usage_signin"
+    assert store.canonical("error_code", "余额不足") == "51"
     printer = store.symptom_for("打印机不出纸")
     assert printer is not None and printer.component == "打印机"
     assert any(stage.data_loss for stage in printer.stages)
@@ -89,7 +90,7 @@ def test_broken_content_leaves_database_unchanged(tmp_path: Path, capsys) -> Non
 
     broken = tmp_path / "content"
     shutil.copytree(CONTENT_DIR, broken)
-    topics = broken / "topics.yml"
+    topics = broken / "topics" / "core.yml"
     topics.write_text(topics.read_text(encoding="utf-8").replace(
         before.answer, "新答案") .replace("intent: training", "intent: nonsense"), encoding="utf-8")
     assert main(["kb", "build", "--database", url, "--content", str(broken)]) == 1
@@ -127,9 +128,41 @@ def test_edited_answer_reaches_the_store_after_build_without_restart(tmp_path: P
     assert "新的回答" not in store.topic("avoid_faults_tips").answer
     edited = tmp_path / "content"
     shutil.copytree(CONTENT_DIR, edited)
-    topics = edited / "topics.yml"
+    topics = edited / "topics" / "core.yml"
     original = store.topic("avoid_faults_tips").answer
     topics.write_text(topics.read_text(encoding="utf-8").replace(original, "新的回答。"),
                       encoding="utf-8")
     assert main(["kb", "build", "--database", url, "--content", str(edited)]) == 0
     assert store.topic("avoid_faults_tips").answer == "新的回答。"
+
+
+NEW_TOPIC = """topics:
+  - id: sticker_hotline
+    intent: contact_support
+    family: test
+    question: 机身背面的贴纸掉了，客服电话去哪里找？
+    questions:
+      - 贴纸撕掉了不知道客服电话
+      - 背面标签看不清了咋找售后电话
+      - 机器后面的贴纸没了怎么联系客服
+      - 标签磨没了 售后号码在哪查
+      - 贴纸丢了还能找到服务电话吗
+    answer: 贴纸上的号码也印在您的合同和收单机构的官方App里。
+    source: test
+"""
+
+
+def test_a_new_topic_is_answered_after_build_without_retraining(tmp_path: Path) -> None:
+    """Staff add a topic file, run `posbot kb build`: retrieval finds it at once."""
+    url = f"sqlite:///{tmp_path / 'kb.sqlite3'}"
+    assert main(["kb", "build", "--database", url]) == 0
+    store = KnowledgeStore(create_engine(url))
+    question = "机器后背的标签贴纸掉了 找不到客服电话了"
+    assert store.topic_index().rank(question)[0].topic_id != "sticker_hotline"
+    content = tmp_path / "content"
+    shutil.copytree(CONTENT_DIR, content)
+    (content / "topics" / "zz_test.yml").write_text(NEW_TOPIC, encoding="utf-8")
+    assert main(["kb", "build", "--database", url, "--content", str(content)]) == 0
+    best = store.topic_index().rank(question)[0]
+    assert best.topic_id == "sticker_hotline"
+    assert store.topic("sticker_hotline").answer.startswith("贴纸上的号码")

