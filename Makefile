@@ -54,6 +54,9 @@ install-browser: ## Debian Chromium + CJK fonts for the browser tests (needs roo
 var/jieba/posbot.dict.txt: $(VENV)/.installed $(KB_INPUTS)
 	$(BIN)/posbot kb dict var/jieba
 
+var/nlu/kb.yml: $(VENV)/.installed $(KB_INPUTS) $(shell find data/nlu -name '*.yml' 2>/dev/null)
+	$(BIN)/posbot kb nlu var/nlu
+
 var/.kb-built: $(VENV)/.installed $(KB_INPUTS)
 	$(BIN)/posbot kb build
 	@touch $@
@@ -61,9 +64,10 @@ var/.kb-built: $(VENV)/.installed $(KB_INPUTS)
 kb: var/.kb-built ## lint and load kb/content into the database (posbot kb build)
 
 # The model is dated when training started, so a file edited during training trains again.
-$(MODEL): $(VENV)/.installed var/jieba/posbot.dict.txt $(TRAINING_INPUTS)
+# Training data: data/ (hand-written) + var/nlu/kb.yml (the KB's questions, `posbot kb nlu`).
+$(MODEL): $(VENV)/.installed var/jieba/posbot.dict.txt var/nlu/kb.yml $(TRAINING_INPUTS)
 	@mkdir -p var && touch var/.train-started
-	$(RASA) train --config $(CONFIG) --domain $(DOMAIN) --data data --out models \
+	$(RASA) train --config $(CONFIG) --domain $(DOMAIN) --data data var/nlu --out models \
 	  --fixed-model-name posbot
 	@touch -r var/.train-started $@
 
@@ -79,8 +83,8 @@ lint: $(VENV)/.installed ## ruff and the KB linter
 	$(BIN)/ruff check bot actions kb tests scripts
 	$(BIN)/posbot kb lint
 
-validate: $(VENV)/.installed ## rasa data validate (domain, rules, stories, NLU)
-	$(RASA) data validate --config $(CONFIG) --domain $(DOMAIN) --data data
+validate: $(VENV)/.installed var/nlu/kb.yml ## rasa data validate (domain, rules, stories, NLU)
+	$(RASA) data validate --config $(CONFIG) --domain $(DOMAIN) --data data var/nlu
 
 test: install install-browser lint validate $(MODEL) ## lint, validate, then all tests (unit, trained model, browser)
 	$(BIN)/python -m pytest

@@ -1,36 +1,36 @@
-"""Answers for the topic intents, straight from the knowledge base, with a rating prompt.
+"""Answers to questions, from the knowledge base topic that retrieval finds (actions/faq.py).
 
-Fault intents are not answered here: they start guided troubleshooting (actions/troubleshooting.py).
+Fault reports are not answered here: they start guided troubleshooting (actions/troubleshooting.py).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import current_or_slot, is_brand_statement, latest_text, numbered
+from actions.common import current_or_slot, entity_values, is_brand_statement
+from actions.faq import answer, chosen_topic, is_confident, offer_choices, retrieve
 from actions.store import query
-from kb.store import TopicView
 
 logger = logging.getLogger(__name__)
 
 
-def render_topic(topic: TopicView, brand: Optional[str]) -> str:
-    """Short answer, numbered steps, then the brand's own note when we know the brand."""
-    parts = [topic.answer]
-    if topic.steps:
-        parts.append(numbered(topic.steps))
-    if brand and brand in topic.brand_notes:
-        parts.append(topic.brand_notes[brand])
-    return "\n\n".join(parts)
+def brands_named(tracker: Tracker) -> List[str]:
+    """Every brand in the message (a comparison names two), else the remembered one."""
+    named = entity_values(tracker, "brand")
+    if named:
+        return named
+    remembered = current_or_slot(tracker, "brand")
+    return [remembered] if remembered else []
 
 
 class ActionAnswerTopic(Action):
-    """Answer the intent's best-matching topic, tailored to the brand, and offer 有帮助/没帮助."""
+    """Answer the nearest topic, tailored to the brand(s), and offer 有帮助/没帮助; when unsure,
+    offer the nearest topics instead of guessing."""
 
     def name(self) -> str:
         return "action_answer_topic"
@@ -38,17 +38,17 @@ class ActionAnswerTopic(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
-        brand = current_or_slot(tracker, "brand")
         if is_brand_statement(tracker):
-            dispatcher.utter_message(response="utter_brand_noted", brand=brand)
+            dispatcher.utter_message(response="utter_brand_noted",
+                                     brand=current_or_slot(tracker, "brand"))
             return [SlotSet("answered_topic", None)]
-        intent = str((tracker.latest_message.get("intent") or {}).get("name") or "")
-        text = latest_text(tracker)
-        topic = await query(lambda store: store.topic_for(intent, text))
+        topic = await chosen_topic(tracker)
+        matches = await retrieve(tracker)
+        if topic is None and is_confident(matches):
+            topic = await query(lambda store: store.topic(matches[0].topic_id))
         if topic is None:
-            logger.error("no KB topic for intent %r: run `posbot kb build`", intent)
-            dispatcher.utter_message(response="utter_default")
+            if not await offer_choices(dispatcher, matches, domain):
+                dispatcher.utter_message(response="utter_rephrase_failed")
             return [SlotSet("answered_topic", None)]
-        dispatcher.utter_message(text=render_topic(topic, brand))
-        dispatcher.utter_message(response="utter_ask_feedback")
+        await answer(dispatcher, topic, brands_named(tracker), matches, domain, ask_feedback=True)
         return [SlotSet("answered_topic", topic.id)]

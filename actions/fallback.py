@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.answers import brands_named
 from actions.common import current_or_slot, is_brand_statement, latest_text
+from actions.faq import answer, is_confident, offer_choices, retrieve, walk_does_better
 from actions.store import query
 
 NOT_CANDIDATES = {"nlu_fallback", "out_of_scope", "affirm", "deny", "thanks", "goodbye", "greet"}
@@ -52,14 +55,24 @@ class ActionClarify(Action):
         if _previous_action(tracker) == self.name():
             dispatcher.utter_message(response="utter_rephrase_failed")
             return []
+        # Unsure intent: look across all topics. A clearly nearest topic is answered; otherwise
+        # the nearest topics are offered; only with no topic near do the intents' titles serve.
+        matches = await retrieve(tracker, use_intent=False)
+        if is_confident(matches):
+            topic = await query(lambda store: store.topic(matches[0].topic_id))
+            if topic is not None and not walk_does_better(topic):
+                await answer(dispatcher, topic, brands_named(tracker), matches, domain,
+                             ask_feedback=False)
+                return [SlotSet("answered_topic", topic.id)]
+        if await offer_choices(dispatcher, matches, domain):
+            return []
         ranking = tracker.latest_message.get("intent_ranking") or []
         candidates = [r["name"] for r in ranking
                       if r.get("name") not in NOT_CANDIDATES
                       and float(r.get("confidence") or 0) >= MIN_CANDIDATE_CONFIDENCE]
         buttons = []
         for intent in candidates[:MAX_CANDIDATES]:
-            topic = await query(lambda store, i=intent: store.topic_for(i))
-            title = topic.title if topic else _response_text(domain, f"utter_title_{intent}")
+            title = _response_text(domain, f"utter_title_{intent}")
             if title:
                 buttons.append({"title": title, "payload": f"/{intent}"})
         if not buttons:

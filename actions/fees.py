@@ -10,8 +10,9 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.answers import render_topic
+from actions.answers import brands_named
 from actions.common import current_or_slot, entity_values, latest_text
+from actions.faq import answer, chosen_topic, is_confident, offer_choices, retrieve
 from actions.store import query
 from kb.store import FeeItemView, FeeRuleView
 
@@ -63,12 +64,21 @@ class ActionAnswerFees(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
-        if not any(entity_values(tracker, e) for e in FEE_ENTITIES):
-            brand = current_or_slot(tracker, "brand")
-            topic = await query(lambda store: store.topic_for("fees", latest_text(tracker)))
+        asks_to_calculate = await query(lambda store: store.asks_to_calculate(latest_text(tracker)))
+        if not any(entity_values(tracker, e) for e in FEE_ENTITIES) and not asks_to_calculate:
+            # A question about fees, not a calculation: the nearest topic (a rule, hidden fees,
+            # QR fees, a deposit …), or the nearest topics to choose from.
+            topic = await chosen_topic(tracker)
+            matches = await retrieve(tracker)
+            if topic is None and is_confident(matches):
+                topic = await query(lambda store: store.topic(matches[0].topic_id))
             if topic is not None:
-                dispatcher.utter_message(text=render_topic(topic, brand))
-            return []
+                await answer(dispatcher, topic, brands_named(tracker), matches, domain,
+                             ask_feedback=False)
+                return [SlotSet("answered_topic", topic.id)]
+            if not await offer_choices(dispatcher, matches, domain):
+                dispatcher.utter_message(response="utter_rephrase_failed")
+            return [SlotSet("answered_topic", None)]
         return await self._calculate(dispatcher, tracker)
 
     async def _calculate(

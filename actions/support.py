@@ -8,10 +8,14 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.answers import brands_named
 from actions.common import current_or_slot
+from actions.faq import answer, is_confident, retrieve
 from actions.store import query
 
 LIST_SEPARATOR = "、"
+#: The KB topic this action's own answer stands for (reports and ratings name it).
+CONTACT_TOPIC = "contact_support"
 
 
 class ActionContactSupport(Action):
@@ -23,6 +27,18 @@ class ActionContactSupport(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
+        # "投诉找谁" or "保修多久" also read as contact_support: a clearly nearer topic answers.
+        matches = await retrieve(tracker)
+        if is_confident(matches) and matches[0].topic_id != CONTACT_TOPIC:
+            topic = await query(lambda store: store.topic(matches[0].topic_id))
+            if topic is not None:
+                await answer(dispatcher, topic, brands_named(tracker), matches, domain,
+                             ask_feedback=False)
+                return [SlotSet("answered_topic", topic.id)]
+        return [*await self._contact(dispatcher, tracker), SlotSet("answered_topic", CONTACT_TOPIC)]
+
+    async def _contact(self, dispatcher: CollectingDispatcher,
+                       tracker: Tracker) -> List[Dict[str, Any]]:
         name = current_or_slot(tracker, "brand")
         if not name:
             brands = await query(lambda store: store.brands())

@@ -29,10 +29,12 @@ from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from actions.answers import brands_named
 from actions.common import current_or_slot, entity_values, latest_text, numbered
+from actions.faq import answer, chosen_topic, is_confident, retrieve, walk_does_better
 from actions.store import query
 from kb.records import RecordStore
-from kb.store import SymptomView
+from kb.store import SymptomView, TopicView
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +200,33 @@ class ActionStartTroubleshooting(Action):
         if intent_of(tracker) == "error_code":
             return await self._from_error_code(tracker)
         symptom = await find_symptom(tracker)
+        topic = await self._question_not_fault(tracker, symptom is not None)
+        if topic is not None:
+            matches = await retrieve(tracker)
+            await answer(dispatcher, topic, brands_named(tracker), matches, domain,
+                         ask_feedback=False)
+            return [*events_from({**FLOW_RESET, "ts_start": False}),
+                    SlotSet("answered_topic", topic.id)]
         return events_from({**FLOW_RESET, "symptom": symptom.id if symptom else None,
                             "ts_start": True})
+
+    @staticmethod
+    async def _question_not_fault(tracker: Tracker, symptom_found: bool) -> Optional[TopicView]:
+        """The topic to answer instead of a walk: a button's topic; or, for a how-to/yes-no
+        question ("打印头多久清洁一次") or a message no walk fits, the confident nearest topic —
+        unless that is the generic fault answer of the core set, which the walk does better."""
+        chosen = await chosen_topic(tracker)
+        if chosen is not None or entity_values(tracker, "symptom") or is_payload(tracker):
+            return chosen
+        text = latest_text(tracker)
+        asking = await query(lambda kb: kb.is_info_question(text))
+        if symptom_found and not asking:
+            return None
+        matches = await retrieve(tracker)
+        if not is_confident(matches):
+            return None
+        topic = await query(lambda kb: kb.topic(matches[0].topic_id))
+        return None if topic is None or walk_does_better(topic) else topic
 
     async def _from_error_code(self, tracker: Tracker) -> List[EventType]:
         for code in reversed(entity_values(tracker, "error_code")):

@@ -3,6 +3,7 @@
     posbot kb lint            check kb/content, print file:line: problem
     posbot kb build [--force] lint, then load into the database in one transaction
     posbot kb dict DIR        write the jieba dictionary generated from the KB vocabulary
+    posbot kb nlu DIR         write DIR/kb.yml: the KB's questions as NLU training examples
     posbot handoff list [--all]            conversations waiting for a person
     posbot handoff release ID [--rasa-url URL]   resume the bot for that conversation
     posbot api-token rotate   new Rasa API secret in var/rasa-token (restart the bot after)
@@ -26,6 +27,7 @@ from bot.handoff import ReleaseError, format_handoffs, rasa_url_from_env, releas
 from bot.report import Period, build_report, default_tracker_url, format_report
 from kb.build import KbInvalid, build
 from kb.content import format_problems, load_content
+from kb.nlu_data import write_kb_nlu
 from kb.records import HANDOFF_WAITING, RecordStore
 from kb.settings import content_dir, database_url
 from kb.store import KnowledgeStore
@@ -70,6 +72,16 @@ def _kb_dict(args: argparse.Namespace) -> int:
         print(format_problems(content.problems))
         return 1
     path = write_jieba_dictionary(Vocabulary.from_content(content), Path(args.directory))
+    print(f"wrote {path}")
+    return 0
+
+
+def _kb_nlu(args: argparse.Namespace) -> int:
+    content = load_content(args.content)
+    if content.problems:
+        print(format_problems(content.problems))
+        return 1
+    path = write_kb_nlu(content, Path("data/nlu"), Path(args.directory))
     print(f"wrote {path}")
     return 0
 
@@ -151,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     dict_cmd = kb.add_parser("dict", help="write the jieba dictionary for training")
     dict_cmd.add_argument("directory", nargs="?", default="var/jieba")
     dict_cmd.set_defaults(func=_kb_dict)
-    for sub in (lint, build_cmd, dict_cmd):
+    nlu_cmd = kb.add_parser("nlu", help="write the KB's questions as NLU training data")
+    nlu_cmd.add_argument("directory", nargs="?", default="var/nlu")
+    nlu_cmd.set_defaults(func=_kb_nlu)
+    for sub in (lint, build_cmd, dict_cmd, nlu_cmd):
         sub.add_argument("--content", type=Path, default=None, help="content folder (kb/content)")
 
     handoff = commands.add_parser("handoff", help="human handoff: list, release").add_subparsers(

@@ -177,6 +177,9 @@ class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
             if at >= 0:
                 return {"entity": label, "start": start + at, "end": start + at + len(canonical),
                         "value": canonical.upper()}
+            if canonical:  # a screen text that stands for a code ("余额不足" → 51): the whole span
+                return {"entity": label, "start": start, "end": start + len(text),
+                        "value": canonical.upper()}
             codes = list(_CODE.finditer(text))
             if not codes:
                 return None

@@ -82,7 +82,24 @@ async def test_nonsense_numbers_are_refused_politely(action_store, domain, entit
 @pytest.mark.asyncio
 async def test_general_fee_question_answers_from_the_kb(action_store, domain):
     texts, _, events = await run("tracker_new", domain, "有哪些隐藏费用要注意")
-    hidden = action_store.topic_for("fees", "隐藏费用")
+    hidden = action_store.topic("fees_hidden")
     assert texts[0].startswith(hidden.answer)
     assert "1. " in texts[0]
+    assert events == [SlotSet("answered_topic", "fees_hidden")]
+
+
+@pytest.mark.asyncio
+async def test_a_fee_rule_question_gets_the_rule_not_the_calculator(action_store, domain):
+    """"信用卡手续费国家有上限吗": the regulation answer, no question about the amount."""
+    texts, _, events = await run("tracker_new", domain, "信用卡刷卡手续费国家规定有没有上限")
+    assert events == [SlotSet("answered_topic", "fees_cap_rule")]
+    rule = action_store.topic("fees_cap_rule")
+    assert texts[0].startswith(rule.answer)
+    assert "请告诉我这笔交易的金额" not in "".join(texts)
+
+
+@pytest.mark.asyncio
+async def test_an_explicit_request_starts_the_calculator_without_numbers(action_store, domain):
+    texts, _, events = await run("tracker_new", domain, "帮我算一下手续费")
+    assert texts == ["请告诉我这笔交易的金额，例如“刷了10000元”。"]
     assert events == []

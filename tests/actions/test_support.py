@@ -23,7 +23,7 @@ async def test_brand_remembered_from_an_earlier_turn_gives_its_hotline(action_st
     text = render(domain, dispatcher.messages)[0]
     assert text.startswith("拉卡拉的官方客服热线是 95016。")
     assert "95016" not in text.split("其他渠道：")[1]
-    assert events == [SlotSet("brand", "拉卡拉")]
+    assert events == [SlotSet("brand", "拉卡拉"), SlotSet("answered_topic", "contact_support")]
 
 
 @pytest.mark.asyncio
@@ -62,4 +62,16 @@ async def test_unknown_brand_gets_the_general_route(action_store, domain) -> Non
     tracker = load_tracker("tracker_new", **support_message("/contact_support", "其他"))
     events = await ActionContactSupport().run(dispatcher, tracker, domain)
     assert "机身或贴纸上印的客服电话" in render(domain, dispatcher.messages)[0]
-    assert events == [SlotSet("brand", None)]
+    assert events == [SlotSet("brand", None), SlotSet("answered_topic", "contact_support")]
+
+
+@pytest.mark.asyncio
+async def test_a_complaint_question_gets_the_complaint_route_not_the_hotline(action_store,
+                                                                           domain) -> None:
+    """"投诉找谁": the complaint ladder (provider → 12363 …), not only a hotline."""
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker("tracker_new", **support_message("pos机乱扣费 我要投诉 该找哪个部门"))
+    events = await ActionContactSupport().run(dispatcher, tracker, domain)
+    topic_id = events[-1]["value"]
+    assert topic_id.startswith("complaint_")
+    assert "12363" in "".join(render(domain, dispatcher.messages))

@@ -76,3 +76,20 @@ def test_retraining_with_everything_cached_does_not_need_the_kb_path() -> None:
 
     assert KBEntityExtractor.fingerprint_addon({"output": object()}) is None
     assert DictionaryJiebaTokenizer.fingerprint_addon({"output": object()}) is None
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    ("刷卡提示余额不足", "51"),
+    ("顾客刷卡老是密码错误", "55"),
+    ("屏幕显示无效商户怎么回事", "03"),
+])
+def test_screen_texts_are_the_codes_they_stand_for(extractor, text, code) -> None:
+    """The merchant gave the code as the screen shows it: the bot must not ask for the code."""
+    assert [(e, v) for e, _, v in values(extractor, text) if e == "error_code"] == [("error_code", code)]
+
+
+def test_every_screen_text_of_every_code_is_found(extractor, content: Content) -> None:
+    missed = [(alias, entry["codes"][0]) for entry in content.error_codes
+              for alias in entry["aliases"]
+              if ("error_code", alias, entry["codes"][0]) not in values(extractor, alias)]
+    assert not missed, missed[:10]

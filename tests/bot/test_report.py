@@ -106,7 +106,7 @@ def test_low_rated_answers_are_grouped_by_topic(tracker_db: str, records_db: str
                    ("bill_query", 1, 0, ["账单在哪看"])]
     text = format_report(report)
     assert "  1.   2×  刷卡   [没听懂 2; 2 个对话]" in text
-    assert "  1. apply_process 怎么办理POS机: 没帮助 2 / 有帮助 1" in text
+    assert "  1. apply_process 怎么办理POS机？: 没帮助 2 / 有帮助 1" in text
     assert "没帮助 2 / 有帮助 1" in text and "       问：办POS机要多久" in text
 
 

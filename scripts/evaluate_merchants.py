@@ -1,0 +1,236 @@
+"""Score the running bot on the blind merchant-style sets: did the merchant get the right answer?
+
+Each question of tests/nlu/merchants/*.yml is sent, in a new conversation, through the REST
+channel of a bot started exactly as `make run` starts it (bot/launcher.py); the conversation's
+tracker (Rasa API, with the token) then says what the merchant got:
+
+* ``<topic id>``      a KB answer (slot ``answered_topic``),
+* ``walk:<symptom>``  a guided fault walk started (``walk:?`` when it asked which symptom),
+* ``code:<code>``     a response code explained,
+* ``flow:fee_calc`` / ``flow:handoff`` / ``flow:ticket``,
+* ``decline``         the out-of-scope answer,
+* ``smalltalk:<intent>``,
+* ``clarify``         "您是想问" with buttons (counted wrong; whether the right topic was among
+                      the buttons is reported as well).
+
+Reports intent accuracy (the NLU's intent; nlu_fallback counts wrong), topic accuracy (the
+label above equals the set's ``topic``), both per family, and the misses, into
+reports/merchants.md and reports/merchants.json. Run by `make eval`, or alone:
+
+    .venv/bin/python scripts/evaluate_merchants.py [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.launcher import RunningBot, start_bot  # noqa: E402
+
+SETS = ROOT / "tests" / "nlu" / "merchants"
+REPORTS = ROOT / "reports"
+FEE_ACTIONS = {"action_answer_fees"}
+SMALLTALK = {"utter_greet": "greet", "utter_goodbye": "goodbye", "utter_thanks": "thanks",
+             "utter_affirm": "affirm", "utter_deny": "deny"}
+
+
+def family_of(topic: str, families: dict[str, str]) -> str:
+    if ":" in topic:
+        return topic.split(":")[0]
+    return families.get(topic, "decline" if topic == "decline" else "?")
+
+
+def outcome(events: list[dict[str, Any]]) -> tuple[str, str, list[str]]:
+    """(intent, what the merchant got, topic ids offered as buttons) for a one-message chat."""
+    users = [e for e in events if e.get("event") == "user"]
+    if not users:
+        return "", "none", []
+    user = users[-1]
+    intent = str(((user.get("parse_data") or {}).get("intent") or {}).get("name") or "")
+    after = events[events.index(user) + 1:]
+    actions = [e.get("name") for e in after if e.get("event") == "action"]
+    slots = {e.get("name"): e.get("value") for e in after if e.get("event") == "slot"}
+    offered = []
+    for e in after:
+        if e.get("event") == "bot":
+            for button in (e.get("data") or {}).get("buttons") or []:
+                payload = str(button.get("payload") or "")
+                if '"kb_topic"' in payload:
+                    offered.append(json.loads(payload[payload.index("{"):])["kb_topic"])
+    clarified = any(e.get("event") == "bot" and (e.get("metadata") or {}).get("utter_action")
+                    == "utter_clarify" for e in after)
+    if slots.get("answered_topic"):
+        return intent, str(slots["answered_topic"]), offered
+    if "action_explain_error_code" in actions:
+        return intent, f"code:{slots.get('error_code') or '?'}", offered
+    if "action_handoff" in actions:
+        return intent, "flow:handoff", offered
+    if "ticket_form" in actions:
+        return intent, "flow:ticket", offered
+    if slots.get("ts_start") is True:
+        return intent, f"walk:{slots.get('symptom') or '?'}", offered
+    if clarified:
+        return intent, "clarify", offered
+    if FEE_ACTIONS & set(actions):
+        return intent, "flow:fee_calc", offered
+    if "utter_out_of_scope" in actions:
+        return intent, "decline", offered
+    for action, name in SMALLTALK.items():
+        if action in actions:
+            return intent, f"smalltalk:{name}", offered
+    return intent, "other:" + ",".join(str(a) for a in actions if a != "action_listen"), offered
+
+
+def score(bot: RunningBot, examples: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+    def one(item: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+        i, example = item
+        sender = f"merchants-{tag}-{i}"
+        bot.send(sender, example["text"], timeout=60)
+        events = bot.api("GET", f"/conversations/{sender}/tracker").json()["events"]
+        intent, got, offered = outcome(events)
+        return {**example, "got_intent": intent, "got": got, "offered": offered}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(one, enumerate(examples)))
+
+
+def report(results: list[dict[str, Any]], families: dict[str, str]) -> str:
+    n = len(results)
+    intent_ok = sum(r["got_intent"] == r["intent"] for r in results)
+    topic_ok = sum(r["got"] == r["topic"] for r in results)
+    offered_ok = sum(r["got"] == "clarify" and r["topic"] in r["offered"] for r in results)
+    clarified = sum(r["got"] == "clarify" for r in results)
+    lines = [f"# Merchant-style sets ({time.strftime('%Y-%m-%d %H:%M')})", "",
+             f"{n} questions. **Topic accuracy {topic_ok / n:.3f}** ({topic_ok}), "
+             f"intent accuracy {intent_ok / n:.3f} ({intent_ok}); asked back (您是想问) "
+             f"{clarified} times, with the right topic among the buttons {offered_ok} times.", "",
+             "| set | n | topic | intent |", "|---|---|---|---|"]
+    for name in sorted({r["set"] for r in results}):
+        items = [r for r in results if r["set"] == name]
+        lines.append(f"| {name} | {len(items)} | "
+                     f"{sum(r['got'] == r['topic'] for r in items) / len(items):.3f} | "
+                     f"{sum(r['got_intent'] == r['intent'] for r in items) / len(items):.3f} |")
+    lines += ["", "| family | n | topic | intent |", "|---|---|---|---|"]
+    by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by_family[family_of(r["topic"], families)].append(r)
+    for family, items in sorted(by_family.items(), key=lambda kv: -len(kv[1])):
+        t = sum(r["got"] == r["topic"] for r in items) / len(items)
+        i = sum(r["got_intent"] == r["intent"] for r in items) / len(items)
+        lines.append(f"| {family} | {len(items)} | {t:.2f} | {i:.2f} |")
+    confusions = Counter((r["topic"], r["got"]) for r in results if r["got"] != r["topic"])
+    lines += ["", "## Most frequent confusions (expected → got)", ""]
+    lines += [f"- {a} → {b}: {c}" for (a, b), c in confusions.most_common(40)]
+    return "\n".join(lines) + "\n"
+
+
+NON_TOPIC = {"error_code": "code:", "human_handoff": "flow:handoff", "out_of_scope": "decline",
+             "greet": "smalltalk:greet", "goodbye": "smalltalk:goodbye",
+             "thanks": "smalltalk:thanks", "affirm": "smalltalk:affirm", "deny": "smalltalk:deny"}
+
+
+def is_topic(label: str) -> bool:
+    return ":" not in label and label != "decline"
+
+
+def baseline(results: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """TF-IDF (character 1-3-grams) + e5 logistic regression, trained on the same data.
+
+    Intent: one regression over data/nlu + var/nlu (the bot's training data). Topic: a second
+    regression over the KB's questions, used when the intent answers from topics. Generous where
+    a label is not a topic: a code, walk, fee calculation, handoff, decline or smalltalk counts
+    right when the intent is right (the baseline has no flows to get wrong).
+    """
+    from rasa.shared.nlu.training_data.loading import load_data
+    from scipy.sparse import csr_matrix, hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from kb.content import load_content
+    from kb.encoder import clean, get_encoder
+    from kb.settings import CONTENT_DIR, TOPIC_INTENTS
+
+    encoder = get_encoder()
+
+    def fit(texts: list[str], labels: list[str]) -> Any:
+        vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
+        X = hstack([vec.fit_transform([clean(t) for t in texts]),
+                    csr_matrix(encoder.encode(texts) * 5.0)]).tocsr()
+        clf = LogisticRegression(C=3, solver="liblinear", max_iter=2000).fit(X, labels)
+        return lambda items: clf.predict(hstack([vec.transform([clean(t) for t in items]),
+                                                 csr_matrix(encoder.encode(items) * 5.0)]).tocsr())
+
+    data = load_data(str(ROOT / "data" / "nlu"))
+    data = data.merge(load_data(str(ROOT / "var" / "nlu")))
+    examples = [(m.get("text"), m.get("intent")) for m in data.intent_examples]
+    intent_of = fit([t for t, _ in examples], [i for _, i in examples])
+    content = load_content(CONTENT_DIR)
+    pairs = [(q, t["id"]) for t in content.topics for q in [t["question"], *t["questions"]]]
+    topic_of = fit([q for q, _ in pairs], [t for _, t in pairs])
+    texts = [r["text"] for r in results]
+    intents, topics = intent_of(texts), topic_of(texts)
+    intent_ok = topic_ok = kb_ok = 0
+    for r, intent, topic in zip(results, intents, topics, strict=True):
+        intent_ok += intent == r["intent"]
+        if is_topic(r["topic"]):
+            right = intent in TOPIC_INTENTS and topic == r["topic"]
+            topic_ok += right
+            kb_ok += right
+        else:
+            topic_ok += intent == r["intent"]
+    n = max(len(results), 1)
+    kb_n = max(sum(is_topic(r["topic"]) for r in results), 1)
+    return intent_ok / n, topic_ok / n, kb_ok / kb_n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=0, help="only the first N questions per set")
+    parser.add_argument("--sets", default="*.yml", help="which files of tests/nlu/merchants/")
+    args = parser.parse_args()
+    families = {}
+    for path in sorted((ROOT / "kb" / "content" / "topics").glob("*.yml")):
+        for topic in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("topics") or []:
+            families[topic["id"]] = topic.get("family", "?")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bot = start_bot(Path(tmp))
+        try:
+            for path in sorted(SETS.glob(args.sets)):
+                examples = yaml.safe_load(path.read_text(encoding="utf-8"))["examples"]
+                if args.limit:
+                    examples = examples[:args.limit]
+                results += [{**r, "set": path.stem} for r in score(bot, examples, path.stem)]
+        finally:
+            bot.stop()
+    REPORTS.mkdir(exist_ok=True)
+    text = report(results, families)
+    base_intent, base_topic, base_kb = baseline(results)
+    kb_items = [r for r in results if is_topic(r["topic"])]
+    ours_kb = sum(r["got"] == r["topic"] for r in kb_items) / max(len(kb_items), 1)
+    text = text.replace("\n\n| set", f"\n\nBaseline (TF-IDF + e5 logistic regression, same "
+                        f"training data): intent {base_intent:.3f}; topic {base_topic:.3f} when "
+                        f"every non-topic label counts right on the right intent. On the "
+                        f"{len(kb_items)} questions a KB topic answers: posbot {ours_kb:.3f}, "
+                        f"baseline {base_kb:.3f}.\n\n| set", 1)
+    (REPORTS / "merchants.md").write_text(text, encoding="utf-8")
+    (REPORTS / "merchants.json").write_text(json.dumps(results, ensure_ascii=False, indent=1),
+                                            encoding="utf-8")
+    print("\n".join(text.split("\n\n")[1:3]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
