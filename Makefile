@@ -92,8 +92,9 @@ test: install install-browser lint validate $(MODEL) ## lint, validate, then all
 test-unit: $(VENV)/.installed ## tests that need no trained model and no browser
 	$(BIN)/python -m pytest -m "not integration and not browser"
 
-eval: install $(MODEL) ## 5-fold cross-validation, held-out set, baseline → reports/
+eval: install var/.kb-built $(MODEL) ## held-out sets, CV, baseline; merchant sets by topic → reports/
 	$(BIN)/python scripts/evaluate.py
+	$(BIN)/python scripts/evaluate_merchants.py
 
 bench: install var/.kb-built $(MODEL) ## latency, throughput, memory, start-up and training time → reports/bench.md
 	$(BIN)/python scripts/bench.py

@@ -150,7 +150,8 @@ def test_kb_answer_rated_unhelpful_is_stored(live_bot: RunningBot) -> None:
     merchant = sender()
     reply = live_bot.send(merchant, "怎么申请POS机")
     assert "这个回答对您有帮助吗？" in text_of(reply)
-    assert button_titles(reply) == ["有帮助", "没帮助"]
+    assert button_titles(reply)[:2] == ["有帮助", "没帮助"]
+    assert "办理POS机需要准备哪些材料？" in button_titles(reply), "related topics are offered"
     assert "抱歉没能帮上忙" in live_bot.texts(merchant, "/deny")
     [rating] = [r for r in records(live_bot).feedback() if r.conversation_id == merchant]
     assert (rating.helpful, rating.question) == (False, "怎么申请POS机")
