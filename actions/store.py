@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from functools import lru_cache
 from typing import Callable, TypeVar
 
@@ -34,3 +35,23 @@ async def query(fn: Callable[[KnowledgeStore], T]) -> T:
     """Run ``fn(store)`` in a worker thread."""
     store = knowledge_store()
     return await asyncio.to_thread(fn, store)
+
+
+def warm_in_background() -> None:
+    """Build the retrieval index (encoder, question vectors, topic classifier: ~5-20 s) while
+    the action server starts, so the first merchant's question does not wait for it. Set by
+    the launcher (``POSBOT_WARM_ACTIONS=1``) for the action server process only."""
+    import threading
+
+    def warm() -> None:
+        try:
+            knowledge_store().topic_index()
+            logger.info("retrieval index warm")
+        except Exception:  # the KB may not be built yet: the first question builds it then
+            logger.warning("could not warm the retrieval index", exc_info=True)
+
+    threading.Thread(target=warm, name="posbot-warm-retrieval", daemon=True).start()
+
+
+if os.environ.get("POSBOT_WARM_ACTIONS") == "1":
+    warm_in_background()

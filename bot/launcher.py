@@ -130,7 +130,8 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
     bot.processes = [
         subprocess.Popen(
             [str(BIN / "rasa"), "run", "actions", "--actions", "actions", "--port", str(actions_port)],
-            cwd=PROJECT_ROOT, env=full_env, stdout=output("actions"), stderr=subprocess.STDOUT),
+            cwd=PROJECT_ROOT, env={**full_env, "POSBOT_WARM_ACTIONS": "1"},
+            stdout=output("actions"), stderr=subprocess.STDOUT),
         subprocess.Popen(
             [str(BIN / "python"), "-m", "bot.serve", "run", "--model", str(model),
              "--endpoints", str(endpoints),
