@@ -34,6 +34,7 @@ from actions.common import current_or_slot, entity_values, latest_text, numbered
 from actions.faq import answer, chosen_topic, is_confident, retrieve, walk_does_better
 from actions.store import query
 from kb.records import RecordStore
+from kb.retrieval import Match, sure
 from kb.store import SymptomView, TopicView
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,16 @@ async def find_symptom(tracker: Tracker, *, restrict_to_intent: bool = True) -> 
     return found
 
 
+async def _symptom_of_nearest_topics(matches: List[Match]) -> Optional[SymptomView]:
+    """No keyword named the symptom: the walk of a topic the message clearly matches."""
+    if not sure(matches):
+        return None
+    topic = await query(lambda kb: kb.topic(matches[0].topic_id))
+    if topic is not None and (topic.flow or "").startswith("walk:"):
+        return await query(lambda kb: kb.symptom(str(topic.flow)[5:]))
+    return None
+
+
 async def symptom_of(tracker: Tracker) -> Optional[SymptomView]:
     symptom_id = tracker.get_slot("symptom")
     if not symptom_id:
@@ -200,33 +211,39 @@ class ActionStartTroubleshooting(Action):
         if intent_of(tracker) == "error_code":
             return await self._from_error_code(tracker)
         symptom = await find_symptom(tracker)
-        topic = await self._question_not_fault(tracker, symptom is not None)
+        matches = [] if is_payload(tracker) else await retrieve(tracker)
+        topic = await self._question_not_fault(tracker, symptom, matches)
         if topic is not None:
-            matches = await retrieve(tracker)
             await answer(dispatcher, topic, brands_named(tracker), matches, domain,
                          ask_feedback=False)
             return [*events_from({**FLOW_RESET, "ts_start": False}),
                     SlotSet("answered_topic", topic.id)]
+        if symptom is None:
+            symptom = await _symptom_of_nearest_topics(matches)
         return events_from({**FLOW_RESET, "symptom": symptom.id if symptom else None,
                             "ts_start": True})
 
     @staticmethod
-    async def _question_not_fault(tracker: Tracker, symptom_found: bool) -> Optional[TopicView]:
-        """The topic to answer instead of a walk: a button's topic; or, for a how-to/yes-no
-        question ("打印头多久清洁一次") or a message no walk fits, the confident nearest topic —
-        unless that is the generic fault answer of the core set, which the walk does better."""
+    async def _question_not_fault(tracker: Tracker, symptom: Optional[SymptomView],
+                                  matches: List[Match]) -> Optional[TopicView]:
+        """The topic to answer instead of a walk: a button's topic; else the confident nearest
+        topic when the message asks how/whether/how long ("打印头多久清洁一次"), when no walk
+        fits it, or when the topic is the specific answer for the walk's own symptom ("小票是
+        白纸" → the paper's side, whose answer offers the printer walk as a button) — never the
+        generic overview of faults, which the walk does better."""
         chosen = await chosen_topic(tracker)
         if chosen is not None or entity_values(tracker, "symptom") or is_payload(tracker):
             return chosen
-        text = latest_text(tracker)
-        asking = await query(lambda kb: kb.is_info_question(text))
-        if symptom_found and not asking:
-            return None
-        matches = await retrieve(tracker)
         if not is_confident(matches):
             return None
         topic = await query(lambda kb: kb.topic(matches[0].topic_id))
-        return None if topic is None or walk_does_better(topic) else topic
+        if topic is None or walk_does_better(topic):
+            return None
+        text = latest_text(tracker)
+        asking = await query(lambda kb: kb.is_info_question(text))
+        if symptom is None or asking or (topic.flow == f"walk:{symptom.id}" and sure(matches)):
+            return topic
+        return None
 
     async def _from_error_code(self, tracker: Tracker) -> List[EventType]:
         for code in reversed(entity_values(tracker, "error_code")):

@@ -88,3 +88,16 @@ def test_a_comparison_covers_every_brand_named(action_store) -> None:
     topic = action_store.topic("contact_support")
     text = render_topic(topic, ["拉卡拉", "银联"])
     assert "95016" in text and "95516" in text
+
+
+@pytest.mark.asyncio
+async def test_a_specific_fault_gets_its_specific_answer_with_the_walk_as_a_button(
+        action_store, flow_domain) -> None:
+    """"小票打出来是白纸": the paper is in the wrong way round — say so, offer the walk."""
+    dispatcher = CollectingDispatcher()
+    tracker = answer("fault_message", "小票打出来是白纸", "fault_hardware", entities=[])
+    events = await ActionStartTroubleshooting().run(dispatcher, tracker, flow_domain)
+    assert SlotSet("answered_topic", "paper_side") in events
+    assert SlotSet("ts_start", False) in events
+    assert ("一步步排查：打印问题", '/fault_hardware{"symptom": "printer"}') in response_buttons(
+        flow_domain, dispatcher.messages[-1])
