@@ -146,7 +146,8 @@ def is_confident(matches: List[Match]) -> bool:
 OVERVIEW = "overview"
 
 
-def walk_does_better(topic: TopicView) -> bool:
+def walk_does_better(topic: TopicView, asking: bool = False) -> bool:
     """For a fault report the guided walk, which asks what exactly is wrong, helps more than a
-    generic overview of faults (family ``overview``)."""
-    return topic.family == OVERVIEW
+    generic overview of faults (family ``overview``); a question about causes or what to do in
+    general ("通讯失败一般是什么原因", ``asking``) gets the overview."""
+    return topic.family == OVERVIEW and not asking

@@ -65,7 +65,13 @@ class ActionAnswerFees(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
         asks_to_calculate = await query(lambda store: store.asks_to_calculate(latest_text(tracker)))
-        if not any(entity_values(tracker, e) for e in FEE_ENTITIES) and not asks_to_calculate:
+        # The calculator runs for an amount, an explicit "帮我算", or a rate / card type typed
+        # while it is under way (an amount is remembered). A rate or card type on its own
+        # ("0.6的费率正常吗", "信用卡手续费国家有上限吗") is a question about the rules.
+        calculating = (asks_to_calculate or bool(entity_values(tracker, "amount"))
+                       or (any(entity_values(tracker, e) for e in FEE_ENTITIES)
+                           and tracker.get_slot("amount") is not None))
+        if not calculating:
             # A question about fees, not a calculation: the nearest topic (a rule, hidden fees,
             # QR fees, a deposit …), or the nearest topics to choose from.
             topic = await chosen_topic(tracker)

@@ -237,10 +237,10 @@ class ActionStartTroubleshooting(Action):
         if not is_confident(matches):
             return None
         topic = await query(lambda kb: kb.topic(matches[0].topic_id))
-        if topic is None or walk_does_better(topic):
-            return None
         text = latest_text(tracker)
         asking = await query(lambda kb: kb.is_info_question(text))
+        if topic is None or walk_does_better(topic, asking):
+            return None
         if symptom is None or asking or (topic.flow == f"walk:{symptom.id}" and sure(matches)):
             return topic
         return None

@@ -101,3 +101,12 @@ async def test_a_specific_fault_gets_its_specific_answer_with_the_walk_as_a_butt
     assert SlotSet("ts_start", False) in events
     assert ("一步步排查：打印问题", '/fault_hardware{"symptom": "printer"}') in response_buttons(
         flow_domain, dispatcher.messages[-1])
+
+
+@pytest.mark.asyncio
+async def test_a_question_about_causes_gets_the_overview_not_a_walk(action_store, flow_domain):
+    dispatcher = CollectingDispatcher()
+    tracker = answer("fault_message", "pos机通讯失败一般是什么原因", "fault_network", entities=[])
+    events = await ActionStartTroubleshooting().run(dispatcher, tracker, flow_domain)
+    assert SlotSet("ts_start", False) in events
+    assert SlotSet("answered_topic", "fault_network") in events

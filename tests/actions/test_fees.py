@@ -103,3 +103,11 @@ async def test_an_explicit_request_starts_the_calculator_without_numbers(action_
     texts, _, events = await run("tracker_new", domain, "帮我算一下手续费")
     assert texts == ["请告诉我这笔交易的金额，例如“刷了10000元”。"]
     assert events == []
+
+
+@pytest.mark.asyncio
+async def test_a_rate_on_its_own_is_a_question_not_a_calculation(action_store, domain):
+    """"0.6的费率正常吗": no amount, no "帮我算" — the merchant asks about the rules."""
+    texts, _, events = await run("tracker_new", domain, "0.6的费率正常吗", rate="0.6")
+    assert "请告诉我这笔交易的金额" not in "".join(texts)
+    assert events and events[-1]["name"] == "answered_topic"
