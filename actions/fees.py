@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Dict, List, Optional
@@ -20,6 +21,8 @@ MAX_AMOUNT = Decimal(10_000_000)
 MAX_RATE = Decimal(5)
 CENT = Decimal("0.01")
 FEE_ENTITIES = ("amount", "rate", "card_type")
+#: What may stand around typed values ("0.6%", "10000元。", "信用卡吧").
+_FILLER = re.compile(r"[\s%％元块钱吧呢啊哦的是,，.。!！~]*")
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,10 @@ class ActionAnswerFees(Action):
         # The calculator runs for an amount, an explicit "帮我算", or a rate / card type typed
         # while it is under way (an amount is remembered). A rate or card type on its own
         # ("0.6的费率正常吗", "信用卡手续费国家有上限吗") is a question about the rules.
+        has_values = any(entity_values(tracker, e) for e in FEE_ENTITIES)
         calculating = (asks_to_calculate or bool(entity_values(tracker, "amount"))
-                       or (any(entity_values(tracker, e) for e in FEE_ENTITIES)
-                           and tracker.get_slot("amount") is not None))
+                       or (has_values and (tracker.get_slot("amount") is not None
+                                           or _only_values(tracker))))
         if not calculating:
             # A question about fees, not a calculation: the nearest topic (a rule, hidden fees,
             # QR fees, a deposit …), or the nearest topics to choose from.
@@ -135,6 +139,16 @@ class ActionAnswerFees(Action):
         dispatcher.utter_message(response="utter_fee_contract_reminder")
         return [SlotSet("amount", str(amount)), SlotSet("rate", percent(rate)),
                 SlotSet("card_type", rule.card_type)]
+
+
+def _only_values(tracker: Tracker) -> bool:
+    """"0.6%", "信用卡": the message is nothing but the values (the calculator's own prompts)."""
+    text = latest_text(tracker)
+    for entity in sorted(tracker.latest_message.get("entities", []),
+                         key=lambda e: -int(e.get("start", 0))):
+        if entity.get("entity") in FEE_ENTITIES and "start" in entity and "end" in entity:
+            text = text[: int(entity["start"])] + text[int(entity["end"]):]
+    return not _FILLER.sub("", text)
 
 
 def _rate_buttons(market: List[FeeItemView]) -> List[Dict[str, str]]:

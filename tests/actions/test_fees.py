@@ -111,3 +111,13 @@ async def test_a_rate_on_its_own_is_a_question_not_a_calculation(action_store, d
     texts, _, events = await run("tracker_new", domain, "0.6的费率正常吗", rate="0.6")
     assert "请告诉我这笔交易的金额" not in "".join(texts)
     assert events and events[-1]["name"] == "answered_topic"
+
+
+@pytest.mark.asyncio
+async def test_a_bare_rate_typed_alone_starts_the_calculator(action_store, domain):
+    """"0.6%" on its own is the calculator's own example: ask for the amount."""
+    dispatcher = CollectingDispatcher()
+    message = {"text": "0.6%", "intent": {"name": "fees", "confidence": 0.95},
+               "entities": [{"entity": "rate", "value": "0.6", "start": 0, "end": 4}]}
+    await ActionAnswerFees().run(dispatcher, load_tracker("tracker_new", **message), domain)
+    assert render(domain, dispatcher.messages) == ["请告诉我这笔交易的金额，例如“刷了10000元”。"]
