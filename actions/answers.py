@@ -13,8 +13,7 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import current_or_slot, entity_values, is_brand_statement
-from actions.faq import answer, chosen_topic, is_confident, offer_choices, retrieve
-from actions.store import query
+from actions.faq import answer_or_offer, declines_other_finance
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +41,7 @@ class ActionAnswerTopic(Action):
             dispatcher.utter_message(response="utter_brand_noted",
                                      brand=current_or_slot(tracker, "brand"))
             return [SlotSet("answered_topic", None)]
-        topic = await chosen_topic(tracker)
-        matches = await retrieve(tracker)
-        if topic is None and is_confident(matches):
-            topic = await query(lambda store: store.topic(matches[0].topic_id))
-        if topic is None:
-            if not await offer_choices(dispatcher, matches, domain):
-                dispatcher.utter_message(response="utter_rephrase_failed")
+        if await declines_other_finance(dispatcher, tracker):
             return [SlotSet("answered_topic", None)]
-        await answer(dispatcher, topic, brands_named(tracker), matches, domain, ask_feedback=True)
-        return [SlotSet("answered_topic", topic.id)]
+        return await answer_or_offer(dispatcher, tracker, domain, brands_named(tracker),
+                                     ask_feedback=True)

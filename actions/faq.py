@@ -14,6 +14,7 @@ import logging
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Tracker
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import entity_values, latest_text, numbered
@@ -140,6 +141,41 @@ async def answer(dispatcher: CollectingDispatcher, topic: TopicView, brands: Lis
 
 def is_confident(matches: List[Match]) -> bool:
     return confident(matches)
+
+
+async def best_topic(tracker: Tracker, matches: List[Match]) -> Optional[TopicView]:
+    """The topic a button named, else the clearly nearest one, else None."""
+    topic = await chosen_topic(tracker)
+    if topic is None and confident(matches):
+        topic = await query(lambda store: store.topic(matches[0].topic_id))
+    return topic
+
+
+async def answer_or_offer(dispatcher: CollectingDispatcher, tracker: Tracker,
+                          domain: Dict[str, Any], brands: List[str], *,
+                          ask_feedback: bool) -> List[Dict[str, Any]]:
+    """Answer the nearest topic when retrieval is sure enough; otherwise say so and offer the
+    nearest topics ("您是想问"), or ask to rephrase when nothing is near. Never a default topic."""
+    matches = await retrieve(tracker)
+    topic = await best_topic(tracker, matches)
+    if topic is None:
+        if not await offer_choices(dispatcher, matches, domain):
+            dispatcher.utter_message(response="utter_rephrase_failed")
+        return [SlotSet("answered_topic", None)]
+    await answer(dispatcher, topic, brands, matches, domain, ask_feedback=ask_feedback)
+    return [SlotSet("answered_topic", topic.id)]
+
+
+async def declines_other_finance(dispatcher: CollectingDispatcher, tracker: Tracker) -> bool:
+    """"买股票手续费怎么算", "花呗怎么还款": finance outside card acquiring gets the polite
+    out-of-scope answer, never the POS fee formula or a POS topic (words: vocabulary.yml)."""
+    text = latest_text(tracker)
+    if not text.strip() or text.startswith("/"):
+        return False
+    if not await query(lambda store: store.is_other_finance(text)):
+        return False
+    dispatcher.utter_message(response="utter_out_of_scope")
+    return True
 
 
 #: The family of the generic fault answers ("POS机硬件坏了怎么办", kb/content/topics/core.yml).

@@ -13,7 +13,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import brands_named
 from actions.common import current_or_slot, entity_values, latest_text
-from actions.faq import answer, chosen_topic, is_confident, offer_choices, retrieve
+from actions.faq import answer_or_offer, declines_other_finance
 from actions.store import query
 from kb.store import FeeItemView, FeeRuleView
 
@@ -67,6 +67,8 @@ class ActionAnswerFees(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
+        if await declines_other_finance(dispatcher, tracker):
+            return [SlotSet("answered_topic", None)]
         asks_to_calculate = await query(lambda store: store.asks_to_calculate(latest_text(tracker)))
         # The calculator runs for an amount, an explicit "帮我算", or a rate / card type typed
         # while it is under way (an amount is remembered). A rate or card type on its own
@@ -78,17 +80,8 @@ class ActionAnswerFees(Action):
         if not calculating:
             # A question about fees, not a calculation: the nearest topic (a rule, hidden fees,
             # QR fees, a deposit …), or the nearest topics to choose from.
-            topic = await chosen_topic(tracker)
-            matches = await retrieve(tracker)
-            if topic is None and is_confident(matches):
-                topic = await query(lambda store: store.topic(matches[0].topic_id))
-            if topic is not None:
-                await answer(dispatcher, topic, brands_named(tracker), matches, domain,
-                             ask_feedback=False)
-                return [SlotSet("answered_topic", topic.id)]
-            if not await offer_choices(dispatcher, matches, domain):
-                dispatcher.utter_message(response="utter_rephrase_failed")
-            return [SlotSet("answered_topic", None)]
+            return await answer_or_offer(dispatcher, tracker, domain, brands_named(tracker),
+                                         ask_feedback=False)
         return await self._calculate(dispatcher, tracker)
 
     async def _calculate(

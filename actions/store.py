@@ -11,24 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from functools import lru_cache
 from typing import Callable, TypeVar
 
-from sqlalchemy import create_engine
-
-from kb.settings import database_url
-from kb.store import KnowledgeStore
+from kb.store import KnowledgeStore, shared_store
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@lru_cache(maxsize=1)
 def knowledge_store() -> KnowledgeStore:
-    url = database_url()
-    kwargs = {"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {
-        "pool_pre_ping": True}
-    return KnowledgeStore(create_engine(url, **kwargs))
+    return shared_store()
 
 
 async def query(fn: Callable[[KnowledgeStore], T]) -> T:

@@ -9,8 +9,7 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import brands_named
-from actions.common import current_or_slot
-from actions.faq import answer, is_confident, retrieve
+from actions.faq import answer, best_topic, response_text, retrieve
 from actions.store import query
 
 LIST_SEPARATOR = "、"
@@ -29,26 +28,34 @@ class ActionContactSupport(Action):
     ) -> List[Dict[str, Any]]:
         # "投诉找谁" or "保修多久" also read as contact_support: a clearly nearer topic answers.
         matches = await retrieve(tracker)
-        if is_confident(matches) and matches[0].topic_id != CONTACT_TOPIC:
-            topic = await query(lambda store: store.topic(matches[0].topic_id))
-            if topic is not None:
-                await answer(dispatcher, topic, brands_named(tracker), matches, domain,
-                             ask_feedback=False)
-                return [SlotSet("answered_topic", topic.id)]
-        return [*await self._contact(dispatcher, tracker), SlotSet("answered_topic", CONTACT_TOPIC)]
+        topic = await best_topic(tracker, matches)
+        if topic is not None and topic.id != CONTACT_TOPIC:
+            await answer(dispatcher, topic, brands_named(tracker), matches, domain,
+                         ask_feedback=False)
+            return [SlotSet("answered_topic", topic.id)]
+        return [*await self._contact(dispatcher, tracker, domain), SlotSet("answered_topic", CONTACT_TOPIC)]
 
-    async def _contact(self, dispatcher: CollectingDispatcher,
-                       tracker: Tracker) -> List[Dict[str, Any]]:
-        name = current_or_slot(tracker, "brand")
-        if not name:
+    async def _contact(self, dispatcher: CollectingDispatcher, tracker: Tracker,
+                       domain: Dict[str, Any]) -> List[Dict[str, Any]]:
+        # "拉卡拉和银联的客服电话分别多少": every brand named gets its own answer.
+        names = brands_named(tracker)
+        if not names:
             brands = await query(lambda store: store.brands())
             buttons = [
                 {"title": b.name, "payload": f'/contact_support{{"brand": "{b.name}"}}'}
                 for b in brands if b.hotline
             ]
-            buttons.append({"title": "其他品牌", "payload": '/contact_support{"brand": "其他"}'})
+            buttons.append({"title": response_text(domain, "utter_button_other_brand") or "",
+                            "payload": '/contact_support{"brand": "其他"}'})
             dispatcher.utter_message(response="utter_ask_brand", buttons=buttons)
             return []
+        events: List[Dict[str, Any]] = []
+        for name in dict.fromkeys(names):
+            events = await self._one(dispatcher, name)
+        return events
+
+    @staticmethod
+    async def _one(dispatcher: CollectingDispatcher, name: str) -> List[Dict[str, Any]]:
         brand = await query(lambda store: store.brand(name))
         if brand is None:
             dispatcher.utter_message(response="utter_support_unknown_brand")

@@ -34,7 +34,7 @@ from actions.common import current_or_slot, entity_values, latest_text, numbered
 from actions.faq import answer, chosen_topic, is_confident, retrieve, walk_does_better
 from actions.store import query
 from kb.records import RecordStore
-from kb.retrieval import Match, sure
+from kb.retrieval import SYMPTOM_AT, VAGUE, Match, sure
 from kb.store import SymptomView, TopicView
 
 logger = logging.getLogger(__name__)
@@ -155,8 +155,10 @@ def stage_index(value: Any) -> int:
 
 
 # ---------------------------------------------------------------- the knowledge base
-async def find_symptom(tracker: Tracker, *, restrict_to_intent: bool = True) -> Optional[SymptomView]:
-    """The symptom of the latest message: a button's id, else KB keywords, else the component."""
+async def find_symptom(tracker: Tracker, *, restrict_to_intent: bool = True,
+                       by_meaning: bool = True) -> Optional[SymptomView]:
+    """The symptom of the latest message: a button's id, else KB keywords, else (``by_meaning``)
+    the symptom whose reports the message is clearly nearest to, else the component."""
     for value in reversed(entity_values(tracker, "symptom")):
         found = await query(lambda kb, v=value: kb.symptom(v))
         if found is not None:
@@ -166,10 +168,22 @@ async def find_symptom(tracker: Tracker, *, restrict_to_intent: bool = True) -> 
     text = latest_text(tracker)
     component = next(iter(reversed(entity_values(tracker, "component"))), None)
     category = INTENT_CATEGORIES.get(intent_of(tracker)) if restrict_to_intent else None
-    found = await query(lambda kb: kb.symptom_for(text, component, category))
+    found = await query(lambda kb: kb.symptom_for(text, None, category))
     if found is None and category is not None:
-        found = await query(lambda kb: kb.symptom_for(text, component, None))
+        found = await query(lambda kb: kb.symptom_for(text, None, None))
+    if found is None and by_meaning:
+        found = await _symptom_by_meaning(text)
+    if found is None and component:
+        found = await query(lambda kb: kb.symptom_for(text, component, category))
     return found
+
+
+async def _symptom_by_meaning(text: str) -> Optional[SymptomView]:
+    """No keyword: the symptom whose reports the message is nearest to, when clearly so."""
+    matches = await query(lambda kb: kb.symptom_index().rank(text, limit=1))
+    if not matches or matches[0].score < SYMPTOM_AT or matches[0].topic_id == VAGUE:
+        return None
+    return await query(lambda kb: kb.symptom(matches[0].topic_id))
 
 
 async def _symptom_of_nearest_topics(matches: List[Match]) -> Optional[SymptomView]:
@@ -210,7 +224,10 @@ class ActionStartTroubleshooting(Action):
                   domain: DomainDict) -> List[EventType]:
         if intent_of(tracker) == "error_code":
             return await self._from_error_code(tracker)
-        symptom = await find_symptom(tracker)
+        # Words first: a symptom named by its keywords, or a topic that answers the message
+        # ("屏幕显示终端已锁定" is the lock topic, not a walk); only then the walk whose reports
+        # the message means, or of the topic it clearly matches.
+        symptom = await find_symptom(tracker, by_meaning=False)
         matches = [] if is_payload(tracker) else await retrieve(tracker)
         topic = await self._question_not_fault(tracker, symptom, matches)
         if topic is not None:
@@ -220,6 +237,8 @@ class ActionStartTroubleshooting(Action):
                     SlotSet("answered_topic", topic.id)]
         if symptom is None:
             symptom = await _symptom_of_nearest_topics(matches)
+        if symptom is None and not is_payload(tracker):
+            symptom = await _symptom_by_meaning(latest_text(tracker))
         return events_from({**FLOW_RESET, "symptom": symptom.id if symptom else None,
                             "ts_start": True})
 
@@ -350,7 +369,9 @@ class ValidateTroubleshootForm(FormValidationAction):
                 return {"symptom": None}  # "好的" is not a choice: ask again
             return {}
         if requested == "ts_solved" and intent in INTENT_CATEGORIES:
-            symptom = await find_symptom(tracker)
+            # Only a symptom named by its words switches the walk ("现在是打印机不出纸"); "重启了
+            # 还是一样" is a result of the current walk, however near it is to 死机.
+            symptom = await find_symptom(tracker, by_meaning=False)
             if symptom is not None and symptom.id != tracker.get_slot("symptom"):
                 return {"symptom": symptom.id}  # "现在是打印机不出纸": walk the new symptom
         return {}

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 import kb.records  # noqa: F401  (registers tickets/handoffs/feedback on Base for create_schema)
 from kb.content import Content, Problem
 from kb.encoder import SentenceEncoder, get_encoder
+from kb.retrieval import SYMPTOM_OWNER, VAGUE
 from kb.schema import (
     KB_TABLES,
     Alias,
@@ -96,10 +97,8 @@ def build(engine: Engine, content: Content, *, force: bool = False,
         for items in rows.values():
             session.add_all(items)
         session.add(KbMeta(key="digest", value=content.digest))
-        session.add(KbMeta(key="fee_calc_requests", value=json.dumps(content.fee_calc_requests,
-                                                                     ensure_ascii=False)))
-        session.add(KbMeta(key="info_question_markers",
-                           value=json.dumps(content.info_question_markers, ensure_ascii=False)))
+        for name, words in content.word_lists.items():
+            session.add(KbMeta(key=name, value=json.dumps(words, ensure_ascii=False)))
         session.add(KbMeta(key="encoder", value=(encoder or get_encoder()).name))
         session.add(KbMeta(key="built_at", value=datetime.now(timezone.utc).isoformat()))
     logger.info("knowledge base built: %s", counts)
@@ -111,7 +110,12 @@ def _counts(content: Content) -> dict[str, int]:
 
 
 def _vectors(content: Content, encoder: SentenceEncoder) -> list[object]:
+    """Embeddings of every topic question and of every symptom's reports and keywords (owner
+    ``symptom:<id>``: the walk's own retrieval, kb/store.py ``symptom_index``)."""
     texts = [(t["id"], q) for t in content.topics for q in [t["question"], *t["questions"]]]
+    texts += [(f"{SYMPTOM_OWNER}{s['id']}", q) for s in content.symptoms
+              for q in [s["label"], *s["reports"], *s["keywords"]]]
+    texts += [(f"{SYMPTOM_OWNER}{VAGUE}", q) for q in content.word_lists.get("vague_fault_reports", [])]
     vectors = encoder.encode([q for _, q in texts]) if texts else []
     return [QuestionVector(topic_id=topic_id, text=text, encoder=encoder.name,
                            vector=np.asarray(vector, dtype=np.float32).tobytes())

@@ -30,6 +30,11 @@ CODE_GROUPS = ("success", "retry", "no_retry", "operator", "system")
 SYMPTOM_CATEGORIES = ("hardware", "software", "network")
 
 
+#: vocabulary.yml lists the actions read at run time (kb/store.py ``KnowledgeStore.mentions``).
+WORD_LISTS = ("fee_calc_requests", "info_question_markers", "other_finance", "pos_markers",
+              "vague_fault_reports")
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong in a content file, phrased for the person who has to fix it."""
@@ -56,8 +61,8 @@ class Content:
     terms: list[str] = field(default_factory=list)
     code_triggers: list[str] = field(default_factory=list)
     code_followers: list[str] = field(default_factory=list)
-    fee_calc_requests: list[str] = field(default_factory=list)
-    info_question_markers: list[str] = field(default_factory=list)
+    #: Word lists the actions read at run time (vocabulary.yml, stored in kb_meta by name).
+    word_lists: dict[str, list[str]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     digest: str = ""
 
@@ -218,9 +223,8 @@ def _load_vocabulary(doc: Any, content: Content, aliases: dict[str, str]) -> Non
         content.terms = reader.text_list(doc, "terms", required=True)
         content.code_triggers = reader.text_list(doc, "error_code_triggers", required=True)
         content.code_followers = reader.text_list(doc, "error_code_followers", required=True)
-        content.fee_calc_requests = reader.text_list(doc, "fee_calc_requests", required=True)
-        content.info_question_markers = reader.text_list(doc, "info_question_markers",
-                                                         required=True)
+        for name in WORD_LISTS:
+            content.word_lists[name] = reader.text_list(doc, name, required=True)
 
 
 def _claim_alias(reader: _Reader, entry: Any, alias: str, owner: str, aliases: dict[str, str]) -> None:
@@ -467,12 +471,17 @@ def _load_symptoms(doc: Any, content: Content, components: set[str]) -> None:
             stages.append({"title": reader.text(stage, "title"),
                            "steps": reader.text_list(stage, "steps", required=True),
                            "data_loss": data_loss})
+        reports = reader.text_list(entry, "reports", required=True)
+        if 0 < len(reports) < MIN_ALTERNATE_QUESTIONS:
+            reader.problem(entry, "reports", f"`reports` has {len(reports)} report(s): give at "
+                           f"least {MIN_ALTERNATE_QUESTIONS} ways merchants report this fault")
         content.symptoms.append({
             "id": symptom_id,
             "category": category,
             "component": component or None,
             "label": reader.text(entry, "label"),
             "keywords": reader.text_list(entry, "keywords", required=True),
+            "reports": reports,
             "stages": stages,
             "prevention": reader.text(entry, "prevention"),
             "source": _source(reader, entry),

@@ -61,6 +61,16 @@ SUGGEST_AT = 0.05
 SURE_AT = 0.75
 
 
+#: Question vectors whose owner starts with this belong to a symptom's walk, not to a topic.
+SYMPTOM_OWNER = "symptom:"
+#: The symptom index's class for reports that name no symptom ("POS机坏了"): the bot asks.
+VAGUE = "?"
+#: A fault report no keyword names starts the walk of the symptom whose reports it is nearest
+#: to when that symptom's score reaches SYMPTOM_AT (chosen on merchant sets 1+2, 2026-11-30);
+#: below it the bot asks which symptom.
+SYMPTOM_AT = 0.45
+
+
 def sure(matches: Sequence["Match"]) -> bool:
     return confident(matches) and matches[0].score >= SURE_AT
 

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Optional
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from kb.encoder import SentenceEncoder, get_encoder
-from kb.retrieval import CachedIndex, TopicDoc, TopicIndex, decode
+from kb.retrieval import SYMPTOM_OWNER, VAGUE, CachedIndex, TopicDoc, TopicIndex, decode
 from kb.schema import Alias, Brand, ErrorCode, FeeItem, FeeRule, KbMeta, QuestionVector, Symptom, Topic
+from kb.settings import database_url
 
 logger = logging.getLogger(__name__)
 _INDEXES = CachedIndex()
+_SYMPTOM_INDEXES = CachedIndex()
 
 
 @dataclass(frozen=True)
@@ -121,15 +124,22 @@ class KnowledgeStore:
             row = session.get(KbMeta, key)
             return [str(w).lower() for w in json.loads(row.value)] if row else []
 
+    def mentions(self, text: str, word_list: str) -> bool:
+        """Whether ``text`` contains a word of the vocabulary list ``word_list``."""
+        lowered = text.lower()
+        return any(word in lowered for word in self._words(word_list))
+
     def asks_to_calculate(self, text: str) -> bool:
         """"帮我算一下手续费": the merchant wants the calculator, with or without numbers yet."""
-        lowered = text.lower()
-        return any(word in lowered for word in self._words("fee_calc_requests"))
+        return self.mentions(text, "fee_calc_requests")
 
     def is_info_question(self, text: str) -> bool:
         """"打印头多久清洁一次": a question about how/whether/how long, not a fault report."""
-        lowered = text.lower()
-        return any(word in lowered for word in self._words("info_question_markers"))
+        return self.mentions(text, "info_question_markers")
+
+    def is_other_finance(self, text: str) -> bool:
+        """"买股票手续费怎么算", "花呗怎么还": finance outside card acquiring, POS not mentioned."""
+        return self.mentions(text, "other_finance") and not self.mentions(text, "pos_markers")
 
     def topics(self, intent: Optional[str] = None) -> list[TopicView]:
         """Topics in file order; only those of ``intent`` when given."""
@@ -144,23 +154,47 @@ class KnowledgeStore:
         digest = self.digest() or ""
         return _INDEXES.get(digest, lambda: self._build_index(digest, encoder or get_encoder()))
 
+    def symptom_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
+        """Retrieval over the symptoms' reports and keywords: which walk a fault report needs
+        when no keyword names it ("收银台那台大pos今天不出纸了" is the printer's)."""
+        digest = self.digest() or ""
+        return _SYMPTOM_INDEXES.get(digest, lambda: self._build_symptom_index(
+            digest, encoder or get_encoder()))
+
+    def _vector_rows(self) -> dict[str, list[QuestionVector]]:
+        with self._session() as session:
+            rows = list(session.scalars(select(QuestionVector).order_by(QuestionVector.id)))
+        by_owner: dict[str, list[QuestionVector]] = {}
+        for row in rows:
+            by_owner.setdefault(row.topic_id, []).append(row)
+        return by_owner
+
+    @staticmethod
+    def _doc(doc_id: str, intent: str, rows: list[QuestionVector], fallback: list[str],
+             encoder: SentenceEncoder) -> TopicDoc:
+        fresh = rows and all(row.encoder == encoder.name for row in rows)
+        texts = [row.text for row in rows] if fresh else fallback
+        matrix = (np.vstack([decode(row.vector, encoder.dim) for row in rows]) if fresh
+                  else encoder.encode(texts))
+        return TopicDoc(doc_id, intent, tuple(texts), matrix)
+
     def _build_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
         with self._session() as session:
             topics = list(session.scalars(select(Topic).order_by(Topic.position)))
-            rows = list(session.scalars(select(QuestionVector).order_by(QuestionVector.id)))
-        by_topic: dict[str, list[QuestionVector]] = {}
-        for row in rows:
-            by_topic.setdefault(row.topic_id, []).append(row)
-        stale = {row.encoder for row in rows} - {encoder.name}
-        docs = []
-        for topic in topics:
-            vectors = by_topic.get(topic.id, [])
-            texts = [v.text for v in vectors] or [topic.title, *(topic.questions or [])]
-            matrix = (np.vstack([decode(v.vector, encoder.dim) for v in vectors])
-                      if vectors and not stale else encoder.encode(texts))
-            docs.append(TopicDoc(topic.id, topic.intent, tuple(texts), matrix))
+        by_owner = self._vector_rows()
+        docs = [self._doc(t.id, t.intent, by_owner.get(t.id, []), [t.title, *(t.questions or [])],
+                          encoder) for t in topics]
         first_sentences = {t.id: t.answer.split("。")[0] for t in topics}
         return TopicIndex(docs, encoder, digest, first_sentences)
+
+    def _build_symptom_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
+        by_owner = self._vector_rows()
+        docs = [self._doc(s.id, s.category, by_owner.get(f"{SYMPTOM_OWNER}{s.id}", []),
+                          [s.label, *s.keywords], encoder) for s in self.symptoms()]
+        vague = by_owner.get(f"{SYMPTOM_OWNER}{VAGUE}", [])
+        if vague:
+            docs.append(self._doc(VAGUE, "", vague, [], encoder))
+        return TopicIndex(docs, encoder, digest)
 
     def topic(self, topic_id: str) -> Optional[TopicView]:
         with self._session() as session:
@@ -255,3 +289,13 @@ def _symptom(row: Symptom) -> SymptomView:
         [StageView(s["title"], list(s["steps"]), bool(s.get("data_loss"))) for s in stages],
         row.prevention, row.source,
     )
+
+
+@lru_cache(maxsize=1)
+def shared_store() -> KnowledgeStore:
+    """The process's one store, on POSBOT_DATABASE_URL (the action server; the NLU's
+    KBTopicIntent in the Rasa server)."""
+    url = database_url()
+    kwargs = {"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {
+        "pool_pre_ping": True}
+    return KnowledgeStore(create_engine(url, **kwargs))

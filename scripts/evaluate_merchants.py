@@ -69,8 +69,9 @@ def outcome(events: list[dict[str, Any]]) -> tuple[str, str, list[str]]:
                 payload = str(button.get("payload") or "")
                 if '"kb_topic"' in payload:
                     offered.append(json.loads(payload[payload.index("{"):])["kb_topic"])
-    clarified = any(e.get("event") == "bot" and (e.get("metadata") or {}).get("utter_action")
-                    == "utter_clarify" for e in after)
+    uttered = {(e.get("metadata") or {}).get("utter_action") for e in after
+               if e.get("event") == "bot"}
+    clarified = "utter_clarify" in uttered
     if slots.get("answered_topic"):
         return intent, str(slots["answered_topic"]), offered
     if "action_explain_error_code" in actions:
@@ -83,10 +84,10 @@ def outcome(events: list[dict[str, Any]]) -> tuple[str, str, list[str]]:
         return intent, f"walk:{slots.get('symptom') or '?'}", offered
     if clarified:
         return intent, "clarify", offered
+    if "utter_out_of_scope" in actions or "utter_out_of_scope" in uttered:
+        return intent, "decline", offered
     if FEE_ACTIONS & set(actions):
         return intent, "flow:fee_calc", offered
-    if "utter_out_of_scope" in actions:
-        return intent, "decline", offered
     for action, name in SMALLTALK.items():
         if action in actions:
             return intent, f"smalltalk:{name}", offered

@@ -121,3 +121,24 @@ async def test_a_bare_rate_typed_alone_starts_the_calculator(action_store, domai
                "entities": [{"entity": "rate", "value": "0.6", "start": 0, "end": 4}]}
     await ActionAnswerFees().run(dispatcher, load_tracker("tracker_new", **message), domain)
     assert render(domain, dispatcher.messages) == ["请告诉我这笔交易的金额，例如“刷了10000元”。"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("text, entities", [
+    ("买股票手续费怎么算", {}),
+    ("炒股1万块要交多少手续费", {"amount": "10000"}),
+    ("花呗分期的手续费是多少", {}),
+])
+async def test_fees_outside_card_acquiring_get_a_polite_decline(action_store, domain, text,
+                                                                 entities):
+    texts, _, events = await run("tracker_new", domain, text, **entities)
+    assert texts == [domain["responses"]["utter_out_of_scope"][0]["text"]]
+    assert not any("×" in t or "费率" in t[:20] for t in texts)
+    assert events == [SlotSet("answered_topic", None)]
+
+
+@pytest.mark.asyncio
+async def test_a_pos_fee_question_naming_a_loan_is_still_answered(action_store, domain):
+    texts, _, _ = await run("tracker_new", domain, "刷了10000元信用卡 费率0.6% 算一下 我是拿来还贷款的POS",
+                            amount="10000", card_type="信用卡", rate="0.6")
+    assert texts[0] == "按费率 0.6% 计算：10,000 元 × 0.6% = 60 元。"

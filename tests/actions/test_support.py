@@ -75,3 +75,16 @@ async def test_a_complaint_question_gets_the_complaint_route_not_the_hotline(act
     topic_id = events[-1]["value"]
     assert topic_id.startswith("complaint_")
     assert "12363" in "".join(render(domain, dispatcher.messages))
+
+
+@pytest.mark.asyncio
+async def test_every_brand_named_gets_its_hotline(action_store, domain) -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker("tracker_new", **{
+        "text": "拉卡拉和银联的客服电话分别多少",
+        "intent": {"name": "contact_support", "confidence": 0.97},
+        "entities": [{"entity": "brand", "value": "拉卡拉"}, {"entity": "brand", "value": "银联"}]})
+    await ActionContactSupport().run(dispatcher, tracker, domain)
+    texts = render(domain, dispatcher.messages)
+    assert texts[0].startswith("拉卡拉的官方客服热线是 95016。")
+    assert texts[1].startswith("银联的官方客服热线是 95516")
