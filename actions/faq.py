@@ -20,14 +20,14 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.common import entity_values, latest_text, numbered
 from actions.store import query
 from kb.retrieval import Match, confident, suggestions
-from kb.store import KnowledgeStore, TopicView
+from kb.store import CATEGORY_INTENTS, KnowledgeStore, TopicView
 
 logger = logging.getLogger(__name__)
 
-#: Fault-walk flows: which intent's rules start the walk for a symptom's category.
-CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software",
-                    "network": "fault_network"}
 RELATED = 2
+#: Flows a topic's answer links to with a button (entity ``flow``): its title, the intent sent.
+FLOW_BUTTONS = {"fee_calc": ("utter_button_fee_calc", "fees"),
+                "ticket": ("utter_button_ticket", "contact_support")}
 
 
 def intent_probabilities(tracker: Tracker) -> Dict[str, float]:
@@ -88,6 +88,10 @@ async def flow_button(topic: TopicView, domain: Dict[str, Any]) -> Optional[Dict
     if flow == "handoff":
         return {"title": response_text(domain, "utter_button_handoff") or "",
                 "payload": "/human_handoff"}
+    if flow in FLOW_BUTTONS:
+        response, intent = FLOW_BUTTONS[flow]
+        return {"title": response_text(domain, response) or "",
+                "payload": f"/{intent}{json.dumps({'flow': flow})}"}
     return None
 
 

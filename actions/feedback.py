@@ -1,4 +1,5 @@
-"""Ratings of KB answers: 有帮助 / 没帮助 after action_answer_topic, stored in ``feedback``.
+"""Ratings of KB answers: 有帮助 / 没帮助 after action_answer_topic, stored in ``feedback``;
+and 都不是 after "您是想问", stored as an unhelpful rating without a topic (staff's learning list).
 
 The buttons send /affirm and /deny (intents are a fixed contract); the rules route those to this
 action only right after an answer, and the slot ``answered_topic`` says which answer is rated.
@@ -29,6 +30,19 @@ def rated_question(tracker: Tracker) -> Tuple[str, Optional[str]]:
     return str(previous.get("text") or ""), intent
 
 
+def offered_choices(tracker: Tracker) -> bool:
+    """Whether the bot's last reply before this message was "您是想问" with topic buttons."""
+    seen_user = False
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            if seen_user:
+                return False
+            seen_user = True
+        elif seen_user and event.get("event") == "bot":
+            return (event.get("metadata") or {}).get("utter_action") == "utter_clarify"
+    return False
+
+
 class ActionRecordFeedback(Action):
     """Store the rating and thank the merchant; without a rated answer, a plain ok/no reply."""
 
@@ -39,16 +53,21 @@ class ActionRecordFeedback(Action):
                   domain: Dict[str, Any]) -> List[EventType]:
         topic_id = tracker.get_slot("answered_topic")
         helpful = (tracker.latest_message.get("intent") or {}).get("name") == "affirm"
-        if not topic_id:
+        none_of_these = not helpful and not topic_id and offered_choices(tracker)
+        if not topic_id and not none_of_these:
             dispatcher.utter_message(response="utter_affirm" if helpful else "utter_deny")
             return []
+        # 都不是 after "您是想问": the question is recorded (no topic) for staff to answer.
         question, intent = rated_question(tracker)
         try:
             await query(lambda kb: RecordStore(kb.engine).add_feedback(
-                tracker.sender_id, topic_id=str(topic_id), intent=intent, question=question,
-                helpful=helpful))
+                tracker.sender_id, topic_id=str(topic_id) if topic_id else None, intent=intent,
+                question=question, helpful=helpful))
         except Exception:
             logger.exception("could not store feedback of %s", tracker.sender_id)
-        dispatcher.utter_message(
-            response="utter_feedback_helpful" if helpful else "utter_feedback_unhelpful")
+        if none_of_these:
+            dispatcher.utter_message(response="utter_none_of_these")
+        else:
+            dispatcher.utter_message(
+                response="utter_feedback_helpful" if helpful else "utter_feedback_unhelpful")
         return [SlotSet("answered_topic", None)]

@@ -74,7 +74,8 @@ class ActionAnswerFees(Action):
         # while it is under way (an amount is remembered). A rate or card type on its own
         # ("0.6的费率正常吗", "信用卡手续费国家有上限吗") is a question about the rules.
         has_values = any(entity_values(tracker, e) for e in FEE_ENTITIES)
-        calculating = (asks_to_calculate or bool(entity_values(tracker, "amount"))
+        calculating = (asks_to_calculate or "fee_calc" in entity_values(tracker, "flow")
+                       or bool(entity_values(tracker, "amount"))
                        or (has_values and (tracker.get_slot("amount") is not None
                                            or _only_values(tracker))))
         if not calculating:

@@ -35,13 +35,10 @@ from actions.faq import answer, chosen_topic, is_confident, retrieve, walk_does_
 from actions.store import query
 from kb.records import RecordStore
 from kb.retrieval import SYMPTOM_AT, VAGUE, Match, sure
-from kb.store import SymptomView, TopicView
+from kb.store import CATEGORY_INTENTS, SymptomView, TopicView
 
 logger = logging.getLogger(__name__)
 
-#: Symptom category → the contract intent its quick-reply button sends.
-CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software",
-                    "network": "fault_network"}
 INTENT_CATEGORIES = {intent: category for category, intent in CATEGORY_INTENTS.items()}
 #: The KB symptom walked after an error code. Its first two stages ("read the code, send it to
 #: me"; each code's own advice: 重新签到 for A0, wait and check the network for 96) are what the

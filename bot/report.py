@@ -145,13 +145,17 @@ def unanswered_questions(tracker_engine: Engine, period: Period) -> tuple[int, l
     return messages, ranked
 
 
+#: How the report lists questions whose offered topics were all wrong (都不是).
+NONE_OF_THESE = "(都不是)"
+
+
 def low_rated_answers(records: RecordStore, kb: Optional[KnowledgeStore],
                       period: Period) -> list[LowRated]:
     """KB topics with at least one 没帮助 in the period, most 没帮助 first."""
     since, until = period.utc_bounds()
     by_topic: dict[str, LowRated] = {}
     for rating in records.feedback(since, until):
-        topic_id = rating.topic_id or "?"
+        topic_id = rating.topic_id or NONE_OF_THESE  # 都不是 under "您是想问"
         entry = by_topic.get(topic_id)
         if entry is None:
             entry = by_topic[topic_id] = LowRated(topic_id, _title(kb, rating.topic_id), 0, 0)

@@ -104,6 +104,11 @@ class SymptomView:
     source: str = ""
 
 
+#: Symptom category → the intent whose rules start its walk (the contract intents).
+CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software",
+                    "network": "fault_network"}
+
+
 class KnowledgeStore:
     """Answers the questions the actions ask of the knowledge base."""
 

@@ -2,7 +2,10 @@
 
 Starts the bot exactly as `make run` does (bot/launcher.py), then measures REST round trips
 sequentially and with 10 concurrent senders, throughput, resident memory, start-up time, and
-the time of a full training from scratch. Prints a table and writes reports/bench.md.
+the time of a full training from scratch; then the same load on a bare Rasa bot (the same Rasa
+and NLU data, stock pipeline, no custom actions: scripts/bare_rasa.py) and posbot's ratios to it,
+which do not move with the machine. Prints a table and writes reports/bench.md.
+Issue 14's targets: throughput ≥ 0.75× bare Rasa's, p99 at 10 senders no worse than its p99.
 Targets (2 cores): p99 ≤ 300 ms at 10 senders, ≥ 40 msg/s, ready ≤ 30 s, ≤ 1.2 GB, training ≤ 3 min.
 
 POSBOT_BENCH_PRODUCTION=1 measures bot/endpoints.production.yml instead (trackers in this
@@ -27,7 +30,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.launcher import BIN, start_bot  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts"))
+import bare_rasa as bare  # noqa: E402
+
+from bot.launcher import BIN, SERVING_TF_THREADS, free_port, start_bot  # noqa: E402
 
 MESSAGES = [
     "打印机不出纸", "刷卡显示A0", "刷一万块扣多少手续费", "拉卡拉客服电话多少", "POS机连不上网",
@@ -40,6 +46,7 @@ TRAIN = os.environ.get("POSBOT_BENCH_TRAIN", "1") != "0"  # 0: skip the training
 CONCURRENCY = 10
 PER_SENDER = int(os.environ.get("POSBOT_BENCH_PER_SENDER", "30"))
 PRODUCTION = os.environ.get("POSBOT_BENCH_PRODUCTION", "0") == "1"
+BARE = os.environ.get("POSBOT_BENCH_BARE", "1") != "0"  # 0: skip the bare Rasa reference
 PG = os.environ.get("POSBOT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 
 
@@ -113,22 +120,42 @@ def drop_database(database: str) -> None:
     admin.dispose()
 
 
+def load(url: str, tag: str) -> tuple[list[float], list[float], float]:
+    """Sequential round trips, then 10 concurrent senders: (sequential ms, concurrent ms, s)."""
+    sequential = [timed_send(url, f"{tag}-seq-{i % 5}", MESSAGES[i % len(MESSAGES)])
+                  for i in range(SEQUENTIAL)]
+
+    def sender(n: int) -> list[float]:
+        return [timed_send(url, f"{tag}-conc-{n}", MESSAGES[(n + i) % len(MESSAGES)])
+                for i in range(PER_SENDER)]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        concurrent = [ms for batch in pool.map(sender, range(CONCURRENCY)) for ms in batch]
+    return sequential, concurrent, time.perf_counter() - start
+
+
+def bare_rasa() -> tuple[list[float], list[float], float]:
+    """The same load on a bare Rasa bot (scripts/bare_rasa.py), trained and served here."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        bare.write_project(folder)
+        bare.train(folder, BIN / "rasa")
+        port = free_port()
+        proc = bare.serve(folder, BIN / "rasa", port, SERVING_TF_THREADS)
+        try:
+            return load(f"http://127.0.0.1:{port}", "bare")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def main() -> int:
     env, endpoints, database = production_setup() if PRODUCTION else ({}, None, "")
     with tempfile.TemporaryDirectory() as tmp:
         bot = start_bot(Path(tmp), model=MODEL, env=env, endpoints=endpoints)
         try:
-            sequential = [timed_send(bot.url, f"bench-seq-{i % 5}", MESSAGES[i % len(MESSAGES)])
-                          for i in range(SEQUENTIAL)]
-
-            def sender(n: int) -> list[float]:
-                return [timed_send(bot.url, f"bench-conc-{n}", MESSAGES[(n + i) % len(MESSAGES)])
-                        for i in range(PER_SENDER)]
-
-            start = time.perf_counter()
-            with ThreadPoolExecutor(CONCURRENCY) as pool:
-                concurrent = [ms for batch in pool.map(sender, range(CONCURRENCY)) for ms in batch]
-            elapsed = time.perf_counter() - start
+            sequential, concurrent, elapsed = load(bot.url, "bench")
             memory = {"rasa": rss_mb(bot.processes[1].pid), "actions": rss_mb(bot.processes[0].pid)}
             pss = sum(memory_mb(p.pid, "Pss") for p in bot.processes)
             ready = bot.ready_after_s
@@ -136,19 +163,34 @@ def main() -> int:
             bot.stop()
             if PRODUCTION:
                 drop_database(database)
+    bare_seq, bare_conc, bare_elapsed = bare_rasa() if BARE else ([], [], float("nan"))
     training = train_time() if TRAIN else float("nan")
+    throughput = len(concurrent) / elapsed
+    ratio_rows = []
+    if bare_conc:
+        bare_throughput = len(bare_conc) / bare_elapsed
+        ratio_rows = [
+            ("bare Rasa: 10 senders p99", f"{percentile(bare_conc, 0.99):.0f} ms", ""),
+            ("bare Rasa: throughput (10 senders)", f"{bare_throughput:.1f} msg/s", ""),
+            ("posbot / bare Rasa: throughput", f"{throughput / bare_throughput:.2f}×", "≥ 0.75×"),
+            ("posbot / bare Rasa: 10 senders p99",
+             f"{percentile(concurrent, 0.99) / percentile(bare_conc, 0.99):.2f}×", "≤ 1.00×"),
+            ("posbot / bare Rasa: sequential p50",
+             f"{statistics.median(sequential) / statistics.median(bare_seq):.2f}×", ""),
+        ]
     rows = [
         ("sequential p50", f"{statistics.median(sequential):.0f} ms", ""),
         ("sequential p99", f"{percentile(sequential, 0.99):.0f} ms", ""),
         ("10 senders p50", f"{statistics.median(concurrent):.0f} ms", ""),
         ("10 senders p99", f"{percentile(concurrent, 0.99):.0f} ms", "≤ 300 ms"),
-        ("throughput (10 senders)", f"{len(concurrent) / elapsed:.1f} msg/s", "≥ 40 msg/s"),
+        ("throughput (10 senders)", f"{throughput:.1f} msg/s", "≥ 40 msg/s"),
         ("resident memory, Rasa server", f"{memory['rasa']:.0f} MB", ""),
         ("resident memory, action server", f"{memory['actions']:.0f} MB", ""),
         ("resident memory, total (RSS)", f"{sum(memory.values()):.0f} MB", "≤ 1200 MB"),
         ("proportional memory, total (PSS: shared pages counted once)", f"{pss:.0f} MB", ""),
         ("start-up until warm (KB build, both servers, warm-up)", f"{ready:.1f} s", "≤ 30 s"),
         ("full training from scratch", f"{training:.0f} s", "≤ 180 s"),
+        *ratio_rows,
     ]
     setup = (f"PostgreSQL trackers, Redis locks, {env['SANIC_WORKERS']} Rasa workers"
              if PRODUCTION else "SQLite trackers, one Rasa process (make run)")

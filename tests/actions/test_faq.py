@@ -110,3 +110,18 @@ async def test_a_question_about_causes_gets_the_overview_not_a_walk(action_store
     events = await ActionStartTroubleshooting().run(dispatcher, tracker, flow_domain)
     assert SlotSet("ts_start", False) in events
     assert SlotSet("answered_topic", "fault_network") in events
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("topic_id, button", [
+    ("fees_overview", ("帮我算手续费", '/fees{"flow": "fee_calc"}')),
+    ("repair_paid", ("登记报修", '/contact_support{"flow": "ticket"}')),
+])
+async def test_a_topic_of_a_flow_links_to_it_with_a_button(action_store, flow_domain, topic_id,
+                                                           button) -> None:
+    dispatcher = CollectingDispatcher()
+    payload = f'/usage_tips{{"kb_topic": "{topic_id}"}}'
+    tracker = answer("topic_question", payload, "usage_tips",
+                     entities=[{"entity": "kb_topic", "value": topic_id}])
+    await ActionAnswerTopic().run(dispatcher, tracker, flow_domain)
+    assert button in response_buttons(flow_domain, dispatcher.messages[-1])

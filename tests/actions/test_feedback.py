@@ -58,3 +58,29 @@ async def test_without_a_rated_answer_affirm_gets_the_plain_reply(action_store, 
     assert await ActionRecordFeedback().run(dispatcher, tracker, flow_domain) == []
     assert records.feedback() == []
     assert render(flow_domain, dispatcher.messages) == ["好的。还有什么可以帮您的吗？"]
+
+
+@pytest.mark.asyncio
+async def test_none_of_these_records_the_question_for_staff(action_store, flow_domain,
+                                                            records: RecordStore) -> None:
+    dispatcher = CollectingDispatcher()
+    events = await ActionRecordFeedback().run(dispatcher, load_tracker("none_of_these"),
+                                              flow_domain)
+    [rating] = records.feedback()
+    assert (rating.conversation_id, rating.topic_id, rating.question, rating.helpful) == (
+        "merchant-none-of-these", None, "那个东西怎么弄", False)
+    assert render(flow_domain, dispatcher.messages)[0].startswith(
+        "抱歉，这几个都不是您要问的。您的问题已经记下来了")
+    assert ("转人工", "/human_handoff") in response_buttons(flow_domain, dispatcher.messages[0])
+    assert events == [SlotSet("answered_topic", None)]
+
+
+@pytest.mark.asyncio
+async def test_a_plain_no_without_offered_topics_records_nothing(action_store, flow_domain,
+                                                                 records: RecordStore) -> None:
+    tracker = load_tracker("none_of_these")
+    tracker.events = [e for e in tracker.events if e.get("event") != "bot"]
+    dispatcher = CollectingDispatcher()
+    await ActionRecordFeedback().run(dispatcher, tracker, flow_domain)
+    assert records.feedback() == []
+    assert render(flow_domain, dispatcher.messages) == ["好的。如果还有其他问题，直接告诉我就行。"]

@@ -142,3 +142,9 @@ async def test_a_pos_fee_question_naming_a_loan_is_still_answered(action_store, 
     texts, _, _ = await run("tracker_new", domain, "刷了10000元信用卡 费率0.6% 算一下 我是拿来还贷款的POS",
                             amount="10000", card_type="信用卡", rate="0.6")
     assert texts[0] == "按费率 0.6% 计算：10,000 元 × 0.6% = 60 元。"
+
+
+@pytest.mark.asyncio
+async def test_the_calculator_button_under_a_fee_answer_starts_the_calculator(action_store, domain):
+    texts, _, _ = await run("tracker_new", domain, '/fees{"flow": "fee_calc"}', flow="fee_calc")
+    assert texts == [domain["responses"]["utter_ask_fee_amount"][0]["text"]]

@@ -50,6 +50,28 @@ async def test_vague_fault_starts_the_walk_without_a_symptom(action_store, flow_
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("text, intent, symptom", [
+    ("收银台那台机器今天一张票都吐不出来", "fault_hardware", "printer"),
+    ("顾客的卡刷了好几次都不行", "fault_hardware", "card_reading"),
+    ("一按确认就跳出别的数字", "fault_hardware", "keys"),
+    ("交易老是发不出去 右上角信号打了个叉", "fault_network", "network"),
+])
+async def test_a_fault_in_words_no_keyword_has_starts_the_walk_it_means(
+        action_store, flow_domain, text, intent, symptom) -> None:
+    tracker = answer("fault_message", text, intent, entities=[])
+    events = await ActionStartTroubleshooting().run(CollectingDispatcher(), tracker, flow_domain)
+    assert events == reset(symptom=symptom, ts_start=True)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("text", ["机器出毛病了", "我这刷卡机好像有点问题"])
+async def test_a_fault_that_names_no_symptom_asks_which(action_store, flow_domain, text) -> None:
+    tracker = answer("fault_message", text, "fault_hardware", entities=[])
+    events = await ActionStartTroubleshooting().run(CollectingDispatcher(), tracker, flow_domain)
+    assert events == reset(symptom=None, ts_start=True)
+
+
+@pytest.mark.asyncio
 async def test_symptom_buttons_show_every_kb_label_with_its_id(action_store, flow_domain) -> None:
     dispatcher = CollectingDispatcher()
     await ActionAskSymptom().run(dispatcher, load_tracker("fault_message"), flow_domain)

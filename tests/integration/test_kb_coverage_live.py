@@ -72,3 +72,22 @@ def test_a_long_answer_reaches_wechat_in_pages(live_bot: RunningBot, content: Co
     if "回复“继续”查看" in first:  # longer than one reply: the rest comes with 继续
         rest = _fields(_post_plain(url, "继续", merchant).text)["Content"]
         assert rest and rest != first
+
+
+def test_a_fault_in_plain_words_starts_the_walk_it_means(live_bot: RunningBot) -> None:
+    text = live_bot.texts(sender(), "收银台那台机器今天一张票都吐不出来")
+    assert "明白，是“打印问题”方面的问题" in text, text[:200]
+    assert "先检查打印纸" in text
+
+
+def test_two_brands_named_get_both_hotlines(live_bot: RunningBot) -> None:
+    text = live_bot.texts(sender(), "拉卡拉和银联的客服电话分别多少")
+    assert "拉卡拉的官方客服热线是 95016" in text and "银联的官方客服热线是 95516" in text, text
+
+
+@pytest.mark.parametrize("message", ["买股票手续费怎么算", "花呗还款日能改吗"])
+def test_finance_outside_card_acquiring_is_declined_politely(live_bot: RunningBot,
+                                                            message: str) -> None:
+    text = live_bot.texts(sender(), message)
+    assert text.startswith("抱歉，这个问题超出了我的服务范围"), text[:200]
+    assert "×" not in text and "转人工" not in text

@@ -1,0 +1,87 @@
+"""KBTopicIntent: the KB topic retrieval is sure of decides the intent, except where it cannot know."""
+
+from __future__ import annotations
+
+import pytest
+from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.training_data.message import Message
+
+import bot.nlu.kb_intent as kb_intent
+from bot.nlu.kb_intent import KBTopicIntent
+
+
+def parsed(text: str, ranking: list[tuple[str, float]], entities: list[dict] | None = None,
+           intent: str | None = None) -> Message:
+    message = Message(data={TEXT: text})
+    rows = [{"name": name, "confidence": confidence} for name, confidence in ranking]
+    message.set(INTENT, {"name": intent or rows[0]["name"], "confidence": rows[0]["confidence"]})
+    message.set(INTENT_RANKING_KEY, rows)
+    message.set(ENTITIES, entities or [])
+    return message
+
+
+@pytest.fixture()
+def component(store, monkeypatch) -> KBTopicIntent:
+    monkeypatch.setattr(kb_intent, "shared_store", lambda: store)
+    return KBTopicIntent({**KBTopicIntent.get_default_config()})
+
+
+def intent(message: Message) -> str:
+    return str(message.get(INTENT)["name"])
+
+
+def test_a_sure_topic_sets_its_intent_even_after_a_fallback(component, store) -> None:
+    message = parsed("电签机的电池能不能自己拆下来换",
+                     [("nlu_fallback", 0.55), ("apply_pos", 0.30), ("usage_tips", 0.28)])
+    component.process([message])
+    expected = store.topic("battery_removal").intent
+    assert expected != "apply_pos" and intent(message) == expected
+    ranking = message.get(INTENT_RANKING_KEY)
+    assert ranking[0]["name"] == expected and ranking[0]["confidence"] >= 0.3
+    assert "nlu_fallback" not in [r["name"] for r in ranking]
+
+
+def test_a_question_about_a_component_is_not_held_as_a_fault_report(component, store) -> None:
+    message = parsed("确认键是哪个键 取消键又是哪个", [("fault_hardware", 0.62), ("training", 0.30)])
+    component.process([message])
+    assert store.topic("op_keys").intent == "training" and intent(message) == "training"
+
+
+@pytest.mark.parametrize("text, ranking, entities", [
+    ("我要找人工客服", [("human_handoff", 0.7), ("contact_support", 0.25)], []),
+    ("刷卡显示51", [("error_code", 0.6), ("fees", 0.2)], [{"entity": "error_code", "value": "51"}]),
+    ("打印机不出纸了", [("fault_hardware", 0.8), ("usage_tips", 0.1)], []),
+    ("0.6%", [("fees", 1.0), ("usage_tips", 0.0)], []),
+    ("你好", [("greet", 0.9), ("usage_tips", 0.05)], []),
+])
+def test_what_retrieval_cannot_judge_keeps_the_nlu_intent(component, text, ranking, entities):
+    message = parsed(text, ranking, entities)
+    component.process([message])
+    assert intent(message) == ranking[0][0]
+
+
+def test_without_a_built_kb_the_nlu_intent_stays(monkeypatch) -> None:
+    def no_kb():
+        raise RuntimeError("no such table: kb_meta")
+    monkeypatch.setattr(kb_intent, "shared_store", no_kb)
+    message = parsed("电签机的电池能不能自己拆下来换", [("apply_pos", 0.5), ("usage_tips", 0.4)])
+    KBTopicIntent(KBTopicIntent.get_default_config()).process([message])
+    assert intent(message) == "apply_pos"
+
+
+def test_a_bad_threshold_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="answer_at"):
+        KBTopicIntent.validate_config({"answer_at": 0})
+
+
+def test_after_a_fallback_a_clear_fault_report_gets_its_symptoms_fault_intent(component) -> None:
+    message = parsed("收银台那台机器今天一张票都吐不出来",
+                     [("nlu_fallback", 0.6), ("usage_tips", 0.3), ("fault_hardware", 0.28)])
+    component.process([message])
+    assert intent(message) == "fault_hardware"
+
+
+def test_after_a_fallback_a_vague_report_gets_no_guessed_symptom(component) -> None:
+    message = parsed("机器出毛病了", [("nlu_fallback", 0.6), ("usage_tips", 0.3)])
+    component.process([message])
+    assert intent(message) not in {"fault_hardware", "fault_software", "fault_network"}
