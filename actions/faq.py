@@ -25,6 +25,8 @@ from kb.store import CATEGORY_INTENTS, KnowledgeStore, TopicView
 logger = logging.getLogger(__name__)
 
 RELATED = 2
+#: The repair-ticket form (data/rules/troubleshooting.yml), opened by a request to file one.
+TICKET_FORM = "ticket_form"
 #: Flows a topic's answer links to with a button (entity ``flow``): its title, the intent sent.
 FLOW_BUTTONS = {"fee_calc": ("utter_button_fee_calc", "fees"),
                 "ticket": ("utter_button_ticket", "contact_support")}
@@ -168,6 +170,15 @@ async def answer_or_offer(dispatcher: CollectingDispatcher, tracker: Tracker,
         return [SlotSet("answered_topic", None)]
     await answer(dispatcher, topic, brands, matches, domain, ask_feedback=ask_feedback)
     return [SlotSet("answered_topic", topic.id)]
+
+
+async def wants_ticket(tracker: Tracker) -> bool:
+    """"我要报修", "帮我登记一下维修": the merchant asks to file a repair request now
+    (words: vocabulary.yml ``ticket_requests``); the action then hands over to ticket_form."""
+    text = latest_text(tracker)
+    if not text.strip() or text.startswith("/"):
+        return False
+    return await query(lambda store: store.mentions(text, "ticket_requests"))
 
 
 async def declines_other_finance(dispatcher: CollectingDispatcher, tracker: Tracker) -> bool:

@@ -75,7 +75,7 @@ class ActionAnswerFees(Action):
         # ("0.6的费率正常吗", "信用卡手续费国家有上限吗") is a question about the rules.
         has_values = any(entity_values(tracker, e) for e in FEE_ENTITIES)
         calculating = (asks_to_calculate or "fee_calc" in entity_values(tracker, "flow")
-                       or bool(entity_values(tracker, "amount"))
+                       or _has_transaction_amount(tracker)
                        or (has_values and (tracker.get_slot("amount") is not None
                                            or _only_values(tracker))))
         if not calculating:
@@ -133,6 +133,22 @@ class ActionAnswerFees(Action):
         dispatcher.utter_message(response="utter_fee_contract_reminder")
         return [SlotSet("amount", str(amount)), SlotSet("rate", percent(rate)),
                 SlotSet("card_type", rule.card_type)]
+
+
+#: Words right before an amount that make it a deduction, not the sale: "被扣了99元服务费",
+#: "到账少了99块", "每年扣36块流量费" ask what the charge is (a KB topic), not for arithmetic.
+_DEDUCTION_BEFORE = re.compile(r"(扣了?|少了|收了?我|年费|服务费|押金)\s*$")
+
+
+def _has_transaction_amount(tracker: Tracker) -> bool:
+    text = latest_text(tracker)
+    for entity in tracker.latest_message.get("entities", []):
+        if entity.get("entity") != "amount":
+            continue
+        start = entity.get("start")
+        if start is None or not _DEDUCTION_BEFORE.search(text[:int(start)]):
+            return True
+    return False
 
 
 def _only_values(tracker: Tracker) -> bool:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import SlotSet
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import brands_named
-from actions.faq import answer, best_topic, response_text, retrieve
+from actions.faq import TICKET_FORM, answer, best_topic, response_text, retrieve, wants_ticket
 from actions.store import query
 
 LIST_SEPARATOR = "、"
@@ -27,6 +27,8 @@ class ActionContactSupport(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
         # "投诉找谁" or "保修多久" also read as contact_support: a clearly nearer topic answers.
+        if await wants_ticket(tracker):
+            return [FollowupAction(TICKET_FORM)]
         matches = await retrieve(tracker)
         topic = await best_topic(tracker, matches)
         if topic is not None and topic.id != CONTACT_TOPIC:

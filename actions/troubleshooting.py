@@ -25,13 +25,21 @@ import re
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, ActionExecutionRejection, FormValidationAction, Tracker
-from rasa_sdk.events import ActiveLoop, EventType, SlotSet
+from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.answers import brands_named
 from actions.common import current_or_slot, entity_values, latest_text, numbered
-from actions.faq import answer, chosen_topic, is_confident, retrieve, walk_does_better
+from actions.faq import (
+    TICKET_FORM,
+    answer,
+    chosen_topic,
+    is_confident,
+    retrieve,
+    walk_does_better,
+    wants_ticket,
+)
 from actions.store import query
 from kb.records import RecordStore
 from kb.retrieval import SYMPTOM_AT, VAGUE, Match, sure
@@ -221,6 +229,8 @@ class ActionStartTroubleshooting(Action):
                   domain: DomainDict) -> List[EventType]:
         if intent_of(tracker) == "error_code":
             return await self._from_error_code(tracker)
+        if await wants_ticket(tracker):  # "机器坏了 帮我登记一下维修": no walk, the ticket
+            return [*events_from({**FLOW_RESET, "ts_start": False}), FollowupAction(TICKET_FORM)]
         # Words first: a symptom named by its keywords, or a topic that answers the message
         # ("屏幕显示终端已锁定" is the lock topic, not a walk); only then the walk whose reports
         # the message means, or of the topic it clearly matches.

@@ -5,8 +5,8 @@ the same run. The bare bot is what a Rasa user gets out of the box for the same 
 the NLU examples of data/nlu (posbot's intents), Rasa's stock Chinese pipeline (JiebaTokenizer,
 word and character count vectors, DIETClassifier with posbot's 40 epochs instead of the default
 100, so that the bench does not spend minutes training it; serving speed does not depend on the
-epochs) and one rule per intent that answers with a fixed response. Everything is generated into a temporary folder per run, trained
-there and served with `rasa run` on the REST channel.
+epochs) and one rule per intent that answers with a fixed response. Everything is generated
+into a temporary folder per run, trained there and served with `rasa run` on the REST channel.
 """
 
 from __future__ import annotations

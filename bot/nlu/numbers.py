@@ -37,7 +37,7 @@ _AMOUNT_WITH_UNIT = re.compile(
 )
 _AMOUNT_WITH_MAG = re.compile(r"(?P<num>\d+(?:\.\d+)?)\s*(?P<mag>万|w|W|k|K|千)(?![分之])")
 _AMOUNT_AFTER_VERB = re.compile(
-    rf"(?:刷了?|金额|交易了?|收了?|收款|消费了?)\s*(?P<num>\d+(?:\.\d+)?|[{_CN_NUM}]{{2,}})"
+    rf"(?:刷卡?了?|金额|交易了?|收了?|收款|消费了?|一笔|每笔|单笔)\s*(?P<num>\d+(?:\.\d+)?|[{_CN_NUM}]{{2,}})"
     rf"(?P<mag>万|千|w|W|k|K)?(?![\d.%‰个]|分之)"
 )
 

@@ -59,3 +59,26 @@ async def test_insufficient_funds_says_retry_is_useless(action_store, domain) ->
     texts, _ = await explain(domain, "报51", "51")
     assert "余额" in texts[0]
     assert texts[1] == "用同一张卡重复刷通常没有用，请先按上面的方法处理。"
+
+
+@pytest.mark.asyncio
+async def test_a_code_and_its_screen_text_get_one_explanation_of_the_typed_code(action_store,
+                                                                                domain) -> None:
+    dispatcher = CollectingDispatcher()
+    text = "显示41 挂失卡 怎么办"
+    tracker = load_tracker("tracker_new", text=text,
+                           intent={"name": "error_code", "confidence": 0.98},
+                           entities=[{"entity": "error_code", "value": "41", "start": 2, "end": 4},
+                                     {"entity": "error_code", "value": "04", "start": 5, "end": 8}])
+    events = await ActionExplainErrorCode().run(dispatcher, tracker, domain)
+    texts = render(domain, dispatcher.messages)
+    assert texts[0].startswith("应答码 41：")
+    assert sum(t.startswith("应答码") for t in texts) == 1
+    assert events == [SlotSet("error_code", "41")]
+
+
+@pytest.mark.asyncio
+async def test_two_different_codes_are_both_explained(action_store, domain) -> None:
+    texts, events = await explain(domain, "05和57都出过", "05", "57")
+    assert [t[:6] for t in texts if t.startswith("应答码")] == ["应答码 05", "应答码 57"]
+    assert events == [SlotSet("error_code", "57")]

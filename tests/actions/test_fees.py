@@ -148,3 +148,13 @@ async def test_a_pos_fee_question_naming_a_loan_is_still_answered(action_store, 
 async def test_the_calculator_button_under_a_fee_answer_starts_the_calculator(action_store, domain):
     texts, _, _ = await run("tracker_new", domain, '/fees{"flow": "fee_calc"}', flow="fee_calc")
     assert texts == [domain["responses"]["utter_ask_fee_amount"][0]["text"]]
+
+
+@pytest.mark.asyncio
+async def test_an_amount_that_was_deducted_is_a_question_not_a_calculation(action_store, domain):
+    dispatcher = CollectingDispatcher()
+    text = "刷卡突然被扣了99元服务费"
+    tracker = load_tracker("tracker_new", text=text, intent={"name": "fees", "confidence": 0.9},
+                           entities=[{"entity": "amount", "value": "99", "start": 7, "end": 9}])
+    events = await ActionAnswerFees().run(dispatcher, tracker, domain)
+    assert events[-1] == SlotSet("answered_topic", "deduction_99")

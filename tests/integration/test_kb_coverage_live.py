@@ -91,3 +91,20 @@ def test_finance_outside_card_acquiring_is_declined_politely(live_bot: RunningBo
     text = live_bot.texts(sender(), message)
     assert text.startswith("抱歉，这个问题超出了我的服务范围"), text[:200]
     assert "×" not in text and "转人工" not in text
+
+
+@pytest.mark.parametrize("message", ["我要报修", "机器坏了 帮我登记一下维修"])
+def test_a_request_to_file_a_repair_opens_the_ticket_form(live_bot: RunningBot,
+                                                          message: str) -> None:
+    text = live_bot.texts(sender(), message)
+    assert "请留一个方便售后人员联系您的电话" in text, text[:200]
+
+
+def test_the_ticket_button_under_a_repair_answer_opens_the_form(live_bot: RunningBot) -> None:
+    text = live_bot.texts(sender(), '/contact_support{"flow": "ticket"}')
+    assert "请留一个方便售后人员联系您的电话" in text, text[:200]
+
+
+def test_the_calculator_button_under_a_fee_answer_asks_for_the_amount(live_bot: RunningBot):
+    text = live_bot.texts(sender(), '/fees{"flow": "fee_calc"}')
+    assert "金额" in text, text[:200]
