@@ -85,7 +85,7 @@ class KBTopicIntent(GraphComponent):
             if store is None:
                 return messages
             topic_intent = self._topic_intent(store, message, text, ranking)
-            if topic_intent is None:
+            if topic_intent is None and str(ranking[0].get("name")) in FAULTS:
                 topic_intent = self._fault_intent(store, message, text)
             if topic_intent is None:
                 continue
@@ -100,8 +100,10 @@ class KBTopicIntent(GraphComponent):
     @staticmethod
     def _fault_intent(store: KnowledgeStore, message: Message,
                       text: str) -> Optional[tuple[str, float]]:
-        """After a fallback: a fault report whose meaning is clearly one symptom's
-        ("收银台那台机器一张票都吐不出来") is a fault of that symptom's category."""
+        """After a fallback whose best guess was a fault: a report whose meaning is clearly one
+        symptom's ("收银台那台机器一张票都吐不出来") is a fault of that symptom's category. Only
+        then: the symptom classifier knows nothing but faults ("我用的是拉卡拉" is nearest to
+        死机), so it must not judge other messages."""
         if str((message.get(INTENT) or {}).get("name") or "") != FALLBACK:
             return None
         matches = store.symptom_index().rank(text, limit=1)

@@ -76,12 +76,22 @@ def test_a_bad_threshold_is_refused_at_start() -> None:
 
 def test_after_a_fallback_a_clear_fault_report_gets_its_symptoms_fault_intent(component) -> None:
     message = parsed("收银台那台机器今天一张票都吐不出来",
-                     [("nlu_fallback", 0.6), ("usage_tips", 0.3), ("fault_hardware", 0.28)])
+                     [("nlu_fallback", 0.6), ("fault_hardware", 0.3), ("usage_tips", 0.28)])
     component.process([message])
     assert intent(message) == "fault_hardware"
 
 
 def test_after_a_fallback_a_vague_report_gets_no_guessed_symptom(component) -> None:
     message = parsed("机器出毛病了", [("nlu_fallback", 0.6), ("usage_tips", 0.3)])
+    component.process([message])
+    assert intent(message) not in {"fault_hardware", "fault_software", "fault_network"}
+
+
+@pytest.mark.parametrize("text, ranking", [
+    ("我用的是拉卡拉", [("nlu_fallback", 0.6), ("contact_support", 0.3), ("choose_brand", 0.25)]),
+    ("好的 我去试试", [("nlu_fallback", 0.6), ("affirm", 0.42), ("out_of_scope", 0.37)]),
+])
+def test_after_a_fallback_that_was_no_fault_no_walk_is_guessed(component, text, ranking) -> None:
+    message = parsed(text, ranking)
     component.process([message])
     assert intent(message) not in {"fault_hardware", "fault_software", "fault_network"}
