@@ -7,6 +7,8 @@
     posbot handoff list [--all]            conversations waiting for a person
     posbot handoff release ID [--rasa-url URL]   resume the bot for that conversation
     posbot api-token rotate   new Rasa API secret in var/rasa-token (restart the bot after)
+    posbot staff add NAME --role agent|editor|admin [--password-stdin]   console account
+    posbot staff list | disable NAME
     posbot report [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--tracker-db URL]
                               most frequent unanswered questions and answers rated 没帮助
 """
@@ -25,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 from bot.api_token import TokenError, fingerprint, rasa_token, rotate
 from bot.handoff import ReleaseError, format_handoffs, rasa_url_from_env, release
 from bot.report import Period, build_report, default_tracker_url, format_report
+from bot.staff import ROLES, StaffError, StaffStore
 from kb.build import KbInvalid, build
 from kb.content import format_problems, load_content
 from kb.nlu_data import write_kb_nlu
@@ -148,6 +151,47 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> Optional[str]:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        print("the two passwords differ; nothing was changed", file=sys.stderr)
+        return None
+    return first
+
+
+def _staff_add(args: argparse.Namespace) -> int:
+    password = _read_password(args)
+    if password is None:
+        return 1
+    try:
+        user = StaffStore(create_engine(args.database)).add_user(args.name, args.role, password)
+    except StaffError as error:
+        print(f"not added: {error}", file=sys.stderr)
+        return 1
+    print(f"staff account {user.name} ({user.role}) added; log in at /staff/")
+    return 0
+
+
+def _staff_list(args: argparse.Namespace) -> int:
+    for user in StaffStore(create_engine(args.database)).users():
+        print(f"{user.name:20}  {user.role:7}  {'disabled' if user.disabled else 'active'}")
+    return 0
+
+
+def _staff_disable(args: argparse.Namespace) -> int:
+    try:
+        StaffStore(create_engine(args.database)).set_disabled(args.name, True)
+    except StaffError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    print(f"{args.name} disabled; their console sessions are ended")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posbot", description="posbot staff and developer tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -192,7 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SQLAlchemy URL of Rasa's SQL tracker store (default %(default)s)")
     report.add_argument("--limit", type=int, default=20, help="rows per section")
     report.set_defaults(func=_report)
-    for sub in (list_cmd, release_cmd, report):
+    staff = commands.add_parser("staff", help="staff console accounts").add_subparsers(
+        dest="staff_command", required=True)
+    add_cmd = staff.add_parser("add", help="create a console account")
+    add_cmd.add_argument("name")
+    add_cmd.add_argument("--role", choices=ROLES, required=True)
+    add_cmd.add_argument("--password-stdin", action="store_true",
+                         help="read the password from the first line of standard input")
+    add_cmd.set_defaults(func=_staff_add)
+    staff_list = staff.add_parser("list", help="accounts and their roles")
+    staff_list.set_defaults(func=_staff_list)
+    disable_cmd = staff.add_parser("disable", help="lock an account and end its sessions")
+    disable_cmd.add_argument("name")
+    disable_cmd.set_defaults(func=_staff_disable)
+    for sub in (list_cmd, release_cmd, report, add_cmd, staff_list, disable_cmd):
         sub.add_argument("--database", default=None, help="SQLAlchemy URL (POSBOT_DATABASE_URL)")
     return parser
 

@@ -1,0 +1,256 @@
+"""The staff console at /staff/ (issue 16, part 1): log in, see the handoffs, release them.
+
+Mounted by `rasa run` as an input channel (bot/credentials.yml), so it is served by the bot
+itself; it never receives merchants' messages. Security:
+
+* every API route refuses without a session (401); the session is a random token in an
+  HttpOnly, SameSite=Strict cookie scoped to /staff (Secure behind HTTPS), stored hashed;
+* every state-changing request needs the session's CSRF token in ``X-CSRF-Token`` (403), and a
+  cross-site ``Origin`` is refused (403);
+* roles are enforced here: releasing needs ``agent``, the audit log ``admin``;
+* logins are throttled (bot/staff.py: 5 failures per name or address in 15 minutes → 429);
+* logins, logouts and releases are written to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Dict, Optional, Text
+from urllib.parse import urlparse
+
+from rasa.core.channels.channel import InputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from bot.api_token import rasa_token
+from bot.handoff import ReleaseError, release
+from bot.staff import SESSION_HOURS, SessionView, StaffStore, Throttled
+from kb.records import RecordStore
+from kb.store import shared_store
+
+logger = logging.getLogger(__name__)
+
+COOKIE = "posbot_staff"
+CSRF_HEADER = "X-CSRF-Token"
+STAFF_ROOT = Path(__file__).resolve().parent.parent.parent / "web" / "staff"
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+FILES = {"": ("index.html", "text/html; charset=utf-8"),
+         "staff.js": ("staff.js", "application/javascript; charset=utf-8"),
+         "staff.css": ("staff.css", "text/css; charset=utf-8")}
+#: How many of a conversation's latest messages the inbox shows.
+TRANSCRIPT = 30
+
+Releaser = Callable[[RecordStore, int, Request], Awaitable[Any]]
+
+
+def _json(body: Any, status: int = 200) -> HTTPResponse:
+    return response.json(body, status=status, headers={"Cache-Control": "no-store"},
+                         ensure_ascii=False)
+
+
+def _error(status: int, message: str) -> HTTPResponse:
+    return _json({"error": message}, status)
+
+
+async def release_in_rasa(records: RecordStore, handoff_id: int, request: Request) -> Any:
+    """Resume the conversation through this server's own HTTP API, as `posbot handoff release`
+    does (in a thread: the call comes back to this event loop)."""
+    url = f"http://127.0.0.1:{request.server_port}"
+    token = rasa_token(create=False)
+    return await asyncio.to_thread(release, records, handoff_id, url, token=token)
+
+
+class StaffConsole(InputChannel):
+    @classmethod
+    def name(cls) -> Text:
+        return "staff"
+
+    def url_prefix(self) -> Text:
+        return "/staff"
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> InputChannel:
+        return cls()
+
+    def __init__(self, store: Optional[StaffStore] = None, records: Optional[RecordStore] = None,
+                 releaser: Optional[Releaser] = None, root: Optional[Path] = None) -> None:
+        self._store = store
+        self._records = records
+        self.releaser = releaser or release_in_rasa
+        self.root = root or STAFF_ROOT
+
+    @property
+    def store(self) -> StaffStore:
+        if self._store is None:
+            self._store = StaffStore(shared_store().engine)
+        return self._store
+
+    @property
+    def records(self) -> RecordStore:
+        if self._records is None:
+            self._records = RecordStore(shared_store().engine)
+        return self._records
+
+    # ------------------------------------------------------------------ helpers
+    def _session(self, request: Request) -> Optional[SessionView]:
+        return self.store.session(request.cookies.get(COOKIE))
+
+    @staticmethod
+    def _same_origin(request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if not origin:
+            return True
+        return urlparse(origin).netloc.lower() == str(request.host).lower()
+
+    def _guard(self, request: Request, role: str, *, changes: bool) -> tuple[
+            Optional[SessionView], Optional[HTTPResponse]]:
+        session = self._session(request)
+        if session is None:
+            return None, _error(401, "请先登录")
+        if changes and not (self._same_origin(request)
+                            and session.csrf_ok(request.headers.get(CSRF_HEADER))):
+            return None, _error(403, "请求缺少有效的 CSRF 令牌，请刷新页面后重试")
+        if not session.user.can(role):
+            return None, _error(403, "您的账号没有这个权限")
+        return session, None
+
+    @staticmethod
+    def _address(request: Request) -> str:
+        return str(request.remote_addr or request.ip or "?")
+
+    @staticmethod
+    async def _transcript(request: Request, conversation_id: str) -> list[dict[str, str]]:
+        agent = getattr(getattr(request.app, "ctx", None), "agent", None)
+        store = getattr(agent, "tracker_store", None)
+        if store is None:
+            return []
+        try:
+            tracker = await store.retrieve(conversation_id)
+        except Exception:  # a store outage must not take the inbox down
+            logger.exception("could not read conversation %s", conversation_id)
+            return []
+        if tracker is None:
+            return []
+        lines = []
+        for event in tracker.events:
+            kind = getattr(event, "type_name", "")
+            text = getattr(event, "text", None)
+            if kind in ("user", "bot") and text:
+                lines.append({"from": "merchant" if kind == "user" else "bot", "text": str(text)})
+        return lines[-TRANSCRIPT:]
+
+    # ------------------------------------------------------------------ routes
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        bp = Blueprint("staff_console", __name__)
+
+        async def page(request: Request, name: str = "") -> HTTPResponse:
+            if name not in FILES:
+                return response.text("not found\n", status=404)
+            filename, content_type = FILES[name]
+            path = self.root / filename
+            if not path.is_file():
+                return response.text(f"{filename} is missing on this server.\n", status=404)
+            return await response.file(path, mime_type=content_type, headers={
+                "Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
+                "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-cache"})
+
+        bp.add_route(page, "/", methods=["GET"], name="page_index")
+        bp.add_route(page, "/<name:str>", methods=["GET"], name="page_file")
+
+        @bp.route("/api/login", methods=["POST"])
+        async def login(request: Request) -> HTTPResponse:
+            if not self._same_origin(request):
+                return _error(403, "跨站请求被拒绝")
+            body = request.json if isinstance(request.json, dict) else None
+            name = body.get("name") if body else None
+            password = body.get("password") if body else None
+            if not isinstance(name, str) or not isinstance(password, str) or not name.strip():
+                return _error(400, "请输入用户名和密码")
+            try:
+                user = self.store.authenticate(name.strip(), password, self._address(request))
+            except Throttled:
+                self.store.audit(name.strip()[:60], "login_throttled", self._address(request))
+                return _error(429, "登录失败次数太多，请 15 分钟后再试")
+            if user is None:
+                self.store.audit(name.strip()[:60], "login_failed", self._address(request))
+                return _error(401, "用户名或密码不对")
+            token, session = self.store.start_session(user)
+            self.store.audit(user.name, "login", self._address(request))
+            reply = _json({"name": user.name, "role": user.role, "csrf": session.csrf})
+            secure = (request.scheme == "https"
+                      or request.headers.get("x-forwarded-proto", "") == "https")
+            reply.cookies[COOKIE] = token
+            cookie = reply.cookies[COOKIE]
+            cookie["httponly"] = True
+            cookie["samesite"] = "Strict"
+            cookie["path"] = "/staff"
+            cookie["max-age"] = SESSION_HOURS * 3600
+            cookie["secure"] = secure
+            return reply
+
+        @bp.route("/api/logout", methods=["POST"])
+        async def logout(request: Request) -> HTTPResponse:
+            session, refused = self._guard(request, "agent", changes=True)
+            if refused:
+                return refused
+            self.store.end_session(request.cookies.get(COOKIE))
+            self.store.audit(session.user.name, "logout")
+            reply = _json({"ok": True})
+            del reply.cookies[COOKIE]
+            return reply
+
+        @bp.route("/api/me", methods=["GET"])
+        async def me(request: Request) -> HTTPResponse:
+            session, refused = self._guard(request, "agent", changes=False)
+            if refused:
+                return refused
+            return _json({"name": session.user.name, "role": session.user.role,
+                          "csrf": session.csrf})
+
+        @bp.route("/api/handoffs", methods=["GET"])
+        async def handoffs(request: Request) -> HTTPResponse:
+            _, refused = self._guard(request, "agent", changes=False)
+            if refused:
+                return refused
+            status = request.args.get("status", "waiting")
+            rows = self.records.handoffs(None if status == "all" else status)
+            items = []
+            for row in rows[-100:]:
+                items.append({
+                    "id": row.id, "conversation_id": row.conversation_id, "brand": row.brand,
+                    "symptom": row.symptom, "question": row.question, "status": row.status,
+                    "created_at": row.created_at.isoformat() + "Z",
+                    "transcript": await self._transcript(request, row.conversation_id)})
+            return _json({"handoffs": items})
+
+        @bp.route("/api/handoffs/<handoff_id:int>/release", methods=["POST"])
+        async def release_handoff(request: Request, handoff_id: int) -> HTTPResponse:
+            session, refused = self._guard(request, "agent", changes=True)
+            if refused:
+                return refused
+            if self.records.handoff(handoff_id) is None:
+                return _error(404, "没有这个转人工记录")
+            try:
+                result = await self.releaser(self.records, handoff_id, request)
+            except ReleaseError as error:
+                logger.warning("release of handoff %s failed: %s", handoff_id, error)
+                return _error(502, "机器人服务暂时无法恢复这个对话，请稍后再试")
+            self.store.audit(session.user.name, "release", f"handoff:{handoff_id}")
+            return _json({"id": handoff_id, "released": True,
+                          "merchant_notified": bool(getattr(result, "merchant_notified", False))})
+
+        @bp.route("/api/audit", methods=["GET"])
+        async def audit(request: Request) -> HTTPResponse:
+            _, refused = self._guard(request, "admin", changes=False)
+            if refused:
+                return refused
+            return _json({"entries": [
+                {"at": e.at.isoformat() + "Z", "staff": e.staff, "action": e.action,
+                 "target": e.target} for e in self.store.audit_entries()]})
+
+        return bp

@@ -1,0 +1,217 @@
+"""The staff console's server side: sessions, CSRF, roles, throttling, audit — refusals first."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sanic import Sanic
+from sqlalchemy import create_engine
+
+from bot import cli
+from bot.channels.staff import COOKIE, StaffConsole
+from bot.handoff import ReleaseError
+from bot.staff import MAX_FAILURES, StaffStore
+from kb.records import RecordStore
+
+PASSWORD = "correct horse battery"
+HOST = "127.0.0.1:5005"
+
+
+class Console:
+    """A Sanic app with only the console mounted, on a temporary database."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        engine = create_engine(f"sqlite:///{tmp_path / 'staff.sqlite3'}")
+        self.staff = StaffStore(engine)
+        self.records = RecordStore(engine)
+        self.released: list[int] = []
+        self.fail_release = False
+
+        async def releaser(records: RecordStore, handoff_id: int, request: Any) -> Any:
+            if self.fail_release:
+                raise ReleaseError("Rasa is not reachable")
+            self.released.append(handoff_id)
+            records.mark_released(handoff_id)
+            return type("Result", (), {"merchant_notified": True})()
+
+        channel = StaffConsole(self.staff, self.records, releaser)
+        self.app = Sanic(f"staff_test_{uuid.uuid4().hex[:12]}")
+        self.app.blueprint(channel.blueprint(lambda _: None), url_prefix="/staff")
+
+    def request(self, method: str, path: str, *, cookie: str = "", csrf: str = "",
+                origin: str = "", json: Any = None) -> Any:
+        headers = {"Host": HOST}
+        if cookie:
+            headers["Cookie"] = f"{COOKIE}={cookie}"
+        if csrf:
+            headers["X-CSRF-Token"] = csrf
+        if origin:
+            headers["Origin"] = origin
+        call = getattr(self.app.test_client, method.lower())
+        kwargs = {"headers": headers}
+        if json is not None:
+            kwargs["json"] = json
+        _, response = call(path, **kwargs)
+        return response
+
+    def login(self, name: str, password: str = PASSWORD) -> tuple[str, str]:
+        response = self.request("POST", "/staff/api/login", json={"name": name, "password": password})
+        assert response.status == 200, response.text
+        cookie = SimpleCookie(response.headers["set-cookie"])[COOKIE].value
+        return cookie, response.json["csrf"]
+
+
+@pytest.fixture()
+def console(tmp_path: Path) -> Console:
+    c = Console(tmp_path)
+    c.staff.add_user("agent1", "agent", PASSWORD)
+    c.staff.add_user("boss", "admin", PASSWORD)
+    return c
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/staff/api/me"), ("GET", "/staff/api/handoffs"), ("GET", "/staff/api/audit"),
+    ("POST", "/staff/api/logout"), ("POST", "/staff/api/handoffs/1/release"),
+])
+def test_every_api_route_refuses_without_a_session(console: Console, method: str, path: str):
+    assert console.request(method, path).status == 401
+    assert console.request(method, path, cookie="forged-token", csrf="x").status == 401
+
+
+def test_a_wrong_password_and_an_unknown_name_get_the_same_refusal(console: Console) -> None:
+    wrong = console.request("POST", "/staff/api/login", json={"name": "agent1", "password": "nope"})
+    unknown = console.request("POST", "/staff/api/login", json={"name": "who", "password": "nope"})
+    assert (wrong.status, wrong.json) == (unknown.status, unknown.json) == (
+        401, {"error": "用户名或密码不对"})
+    assert "set-cookie" not in wrong.headers
+    assert [e.action for e in console.staff.audit_entries()] == ["login_failed", "login_failed"]
+
+
+@pytest.mark.parametrize("body", [None, {}, {"name": "agent1"}, {"name": 5, "password": "x"},
+                                  ["agent1", PASSWORD]])
+def test_a_malformed_login_is_a_400(console: Console, body: Any) -> None:
+    assert console.request("POST", "/staff/api/login", json=body).status == 400
+
+
+def test_login_sets_a_strict_httponly_cookie_and_gives_the_csrf_token(console: Console) -> None:
+    response = console.request("POST", "/staff/api/login",
+                               json={"name": "agent1", "password": PASSWORD})
+    assert response.status == 200
+    assert response.json["name"] == "agent1" and response.json["role"] == "agent"
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/staff" in cookie
+    token = SimpleCookie(response.headers["set-cookie"])[COOKIE].value
+    me = console.request("GET", "/staff/api/me", cookie=token)
+    assert me.status == 200 and me.json["csrf"] == response.json["csrf"]
+    assert me.headers["cache-control"] == "no-store"
+
+
+def test_a_login_from_another_site_is_refused(console: Console) -> None:
+    response = console.request("POST", "/staff/api/login", origin="https://evil.example",
+                               json={"name": "agent1", "password": PASSWORD})
+    assert response.status == 403
+
+
+def test_logins_are_throttled_even_with_the_right_password(console: Console) -> None:
+    for _ in range(MAX_FAILURES):
+        console.request("POST", "/staff/api/login", json={"name": "agent1", "password": "nope"})
+    response = console.request("POST", "/staff/api/login",
+                               json={"name": "agent1", "password": PASSWORD})
+    assert response.status == 429
+    assert "15 分钟" in response.json["error"]
+
+
+def test_waiting_handoffs_are_listed_with_what_the_merchant_asked(console: Console) -> None:
+    console.records.add_handoff("shop-7", brand="拉卡拉", symptom=None, question="打印机不出纸 / 转人工")
+    cookie, _ = console.login("agent1")
+    response = console.request("GET", "/staff/api/handoffs", cookie=cookie)
+    assert response.status == 200
+    [item] = response.json["handoffs"]
+    assert (item["conversation_id"], item["brand"], item["status"]) == ("shop-7", "拉卡拉", "waiting")
+    assert item["question"] == "打印机不出纸 / 转人工"
+
+
+def test_release_needs_the_csrf_token_and_a_same_site_origin(console: Console) -> None:
+    handoff = console.records.add_handoff("shop-8", brand=None, symptom=None, question="人呢")
+    cookie, csrf = console.login("agent1")
+    path = f"/staff/api/handoffs/{handoff.id}/release"
+    assert console.request("POST", path, cookie=cookie).status == 403
+    assert console.request("POST", path, cookie=cookie, csrf="wrong").status == 403
+    assert console.request("POST", path, cookie=cookie, csrf=csrf,
+                           origin="https://evil.example").status == 403
+    assert console.released == [] and console.records.handoff(handoff.id).status == "waiting"
+
+    response = console.request("POST", path, cookie=cookie, csrf=csrf, origin=f"http://{HOST}")
+    assert response.status == 200 and response.json["released"] is True
+    assert console.released == [handoff.id]
+    assert console.records.handoff(handoff.id).status == "released"
+    assert console.staff.audit_entries()[0].action == "release"
+
+
+def test_release_of_an_unknown_handoff_is_a_404(console: Console) -> None:
+    cookie, csrf = console.login("agent1")
+    assert console.request("POST", "/staff/api/handoffs/999/release", cookie=cookie,
+                           csrf=csrf).status == 404
+
+
+def test_a_failed_release_changes_nothing_and_says_so(console: Console) -> None:
+    handoff = console.records.add_handoff("shop-9", brand=None, symptom=None, question="人呢")
+    cookie, csrf = console.login("agent1")
+    console.fail_release = True
+    response = console.request("POST", f"/staff/api/handoffs/{handoff.id}/release",
+                               cookie=cookie, csrf=csrf)
+    assert response.status == 502
+    assert console.records.handoff(handoff.id).status == "waiting"
+
+
+def test_the_audit_log_is_for_admins_only(console: Console) -> None:
+    agent_cookie, _ = console.login("agent1")
+    assert console.request("GET", "/staff/api/audit", cookie=agent_cookie).status == 403
+    admin_cookie, _ = console.login("boss")
+    response = console.request("GET", "/staff/api/audit", cookie=admin_cookie)
+    assert response.status == 200
+    assert [e["action"] for e in response.json["entries"]][:2] == ["login", "login"]
+
+
+def test_logout_ends_the_session(console: Console) -> None:
+    cookie, csrf = console.login("agent1")
+    assert console.request("POST", "/staff/api/logout", cookie=cookie).status == 403  # no CSRF
+    assert console.request("POST", "/staff/api/logout", cookie=cookie, csrf=csrf).status == 200
+    assert console.request("GET", "/staff/api/me", cookie=cookie).status == 401
+
+
+def test_a_disabled_account_loses_its_session_and_cannot_log_in(console: Console) -> None:
+    cookie, _ = console.login("agent1")
+    console.staff.set_disabled("agent1", True)
+    assert console.request("GET", "/staff/api/me", cookie=cookie).status == 401
+    assert console.request("POST", "/staff/api/login",
+                           json={"name": "agent1", "password": PASSWORD}).status == 401
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy(console: Console) -> None:
+    response = console.request("GET", "/staff/")
+    assert response.status == 200
+    assert 'data-testid="login-username"' in response.text
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    assert console.request("GET", "/staff/../../etc/passwd").status == 404
+
+
+def test_staff_accounts_are_made_from_the_cli(tmp_path: Path, monkeypatch, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert cli.main(["staff", "add", "carol", "--role", "editor", "--password-stdin",
+                     "--database", url]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert cli.main(["staff", "add", "dave", "--role", "agent", "--password-stdin",
+                     "--database", url]) == 1
+    assert "at least 10 characters" in capsys.readouterr().err
+    store = StaffStore(create_engine(url))
+    assert [(u.name, u.role) for u in store.users()] == [("carol", "editor")]
+    assert store.authenticate("carol", PASSWORD, "127.0.0.1") is not None
+    assert PASSWORD not in open(tmp_path / "cli.sqlite3", "rb").read().decode("latin-1")

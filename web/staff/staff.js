@@ -1,0 +1,107 @@
+// posbot staff console: log in, see conversations waiting for a person, hand them back.
+// The session cookie is HttpOnly; the CSRF token comes from /staff/api/login or /staff/api/me
+// and goes with every state-changing request in the X-CSRF-Token header.
+"use strict";
+(function () {
+  const POLL_MS = 5000;
+  let csrf = "";
+  let timer = null;
+  const $ = (id) => document.getElementById(id);
+
+  async function api(method, path, body) {
+    const headers = { "Accept": "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (method !== "GET") headers["X-CSRF-Token"] = csrf;
+    const res = await fetch("/staff/api/" + path, {
+      method, headers, credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = {};
+    try { data = await res.json(); } catch (e) { /* empty body */ }
+    return { status: res.status, data };
+  }
+
+  function showLogin(message) {
+    clearInterval(timer);
+    $("inbox").hidden = true;
+    $("logout").hidden = true;
+    $("who").textContent = "";
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+  }
+
+  function showInbox(me) {
+    csrf = me.csrf;
+    $("login").hidden = true;
+    $("inbox").hidden = false;
+    $("logout").hidden = false;
+    $("who").textContent = me.name + "（" + me.role + "）";
+    refresh();
+    clearInterval(timer);
+    timer = setInterval(refresh, POLL_MS);
+  }
+
+  function render(handoffs) {
+    const list = $("handoffs");
+    const template = $("handoff-template");
+    list.textContent = "";
+    $("empty").hidden = handoffs.length > 0;
+    for (const h of handoffs) {
+      const item = template.content.firstElementChild.cloneNode(true);
+      item.dataset.handoffId = String(h.id);
+      item.querySelector(".number").textContent = "登记号 " + h.id;
+      item.querySelector(".brand").textContent = h.brand ? "品牌：" + h.brand : "";
+      item.querySelector(".time").textContent = new Date(h.created_at).toLocaleString("zh-CN");
+      item.querySelector(".conversation").textContent = "对话 " + h.conversation_id;
+      const transcript = item.querySelector(".transcript");
+      for (const line of h.transcript) {
+        const li = document.createElement("li");
+        li.className = line.from;
+        li.textContent = (line.from === "merchant" ? "商户：" : "机器人：") + line.text;
+        transcript.appendChild(li);
+      }
+      if (!h.transcript.length && h.question) {
+        const li = document.createElement("li");
+        li.className = "merchant";
+        li.textContent = "商户：" + h.question;
+        transcript.appendChild(li);
+      }
+      item.querySelector(".release").addEventListener("click", () => release(h.id, item));
+      list.appendChild(item);
+    }
+  }
+
+  async function refresh() {
+    const { status, data } = await api("GET", "handoffs?status=waiting");
+    if (status === 401) return showLogin("登录已过期，请重新登录");
+    if (status !== 200) { $("inbox-error").textContent = data.error || "读取失败，稍后自动重试"; return; }
+    $("inbox-error").textContent = "";
+    $("updated").textContent = "更新于 " + new Date().toLocaleTimeString("zh-CN");
+    render(data.handoffs);
+  }
+
+  async function release(id, item) {
+    const button = item.querySelector(".release");
+    button.disabled = true;
+    const { status, data } = await api("POST", "handoffs/" + id + "/release", {});
+    if (status === 401) return showLogin("登录已过期，请重新登录");
+    item.querySelector(".status").textContent = status === 200 ? "已交还给机器人" : (data.error || "操作失败");
+    if (status === 200) setTimeout(refresh, 800); else button.disabled = false;
+  }
+
+  $("login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const { status, data } = await api("POST", "login", {
+      name: $("login-username").value, password: $("login-password").value,
+    });
+    $("login-password").value = "";
+    if (status === 200) showInbox(data); else showLogin(data.error || "登录失败");
+  });
+
+  $("logout").addEventListener("click", async () => {
+    await api("POST", "logout", {});
+    showLogin("已退出登录");
+  });
+
+  api("GET", "me").then(({ status, data }) => (status === 200 ? showInbox(data) : showLogin("")));
+})();
