@@ -1,5 +1,10 @@
 """Human handoff: record the request, tell the merchant how to reach a person, pause the bot.
 
+Only when an agent is on duty (a staff console seen in the last two minutes, kb/staff.py): with
+nobody there the merchant is told so, gets the hotline route and a repair-ticket button, and the
+bot keeps answering — never a silent chat. The request is still recorded (status ``no_agent``)
+so staff can call back.
+
 The bot stays silent for the conversation (Rasa's ConversationPaused) until staff release it with
 ``posbot handoff release ID`` (bot/handoff.py), which resumes the conversation over Rasa's HTTP
 API. The web widget shows a banner on the custom message ``{"posbot": {"handoff": "started"}}``.
@@ -17,7 +22,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import current_or_slot
 from actions.store import query
-from kb.records import RecordStore
+from kb.records import HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
+from kb.staff import StaffStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +57,35 @@ class ActionHandoff(Action):
         name = current_or_slot(tracker, "brand")
         brand = await query(lambda kb: kb.brand(name)) if name else None
         try:
+            on_duty = await query(lambda kb: StaffStore(kb.engine).agents_on_duty())
+        except Exception:
+            logger.exception("could not tell whether an agent is on duty")
+            on_duty = 0
+        try:
             record = await query(lambda kb: RecordStore(kb.engine).add_handoff(
                 tracker.sender_id, brand=brand.name if brand else name,
-                symptom=tracker.get_slot("symptom"), question=recent_questions(tracker)))
+                symptom=tracker.get_slot("symptom"), question=recent_questions(tracker),
+                status=HANDOFF_WAITING if on_duty else HANDOFF_NO_AGENT))
         except Exception:
             # Without a record no one would ever release the pause: stay active, give the route.
             logger.exception("could not record the handoff of %s", tracker.sender_id)
             dispatcher.utter_message(response="utter_human_handoff")
             return []
+        if not on_duty:
+            # Nobody has the console open: say so, give the route, keep answering (no pause).
+            dispatcher.utter_message(response="utter_handoff_no_agent", handoff_id=record.id)
+            self._route(dispatcher, brand)
+            return []
         dispatcher.utter_message(response="utter_handoff_started", handoff_id=record.id)
+        self._route(dispatcher, brand)
+        dispatcher.utter_message(json_message=HANDOFF_SIGNAL)
+        return [ConversationPaused()]
+
+    @staticmethod
+    def _route(dispatcher: CollectingDispatcher, brand: Any) -> None:
+        """The brand's cited hotline, else the generic channels text."""
         if brand is not None and brand.hotline:
             dispatcher.utter_message(response="utter_handoff_hotline", brand=brand.name,
                                      hotline=brand.hotline)
         else:
             dispatcher.utter_message(response="utter_human_handoff")
-        dispatcher.utter_message(json_message=HANDOFF_SIGNAL)
-        return [ConversationPaused()]

@@ -27,12 +27,12 @@ from sqlalchemy.exc import OperationalError
 from bot.api_token import TokenError, fingerprint, rasa_token, rotate
 from bot.handoff import ReleaseError, format_handoffs, rasa_url_from_env, release
 from bot.report import Period, build_report, default_tracker_url, format_report
-from bot.staff import ROLES, StaffError, StaffStore
 from kb.build import KbInvalid, build
 from kb.content import format_problems, load_content
 from kb.nlu_data import write_kb_nlu
 from kb.records import HANDOFF_WAITING, RecordStore
 from kb.settings import content_dir, database_url
+from kb.staff import ROLES, StaffError, StaffStore
 from kb.store import KnowledgeStore
 from kb.vocabulary import Vocabulary, write_jieba_dictionary
 

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 HANDOFF_WAITING = "waiting"
 HANDOFF_RELEASED = "released"
+#: Asked for a person while no agent was on duty: the bot kept answering; staff call back.
+HANDOFF_NO_AGENT = "no_agent"
 
 
 class Ticket(Base):
@@ -153,10 +155,10 @@ class RecordStore:
 
     # ---- handoffs
     def add_handoff(self, conversation_id: str, *, brand: Optional[str], symptom: Optional[str],
-                    question: str) -> HandoffView:
+                    question: str, status: str = HANDOFF_WAITING) -> HandoffView:
         with self._session() as session, session.begin():
             row = Handoff(conversation_id=conversation_id, brand=brand, symptom=symptom,
-                          question=question, status=HANDOFF_WAITING)
+                          question=question, status=status)
             session.add(row)
             session.flush()
             view = _handoff(row)

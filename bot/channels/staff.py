@@ -8,7 +8,7 @@ itself; it never receives merchants' messages. Security:
 * every state-changing request needs the session's CSRF token in ``X-CSRF-Token`` (403), and a
   cross-site ``Origin`` is refused (403);
 * roles are enforced here: releasing needs ``agent``, the audit log ``admin``;
-* logins are throttled (bot/staff.py: 5 failures per name or address in 15 minutes → 429);
+* logins are throttled (kb/staff.py: 5 failures per name or address in 15 minutes → 429);
 * logins, logouts and releases are written to the audit log.
 """
 
@@ -27,8 +27,8 @@ from sanic.response import HTTPResponse
 
 from bot.api_token import rasa_token
 from bot.handoff import ReleaseError, release
-from bot.staff import SESSION_HOURS, SessionView, StaffStore, Throttled
-from kb.records import RecordStore
+from kb.records import HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
+from kb.staff import SESSION_HOURS, SessionView, StaffStore, Throttled
 from kb.store import shared_store
 
 logger = logging.getLogger(__name__)
@@ -217,8 +217,12 @@ class StaffConsole(InputChannel):
             _, refused = self._guard(request, "agent", changes=False)
             if refused:
                 return refused
-            status = request.args.get("status", "waiting")
-            rows = self.records.handoffs(None if status == "all" else status)
+            status = request.args.get("status", "open")
+            if status == "open":  # waiting for a person, or asked while nobody was on duty
+                rows = sorted(self.records.handoffs(HANDOFF_WAITING)
+                              + self.records.handoffs(HANDOFF_NO_AGENT), key=lambda h: h.id)
+            else:
+                rows = self.records.handoffs(None if status == "all" else status)
             items = []
             for row in rows[-100:]:
                 items.append({

@@ -15,8 +15,8 @@ from sqlalchemy import create_engine
 from bot import cli
 from bot.channels.staff import COOKIE, StaffConsole
 from bot.handoff import ReleaseError
-from bot.staff import MAX_FAILURES, StaffStore
 from kb.records import RecordStore
+from kb.staff import MAX_FAILURES, StaffStore
 
 PASSWORD = "correct horse battery"
 HOST = "127.0.0.1:5005"

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine
 from bot.handoff import release
 from bot.launcher import DEFAULT_MODEL, RunningBot
 from kb.records import RecordStore
+from kb.staff import StaffStore
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +158,27 @@ def test_kb_answer_rated_unhelpful_is_stored(live_bot: RunningBot) -> None:
     assert (rating.helpful, rating.question) == (False, "怎么申请POS机")
 
 
+def agent_on_duty(live_bot: RunningBot) -> StaffStore:
+    """An agent with the staff console open (a fresh session counts as seen now)."""
+    staff = StaffStore(create_engine(live_bot.database_url))
+    name = f"agent-{uuid.uuid4().hex[:6]}"
+    staff.start_session(staff.add_user(name, "agent", "a long staff password"))
+    return staff
+
+
+def test_with_no_agent_on_duty_the_merchant_is_told_and_the_bot_keeps_answering(
+        live_bot: RunningBot) -> None:
+    staff = StaffStore(create_engine(live_bot.database_url))
+    for user in staff.users():
+        staff.set_disabled(user.name, True)  # ends every open console session
+    merchant = sender()
+    reply = live_bot.texts(merchant, "转人工")
+    assert "现在没有人工客服在线" in reply and "我继续为您解答" in reply
+    assert "第1步" in live_bot.texts(merchant, "打印机不出纸")
+
+
 def test_handoff_pauses_the_bot_until_staff_release_it(live_bot: RunningBot) -> None:
+    agent_on_duty(live_bot)
     merchant = sender()
     live_bot.send(merchant, "我用的是拉卡拉")
     started = live_bot.send(merchant, "转人工")

@@ -9,8 +9,8 @@ import requests
 from sqlalchemy import create_engine
 
 from bot.launcher import RunningBot
-from bot.staff import StaffStore
 from kb.records import RecordStore
+from kb.staff import StaffStore
 
 pytestmark = pytest.mark.integration
 PASSWORD = "a long staff password"
@@ -20,9 +20,6 @@ def test_an_agent_releases_a_waiting_merchant_from_the_console(live_bot: Running
     name = f"agent-{uuid.uuid4().hex[:6]}"
     engine = create_engine(live_bot.database_url)
     StaffStore(engine).add_user(name, "agent", PASSWORD)
-    merchant = f"console-{uuid.uuid4().hex[:8]}"
-    assert "已为您登记转人工" in live_bot.texts(merchant, "转人工")
-
     console = requests.Session()
     assert console.get(f"{live_bot.url}/staff/api/handoffs", timeout=10).status_code == 401
     page = console.get(f"{live_bot.url}/staff/", timeout=10)
@@ -31,6 +28,11 @@ def test_an_agent_releases_a_waiting_merchant_from_the_console(live_bot: Running
                          json={"name": name, "password": PASSWORD}, timeout=10)
     assert login.status_code == 200
     csrf = login.json()["csrf"]
+
+    # The agent's console is open, so the merchant is queued for a person (the bot pauses).
+    merchant = f"console-{uuid.uuid4().hex[:8]}"
+    assert "已为您登记转人工" in live_bot.texts(merchant, "转人工")
+    assert live_bot.texts(merchant, "在吗") == ""
 
     waiting = console.get(f"{live_bot.url}/staff/api/handoffs", timeout=10).json()["handoffs"]
     [item] = [h for h in waiting if h["conversation_id"] == merchant]

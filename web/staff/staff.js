@@ -66,13 +66,19 @@
         li.textContent = "商户：" + h.question;
         transcript.appendChild(li);
       }
-      item.querySelector(".release").addEventListener("click", () => release(h.id, item));
+      const button = item.querySelector(".release");
+      if (h.status === "no_agent") {
+        // asked while nobody was on duty: the bot kept answering; call the merchant back
+        item.querySelector(".brand").textContent += "（无人在线时登记，请回电跟进）";
+        button.textContent = "标记已处理";
+      }
+      button.addEventListener("click", () => release(h.id, item));
       list.appendChild(item);
     }
   }
 
   async function refresh() {
-    const { status, data } = await api("GET", "handoffs?status=waiting");
+    const { status, data } = await api("GET", "handoffs?status=open");
     if (status === 401) return showLogin("登录已过期，请重新登录");
     if (status !== 200) { $("inbox-error").textContent = data.error || "读取失败，稍后自动重试"; return; }
     $("inbox-error").textContent = "";

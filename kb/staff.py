@@ -31,6 +31,9 @@ SESSION_HOURS = 12
 MAX_FAILURES = 5
 THROTTLE_MINUTES = 15
 MIN_PASSWORD = 10
+#: An agent whose console was seen within this many seconds is on duty (kb/staff.py
+#: ``agents_on_duty``): a handoff then waits for a person; otherwise the bot keeps answering.
+ON_DUTY_SECONDS = 120
 
 _HASHER = PasswordHasher()
 #: Verified when the name is unknown, so a wrong name costs as long as a wrong password.
@@ -58,6 +61,8 @@ class StaffSession(Base):
     csrf = Column(String(64), nullable=False)
     created_at = Column(DateTime, nullable=False, default=utcnow)
     expires_at = Column(DateTime, nullable=False, index=True)
+    #: Updated by every console request (the inbox polls every 5 s): who is on duty now.
+    last_seen = Column(DateTime, nullable=False, default=utcnow, index=True)
 
 
 class LoginFailure(Base):
@@ -202,14 +207,26 @@ class StaffStore:
         """The live session of a cookie token; None when unknown, expired or disabled."""
         if not token:
             return None
-        with self._session() as session:
+        with self._session() as session, session.begin():
             row = session.get(StaffSession, _digest(token))
-            if row is None or row.expires_at < utcnow():
+            now = utcnow()
+            if row is None or row.expires_at < now:
                 return None
             user = session.get(StaffUser, row.user_id)
             if user is None or user.disabled:
                 return None
+            row.last_seen = now
             return SessionView(_view(user), row.csrf)
+
+    def agents_on_duty(self, within_seconds: int = ON_DUTY_SECONDS) -> int:
+        """How many enabled accounts have a console open (seen within ``within_seconds``)."""
+        now = utcnow()
+        with self._session() as session:
+            return int(session.scalar(
+                select(func.count(func.distinct(StaffSession.user_id)))
+                .join(StaffUser, StaffUser.id == StaffSession.user_id)
+                .where(StaffSession.last_seen >= now - timedelta(seconds=within_seconds),
+                       StaffSession.expires_at >= now, StaffUser.disabled.is_(False))) or 0)
 
     def end_session(self, token: Optional[str]) -> None:
         if token:
