@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Text, select
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Text, inspect, select, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from kb.schema import Base, utcnow
@@ -27,6 +28,10 @@ HANDOFF_WAITING = "waiting"
 HANDOFF_RELEASED = "released"
 #: Asked for a person while no agent was on duty: the bot kept answering; staff call back.
 HANDOFF_NO_AGENT = "no_agent"
+#: An agent claimed the handoff in the staff console and answers in the chat.
+HANDOFF_ACTIVE = "active"
+#: Columns added to a table after its first release: added on start when a database lacks them.
+_ADDED_COLUMNS = [("handoffs", "agent", "VARCHAR(60)"), ("handoffs", "claimed_at", "TIMESTAMP")]
 
 
 class Ticket(Base):
@@ -54,6 +59,9 @@ class Handoff(Base):
     brand = Column(String(40), nullable=True)
     symptom = Column(String(60), nullable=True)
     question = Column(Text, nullable=False, default="")
+    #: The staff member who claimed it in the console (status ``active``), and when.
+    agent = Column(String(60), nullable=True)
+    claimed_at = Column(DateTime, nullable=True)
     status = Column(String(20), nullable=False, default=HANDOFF_WAITING, index=True)
     created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
     released_at = Column(DateTime, nullable=True)
@@ -103,6 +111,7 @@ class HandoffView:
     status: str
     created_at: datetime
     released_at: Optional[datetime]
+    agent: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class RecordStore:
         self.engine = engine
         if engine not in RecordStore._ready:
             Base.metadata.create_all(engine, tables=[t.__table__ for t in RECORD_TABLES])
+            _add_missing_columns(engine)
             RecordStore._ready.add(engine)
 
     def _session(self) -> Session:
@@ -177,6 +187,18 @@ class RecordStore:
                 query = query.where(Handoff.status == status)
             return [_handoff(r) for r in session.scalars(query)]
 
+    def claim(self, handoff_id: int, agent: str) -> Optional[HandoffView]:
+        """Give a waiting handoff to ``agent``; None when it is not waiting any more (another
+        agent was first, or it was released). One UPDATE … WHERE status = 'waiting', so two
+        agents, on any instances, can never both claim it."""
+        with self._session() as session, session.begin():
+            claimed = session.execute(
+                update(Handoff).where(Handoff.id == handoff_id, Handoff.status == HANDOFF_WAITING)
+                .values(status=HANDOFF_ACTIVE, agent=agent, claimed_at=utcnow()))
+            if claimed.rowcount != 1:
+                return None
+            return _handoff(session.get(Handoff, handoff_id))
+
     def mark_released(self, handoff_id: int) -> Optional[HandoffView]:
         """Stamp the handoff released; None if there is no such row."""
         with self._session() as session, session.begin():
@@ -217,9 +239,23 @@ def _ticket(row: Ticket) -> TicketView:
 
 def _handoff(row: Handoff) -> HandoffView:
     return HandoffView(row.id, row.conversation_id, row.brand, row.symptom, row.question or "",
-                       row.status, row.created_at, row.released_at)
+                       row.status, row.created_at, row.released_at, row.agent)
 
 
 def _feedback(row: Feedback) -> FeedbackView:
     return FeedbackView(row.id, row.conversation_id, row.topic_id, row.intent, row.question or "",
                         bool(row.helpful), row.created_at)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring an older records database up to date (columns added since it was created)."""
+    for table, column, ddl in _ADDED_COLUMNS:
+        if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+            logger.info("records: added column %s.%s", table, column)
+        except SQLAlchemyError:  # another instance added it at the same moment
+            if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                raise

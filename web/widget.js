@@ -29,6 +29,7 @@
     send: "发送",
     sendLabel: "发送消息",
     botSays: "客服：",
+    agentSays: "人工客服",
     userSays: "我：",
     typing: "客服正在输入…",
     quickReplies: "快捷回复",
@@ -515,6 +516,20 @@
       ui.log.appendChild(row);
       return;
     }
+    if (item.type === "agent") {
+      // A person answering through the staff console: named, and styled apart from the bot.
+      row = el("div", "posbot-row posbot-row--agent");
+      var agentBubble = el("div", "posbot-bubble posbot-bubble--agent", {
+        "data-testid": "agent-message",
+      });
+      var who = el("div", "posbot-agent-name");
+      who.textContent = TEXT.agentSays + (item.name ? " " + item.name : "");
+      agentBubble.appendChild(who);
+      agentBubble.appendChild(document.createTextNode(item.text));
+      row.appendChild(agentBubble);
+      ui.log.appendChild(row);
+      return;
+    }
     var isUser = item.type === "user";
     row = el("div", "posbot-row posbot-row--" + (isUser ? "user" : "bot"));
     var bubble = el("div", "posbot-bubble posbot-bubble--" + (isUser ? "user" : "bot"), {
@@ -646,6 +661,15 @@
     var signal = posbotSignal(data);
     if (signal && (signal.handoff === "started" || signal.handoff === "released")) {
       setHandoff(signal.handoff === "started");
+    }
+    var agentMessage = signal && signal.agent_message;
+    if (agentMessage && typeof agentMessage.text === "string" && agentMessage.text.trim()) {
+      addItem({ type: "agent", name: String(agentMessage.name || ""), text: agentMessage.text });
+      if (!state.open) {
+        state.unread += 1;
+        renderUnread();
+      }
+      return;
     }
     var text = typeof data.text === "string" ? data.text : "";
     var buttons = normaliseButtons(data.quick_replies || data.buttons);

@@ -18,8 +18,9 @@ import asyncio
 import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional, Text
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
+import requests
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -27,7 +28,7 @@ from sanic.response import HTTPResponse
 
 from bot.api_token import rasa_token
 from bot.handoff import ReleaseError, release
-from kb.records import HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
+from kb.records import HANDOFF_ACTIVE, HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
 from kb.staff import SESSION_HOURS, SessionView, StaffStore, Throttled
 from kb.store import shared_store
 
@@ -45,6 +46,10 @@ FILES = {"": ("index.html", "text/html; charset=utf-8"),
 TRANSCRIPT = 30
 
 Releaser = Callable[[RecordStore, int, Request], Awaitable[Any]]
+#: Sends ``{"posbot": …}`` into a conversation; True when the channel accepted it.
+Pusher = Callable[[Request, str, Dict[str, Any]], Awaitable[bool]]
+MAX_REPLY = 1000
+JOINED_RESPONSE = "utter_agent_joined"
 
 
 def _json(body: Any, status: int = 200) -> HTTPResponse:
@@ -64,6 +69,31 @@ async def release_in_rasa(records: RecordStore, handoff_id: int, request: Reques
     return await asyncio.to_thread(release, records, handoff_id, url, token=token)
 
 
+async def push_in_rasa(request: Request, conversation_id: str, posbot: Dict[str, Any]) -> bool:
+    """Append a bot event carrying ``{"posbot": …}`` to the conversation and deliver it through
+    the merchant's channel (Rasa's ``execute_side_effects`` with ``output_channel=latest``):
+    the widget shows it at once; REST cannot be pushed to (the event stays in the tracker)."""
+    url = (f"http://127.0.0.1:{request.server_port}/conversations/"
+           f"{quote(conversation_id, safe='')}/tracker/events")
+    params = {"token": rasa_token(create=False), "execute_side_effects": "true",
+              "output_channel": "latest"}
+    body = {"event": "bot", "text": None, "data": {"custom": {"posbot": posbot}}}
+    try:
+        reply = await asyncio.to_thread(requests.post, url, json=body, params=params, timeout=10)
+    except requests.RequestException:
+        logger.exception("could not deliver to conversation %s", conversation_id)
+        return False
+    return reply.ok
+
+
+def response_text(request: Request, response_name: str, **values: str) -> str:
+    """A response of the bot's domain (merchant-facing text lives in bot/domain)."""
+    agent = getattr(getattr(request.app, "ctx", None), "agent", None)
+    domain = getattr(agent, "domain", None)
+    variants = (getattr(domain, "responses", None) or {}).get(response_name) or [{}]
+    return str(variants[0].get("text") or "").format(**values)
+
+
 class StaffConsole(InputChannel):
     @classmethod
     def name(cls) -> Text:
@@ -77,10 +107,12 @@ class StaffConsole(InputChannel):
         return cls()
 
     def __init__(self, store: Optional[StaffStore] = None, records: Optional[RecordStore] = None,
-                 releaser: Optional[Releaser] = None, root: Optional[Path] = None) -> None:
+                 releaser: Optional[Releaser] = None, root: Optional[Path] = None,
+                 pusher: Optional[Pusher] = None) -> None:
         self._store = store
         self._records = records
         self.releaser = releaser or release_in_rasa
+        self.pusher = pusher or push_in_rasa
         self.root = root or STAFF_ROOT
 
     @property
@@ -139,7 +171,13 @@ class StaffConsole(InputChannel):
         for event in tracker.events:
             kind = getattr(event, "type_name", "")
             text = getattr(event, "text", None)
-            if kind in ("user", "bot") and text:
+            custom = (getattr(event, "data", None) or {}).get("custom") or {}
+            said = (custom.get("posbot") or {}).get("agent_message") if isinstance(
+                custom, dict) else None
+            if kind == "bot" and isinstance(said, dict):
+                lines.append({"from": "agent", "text": str(said.get("text") or ""),
+                              "name": str(said.get("name") or "")})
+            elif kind in ("user", "bot") and text:
                 lines.append({"from": "merchant" if kind == "user" else "bot", "text": str(text)})
         return lines[-TRANSCRIPT:]
 
@@ -214,12 +252,13 @@ class StaffConsole(InputChannel):
 
         @bp.route("/api/handoffs", methods=["GET"])
         async def handoffs(request: Request) -> HTTPResponse:
-            _, refused = self._guard(request, "agent", changes=False)
+            session, refused = self._guard(request, "agent", changes=False)
             if refused:
                 return refused
             status = request.args.get("status", "open")
-            if status == "open":  # waiting for a person, or asked while nobody was on duty
+            if status == "open":  # waiting, being answered, or asked while nobody was on duty
                 rows = sorted(self.records.handoffs(HANDOFF_WAITING)
+                              + self.records.handoffs(HANDOFF_ACTIVE)
                               + self.records.handoffs(HANDOFF_NO_AGENT), key=lambda h: h.id)
             else:
                 rows = self.records.handoffs(None if status == "all" else status)
@@ -228,6 +267,7 @@ class StaffConsole(InputChannel):
                 items.append({
                     "id": row.id, "conversation_id": row.conversation_id, "brand": row.brand,
                     "symptom": row.symptom, "question": row.question, "status": row.status,
+                    "agent": row.agent, "mine": row.agent == session.user.name,
                     "created_at": row.created_at.isoformat() + "Z",
                     "transcript": await self._transcript(request, row.conversation_id)})
             return _json({"handoffs": items})
@@ -247,6 +287,45 @@ class StaffConsole(InputChannel):
             self.store.audit(session.user.name, "release", f"handoff:{handoff_id}")
             return _json({"id": handoff_id, "released": True,
                           "merchant_notified": bool(getattr(result, "merchant_notified", False))})
+
+        @bp.route("/api/handoffs/<handoff_id:int>/claim", methods=["POST"])
+        async def claim(request: Request, handoff_id: int) -> HTTPResponse:
+            session, refused = self._guard(request, "agent", changes=True)
+            if refused:
+                return refused
+            if self.records.handoff(handoff_id) is None:
+                return _error(404, "没有这个转人工记录")
+            claimed = self.records.claim(handoff_id, session.user.name)
+            if claimed is None:
+                current = self.records.handoff(handoff_id)
+                who = current.agent if current is not None and current.agent else "别人"
+                return _error(409, f"这个对话已经由{who}接手或已结束")
+            self.store.audit(session.user.name, "claim", f"handoff:{handoff_id}")
+            joined = response_text(request, JOINED_RESPONSE, name=session.user.name)
+            delivered = await self.pusher(request, claimed.conversation_id, {
+                "agent_message": {"name": session.user.name, "text": joined}})
+            return _json({"id": handoff_id, "agent": session.user.name, "delivered": delivered})
+
+        @bp.route("/api/handoffs/<handoff_id:int>/reply", methods=["POST"])
+        async def reply(request: Request, handoff_id: int) -> HTTPResponse:
+            session, refused = self._guard(request, "agent", changes=True)
+            if refused:
+                return refused
+            body = request.json if isinstance(request.json, dict) else {}
+            text = body.get("text") if isinstance(body.get("text"), str) else ""
+            if not text.strip() or len(text) > MAX_REPLY:
+                return _error(400, f"请输入 1 到 {MAX_REPLY} 个字的回复")
+            row = self.records.handoff(handoff_id)
+            if row is None:
+                return _error(404, "没有这个转人工记录")
+            if row.status != HANDOFF_ACTIVE or row.agent != session.user.name:
+                return _error(409, "请先接手这个对话再回复")
+            delivered = await self.pusher(request, row.conversation_id, {
+                "agent_message": {"name": session.user.name, "text": text.strip()}})
+            if not delivered:
+                return _error(502, "消息没有送达，请稍后重试")
+            self.store.audit(session.user.name, "reply", f"handoff:{handoff_id}")
+            return _json({"id": handoff_id, "delivered": True})
 
         @bp.route("/api/audit", methods=["GET"])
         async def audit(request: Request) -> HTTPResponse:

@@ -229,6 +229,21 @@ def test_image_attachment(page: Any, fake_bot: FakeBot) -> None:
     assert image.evaluate("img => img.naturalWidth") > 0
 
 
+def test_an_agents_reply_is_shown_as_from_a_named_person(page: Any, fake_bot: FakeBot,
+                                                        screenshots: Path) -> None:
+    open_widget(page, fake_bot)
+    bot_messages = page.get_by_test_id("bot-message").count()
+    send(page, "/agent")
+    agent = page.get_by_test_id("agent-message").last
+    expect(agent).to_be_visible()
+    expect(agent).to_contain_text("人工客服 " + script.AGENT_NAME)
+    expect(agent).to_contain_text(script.AGENT_TEXT)
+    assert page.get_by_test_id("bot-message").count() == bot_messages  # not shown as the bot
+    page.screenshot(path=str(screenshots / "widget-agent-reply.png"))
+    page.reload()
+    expect(page.get_by_test_id("agent-message").last).to_contain_text(script.AGENT_TEXT)
+
+
 def test_handoff_banner(page: Any, fake_bot: FakeBot, screenshots: Path) -> None:
     open_widget(page, fake_bot)
     banner = page.get_by_test_id("handoff-banner")

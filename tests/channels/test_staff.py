@@ -39,7 +39,16 @@ class Console:
             records.mark_released(handoff_id)
             return type("Result", (), {"merchant_notified": True})()
 
-        channel = StaffConsole(self.staff, self.records, releaser)
+        self.pushed: list[tuple[str, dict]] = []
+        self.fail_push = False
+
+        async def pusher(request: Any, conversation_id: str, posbot: dict) -> bool:
+            if self.fail_push:
+                return False
+            self.pushed.append((conversation_id, posbot))
+            return True
+
+        channel = StaffConsole(self.staff, self.records, releaser, pusher=pusher)
         self.app = Sanic(f"staff_test_{uuid.uuid4().hex[:12]}")
         self.app.blueprint(channel.blueprint(lambda _: None), url_prefix="/staff")
 
@@ -215,3 +224,57 @@ def test_staff_accounts_are_made_from_the_cli(tmp_path: Path, monkeypatch, capsy
     assert [(u.name, u.role) for u in store.users()] == [("carol", "editor")]
     assert store.authenticate("carol", PASSWORD, "127.0.0.1") is not None
     assert PASSWORD not in open(tmp_path / "cli.sqlite3", "rb").read().decode("latin-1")
+
+
+def test_one_agent_claims_a_handoff_and_the_merchant_is_told_who_joined(console: Console) -> None:
+    console.staff.add_user("agent2", "agent", PASSWORD)
+    handoff = console.records.add_handoff("shop-10", brand=None, symptom=None, question="人呢")
+    first, first_csrf = console.login("agent1")
+    second, second_csrf = console.login("agent2")
+    path = f"/staff/api/handoffs/{handoff.id}/claim"
+    assert console.request("POST", path, cookie=first).status == 403  # no CSRF
+    assert console.request("POST", path, cookie=first, csrf=first_csrf).status == 200
+    taken = console.request("POST", path, cookie=second, csrf=second_csrf)
+    assert taken.status == 409 and "agent1" in taken.json["error"]
+    assert console.records.handoff(handoff.id).agent == "agent1"
+    [(conversation, said)] = console.pushed
+    assert conversation == "shop-10" and said["agent_message"]["name"] == "agent1"
+    listed = console.request("GET", "/staff/api/handoffs", cookie=second).json["handoffs"]
+    assert [(h["status"], h["agent"], h["mine"]) for h in listed] == [("active", "agent1", False)]
+
+
+def test_only_the_agent_who_claimed_it_replies_and_the_reply_reaches_the_chat(
+        console: Console) -> None:
+    console.staff.add_user("agent2", "agent", PASSWORD)
+    handoff = console.records.add_handoff("shop-11", brand=None, symptom=None, question="人呢")
+    first, first_csrf = console.login("agent1")
+    second, second_csrf = console.login("agent2")
+    path = f"/staff/api/handoffs/{handoff.id}/reply"
+    text = {"text": "您好，请把屏幕上的提示拍给我看看"}
+    assert console.request("POST", path, cookie=first, csrf=first_csrf, json=text).status == 409
+    console.request("POST", f"/staff/api/handoffs/{handoff.id}/claim", cookie=first, csrf=first_csrf)
+    assert console.request("POST", path, cookie=second, csrf=second_csrf, json=text).status == 409
+    assert console.request("POST", path, cookie=first, json=text).status == 403
+    for bad in ({"text": " "}, {"text": "字" * 1001}, {"text": 5}, {}):
+        assert console.request("POST", path, cookie=first, csrf=first_csrf, json=bad).status == 400
+    ok = console.request("POST", path, cookie=first, csrf=first_csrf, json=text)
+    assert ok.status == 200
+    assert console.pushed[-1] == ("shop-11", {"agent_message": {
+        "name": "agent1", "text": "您好，请把屏幕上的提示拍给我看看"}})
+    console.fail_push = True
+    assert console.request("POST", path, cookie=first, csrf=first_csrf, json=text).status == 502
+
+
+def test_an_older_records_database_gets_the_new_handoff_columns(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE handoffs (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id "
+            "VARCHAR(255) NOT NULL, brand VARCHAR(40), symptom VARCHAR(60), question TEXT NOT "
+            "NULL, status VARCHAR(20) NOT NULL, created_at DATETIME NOT NULL, released_at DATETIME)")
+        conn.exec_driver_sql(
+            "INSERT INTO handoffs (conversation_id, question, status, created_at) "
+            "VALUES ('old-1', '转人工', 'waiting', '2026-11-01 10:00:00')")
+    records = RecordStore(engine)
+    claimed = records.claim(1, "agent1")
+    assert claimed is not None and claimed.agent == "agent1" and claimed.status == "active"

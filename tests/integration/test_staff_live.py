@@ -38,7 +38,24 @@ def test_an_agent_releases_a_waiting_merchant_from_the_console(live_bot: Running
     [item] = [h for h in waiting if h["conversation_id"] == merchant]
     assert {"from": "merchant", "text": "转人工"} in item["transcript"]
 
-    url = f"{live_bot.url}/staff/api/handoffs/{item['id']}/release"
+    # The agent claims it and answers in the chat; the merchant's conversation carries both.
+    base = f"{live_bot.url}/staff/api/handoffs/{item['id']}"
+    assert console.post(f"{base}/claim", headers={"X-CSRF-Token": csrf},
+                        timeout=30).json()["agent"] == name
+    answer = "您好，请把屏幕上的提示拍给我看看"
+    assert console.post(f"{base}/reply", json={"text": answer}, headers={"X-CSRF-Token": csrf},
+                        timeout=30).status_code == 200
+    tracker = live_bot.api("GET", f"/conversations/{merchant}/tracker").json()
+    said = [((e.get("data") or {}).get("custom") or {}).get("posbot", {}).get("agent_message")
+            for e in tracker["events"] if e["event"] == "bot"]
+    assert {"name": name, "text": answer} in said
+    assert any(s and s["text"].startswith(f"您好，我是人工客服{name}") for s in said)
+    lines = console.get(f"{live_bot.url}/staff/api/handoffs", timeout=10).json()["handoffs"]
+    [mine] = [h for h in lines if h["id"] == item["id"]]
+    assert mine["status"] == "active" and {"from": "agent", "text": answer, "name": name} in (
+        mine["transcript"])
+
+    url = f"{base}/release"
     assert console.post(url, timeout=10).status_code == 403  # no CSRF token
     released = console.post(url, headers={"X-CSRF-Token": csrf}, timeout=30)
     assert released.status_code == 200 and released.json()["merchant_notified"] is True

@@ -6,6 +6,7 @@
   const POLL_MS = 5000;
   let csrf = "";
   let timer = null;
+  const drafts = new Map();  // handoff id -> unsent reply, kept across the 5 s refreshes
   const $ = (id) => document.getElementById(id);
 
   async function api(method, path, body) {
@@ -44,6 +45,8 @@
   function render(handoffs) {
     const list = $("handoffs");
     const template = $("handoff-template");
+    const focused = document.activeElement && document.activeElement.classList.contains("agent-input")
+      ? document.activeElement.closest(".handoff").dataset.handoffId : null;
     list.textContent = "";
     $("empty").hidden = handoffs.length > 0;
     for (const h of handoffs) {
@@ -57,7 +60,8 @@
       for (const line of h.transcript) {
         const li = document.createElement("li");
         li.className = line.from;
-        li.textContent = (line.from === "merchant" ? "商户：" : "机器人：") + line.text;
+        const who = { merchant: "商户：", bot: "机器人：", agent: "人工 " + (line.name || "") + "：" };
+        li.textContent = (who[line.from] || "") + line.text;
         transcript.appendChild(li);
       }
       if (!h.transcript.length && h.question) {
@@ -67,6 +71,24 @@
         transcript.appendChild(li);
       }
       const button = item.querySelector(".release");
+      const claimButton = item.querySelector(".claim");
+      const form = item.querySelector(".reply");
+      const input = item.querySelector(".agent-input");
+      if (h.status === "waiting") {
+        claimButton.hidden = false;
+        claimButton.addEventListener("click", () => claim(h.id, item));
+      } else if (h.status === "active") {
+        item.querySelector(".owner").textContent = h.mine ? "由您接手" : "由 " + h.agent + " 接手";
+        if (h.mine) {
+          form.hidden = false;
+          input.value = drafts.get(h.id) || "";
+          input.addEventListener("input", () => drafts.set(h.id, input.value));
+          input.addEventListener("keydown", (e) => {
+            if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
+          });
+          form.addEventListener("submit", (e) => { e.preventDefault(); reply(h.id, item); });
+        }
+      }
       if (h.status === "no_agent") {
         // asked while nobody was on duty: the bot kept answering; call the merchant back
         item.querySelector(".brand").textContent += "（无人在线时登记，请回电跟进）";
@@ -74,7 +96,25 @@
       }
       button.addEventListener("click", () => release(h.id, item));
       list.appendChild(item);
+      if (String(h.id) === focused && !form.hidden) input.focus();
     }
+  }
+
+  async function claim(id, item) {
+    const { status, data } = await api("POST", "handoffs/" + id + "/claim", {});
+    if (status === 401) return showLogin("登录已过期，请重新登录");
+    item.querySelector(".status").textContent = status === 200 ? "已接手，商户会看到您已接入" : (data.error || "操作失败");
+    refresh();
+  }
+
+  async function reply(id, item) {
+    const input = item.querySelector(".agent-input");
+    const text = input.value.trim();
+    if (!text) return;
+    const { status, data } = await api("POST", "handoffs/" + id + "/reply", { text });
+    if (status === 401) return showLogin("登录已过期，请重新登录");
+    if (status === 200) { drafts.delete(id); input.value = ""; refresh(); }
+    else item.querySelector(".status").textContent = data.error || "发送失败";
   }
 
   async function refresh() {
