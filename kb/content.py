@@ -32,7 +32,7 @@ SYMPTOM_CATEGORIES = ("hardware", "software", "network")
 
 #: vocabulary.yml lists the actions read at run time (kb/store.py ``KnowledgeStore.mentions``).
 WORD_LISTS = ("fee_calc_requests", "info_question_markers", "other_finance", "pos_markers",
-              "vague_fault_reports", "ticket_requests")
+              "vague_fault_reports", "ticket_requests", "handoff_cancel")
 
 
 @dataclass(frozen=True)

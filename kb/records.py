@@ -15,7 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, String, Text, inspect, select, text, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -186,6 +199,21 @@ class RecordStore:
             if status is not None:
                 query = query.where(Handoff.status == status)
             return [_handoff(r) for r in session.scalars(query)]
+
+    def open_handoff(self, conversation_id: str) -> Optional[HandoffView]:
+        """The conversation's handoff that is waiting for or being answered by a person."""
+        with self._session() as session:
+            row = session.scalars(
+                select(Handoff).where(Handoff.conversation_id == conversation_id,
+                                      Handoff.status.in_([HANDOFF_WAITING, HANDOFF_ACTIVE]))
+                .order_by(Handoff.id.desc()).limit(1)).first()
+            return _handoff(row) if row else None
+
+    def waiting_before(self, handoff_id: int) -> int:
+        """How many handoffs still waiting were asked for before this one."""
+        with self._session() as session:
+            return int(session.scalar(select(func.count()).select_from(Handoff).where(
+                Handoff.status == HANDOFF_WAITING, Handoff.id < handoff_id)) or 0)
 
     def claim(self, handoff_id: int, agent: str) -> Optional[HandoffView]:
         """Give a waiting handoff to ``agent``; None when it is not waiting any more (another

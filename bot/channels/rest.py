@@ -18,6 +18,7 @@ from sanic.request import Request
 
 from bot import perf
 from bot.channels.limits import limited
+from bot.handoff_gate import gate
 
 logger = logging.getLogger(__name__)
 perf.apply()
@@ -40,7 +41,7 @@ class RestInput(RasaRestInput):
         return "rest"
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        blueprint = limited(super().blueprint(on_new_message))
+        blueprint = limited(super().blueprint(gate(on_new_message)))
 
         async def close_action_sessions(_app: Any, _loop: Any) -> None:
             await perf.close_sessions()

@@ -43,6 +43,7 @@ from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
 from bot.channels.limits import install as install_body_limits
+from bot.handoff_gate import gate
 from bot.settings import PROJECT_ROOT, Settings
 
 try:  # Sanic-CORS is what `rasa run --cors ...` installs on the app.
@@ -233,7 +234,7 @@ class WebChatInput(SocketIOInput):
         self.sio = sio
         web_webhook = _WebSocketBlueprint(sio, self.socketio_path, "web_webhook", __name__)
         self._add_static_routes(web_webhook)
-        self._add_socket_handlers(sio, on_new_message)
+        self._add_socket_handlers(sio, gate(on_new_message))
         return web_webhook
 
     def _add_socket_handlers(

@@ -51,6 +51,7 @@ from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
 from bot.channels.limits import LimitedBlueprint
+from bot.handoff_gate import gate
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -565,6 +566,7 @@ class WeChatInput(InputChannel):
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """GET /webhook answers WeChat's URL check, POST /webhook receives messages."""
+        on_new_message = gate(on_new_message)  # no silence while waiting for a person
         webhook = LimitedBlueprint("wechat_webhook", __name__)
 
         @webhook.route("/", methods=["GET"])

@@ -31,8 +31,8 @@ async def test_handoff_is_recorded_the_hotline_given_and_the_bot_paused(
         "merchant-handoff", "拉卡拉", "waiting")
     assert handoff.question == "我用的是拉卡拉 / 结算的钱一直没到账 / 转人工"
     assert render(flow_domain, dispatcher.messages) == [
-        f"好的，已为您登记转人工，登记号 {handoff.id}。工作人员会查看我们的对话记录；"
-        "在人工处理期间，我先暂停自动回复。",
+        f"好的，已为您登记转人工，登记号 {handoff.id}。客服接入后会看到我们的对话记录；"
+        "排队期间您发的消息都会转给客服，回复“取消转人工”可以随时回到机器人。",
         "想尽快和人工客服通话的话，请直接拨打拉卡拉官方客服热线 95016。",
     ]
     assert dispatcher.messages[-1]["custom"] == {"posbot": {"handoff": "started"}}

@@ -186,7 +186,10 @@ def test_handoff_pauses_the_bot_until_staff_release_it(live_bot: RunningBot) -> 
     assert "拉卡拉官方客服热线 95016" in text_of(started)
     assert {"posbot": {"handoff": "started"}} in [m.get("custom") for m in started]
 
-    assert live_bot.send(merchant, "在吗？") == []  # paused: staff have the conversation
+    # Paused for a person, but never silent: each message is acknowledged, with a way back.
+    waiting = live_bot.send(merchant, "在吗？")
+    assert text_of(waiting).startswith("已收到，已转给人工客服，您前面还有")
+    assert button_titles(waiting) == ["取消转人工"]
 
     store = records(live_bot)
     [handoff] = [h for h in store.handoffs("waiting") if h.conversation_id == merchant]
@@ -199,6 +202,30 @@ def test_handoff_pauses_the_bot_until_staff_release_it(live_bot: RunningBot) -> 
     assert said["data"]["custom"] == {"posbot": {"handoff": "released"}}
     assert not tracker["paused"]
     assert "您好！我是POS机智能客服" in live_bot.texts(merchant, "你好")
+
+
+def test_a_waiting_merchant_can_take_the_handoff_back(live_bot: RunningBot) -> None:
+    agent_on_duty(live_bot)
+    merchant = sender()
+    assert "已为您登记转人工" in live_bot.texts(merchant, "转人工")
+    assert "已取消转人工" in live_bot.texts(merchant, "取消转人工")
+    [handoff] = [h for h in records(live_bot).handoffs() if h.conversation_id == merchant]
+    assert handoff.status == "released"
+    assert "第1步" in live_bot.texts(merchant, "打印机不出纸")  # the bot answers at once
+    assert "目前没有进行中的转人工" in live_bot.texts(merchant, "取消转人工")
+
+
+def test_an_unclaimed_handoff_returns_to_the_bot_after_the_timeout(live_bot: RunningBot) -> None:
+    agent_on_duty(live_bot)
+    merchant = sender()
+    live_bot.send(merchant, "转人工")
+    engine = create_engine(live_bot.database_url)
+    with engine.begin() as conn:  # as if it had waited for an hour
+        conn.exec_driver_sql("UPDATE handoffs SET created_at = '2000-01-01 00:00:00' "
+                             "WHERE conversation_id = ?", (merchant,))
+    reply = live_bot.texts(merchant, "打印机不出纸")
+    assert "分钟内没有客服接手，已为您切回机器人" in reply
+    assert "第1步" in reply  # and the bot answers that very message
 
 
 def test_test_stories_pass_with_the_trained_model(tmp_path: Path) -> None:
