@@ -19,6 +19,7 @@ Rasa server only (it needs the agent's tracker and lock stores); elsewhere it pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import timedelta
@@ -89,11 +90,14 @@ def gate(on_new_message: OnNewMessage) -> OnNewMessage:
         text = str(message.text or "")
         if agent is None or not message.sender_id or not text.strip():
             return await on_new_message(message)
-        try:
+        def look() -> tuple[RecordStore, Any, bool]:
             store = shared_store()
             records = RecordStore(store.engine)
-            open_handoff = records.open_handoff(message.sender_id)
-            cancels = not text.startswith("/") and store.mentions(text, "handoff_cancel")
+            return (records, records.open_handoff(message.sender_id),
+                    not text.startswith("/") and store.mentions(text, "handoff_cancel"))
+
+        try:  # in a worker thread: a slow database must not stall other merchants
+            records, open_handoff, cancels = await asyncio.to_thread(look)
         except Exception:  # the records database is down: never block the merchant
             logger.exception("handoff gate: could not read the handoff of %s", message.sender_id)
             return await on_new_message(message)
@@ -104,7 +108,7 @@ def gate(on_new_message: OnNewMessage) -> OnNewMessage:
             return await on_new_message(message)
         if cancels:
             await resume(agent, message.sender_id)
-            records.mark_released(open_handoff.id)
+            await asyncio.to_thread(records.mark_released, open_handoff.id)
             await message.output_channel.send_custom_json(message.sender_id, RELEASED_SIGNAL)
             await say(agent, message, "utter_handoff_cancelled")
             logger.info("handoff %s cancelled by the merchant", open_handoff.id)
@@ -113,14 +117,14 @@ def gate(on_new_message: OnNewMessage) -> OnNewMessage:
         if (open_handoff.status == HANDOFF_WAITING
                 and utcnow() - open_handoff.created_at >= timedelta(minutes=minutes)):
             await resume(agent, message.sender_id)
-            records.mark_released(open_handoff.id)
+            await asyncio.to_thread(records.mark_released, open_handoff.id)
             await message.output_channel.send_custom_json(message.sender_id, RELEASED_SIGNAL)
             await say(agent, message, "utter_handoff_timeout", minutes=f"{minutes:g}")
             logger.info("handoff %s returned to the bot after %s minutes", open_handoff.id, minutes)
             return await on_new_message(message)
         result = await on_new_message(message)  # logged in the paused conversation
         if open_handoff.status != HANDOFF_ACTIVE:
-            ahead = records.waiting_before(open_handoff.id)
+            ahead = await asyncio.to_thread(records.waiting_before, open_handoff.id)
             await say(agent, message, "utter_handoff_waiting_ack", ahead=ahead)
         return result
 

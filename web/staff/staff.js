@@ -58,6 +58,9 @@
       item.querySelector(".conversation").textContent = "对话 " + h.conversation_id;
       const transcript = item.querySelector(".transcript");
       for (const line of h.transcript) {
+        // button presses ("/greet", "/fees{…}") carry no words of the merchant's: the bot's
+        // reply that follows shows what was chosen
+        if (line.from === "merchant" && line.text.startsWith("/")) continue;
         const li = document.createElement("li");
         li.className = line.from;
         const who = { merchant: "商户：", bot: "机器人：", agent: "人工 " + (line.name || "") + "：" };
