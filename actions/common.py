@@ -46,3 +46,18 @@ def is_brand_statement(tracker: Tracker) -> bool:
     for entity in sorted(brands, key=lambda e: -int(e.get("start", 0))):
         text = text[: int(entity["start"])] + text[int(entity["end"]):]
     return not _FILLER.sub("", text)
+
+
+def previous_turn(tracker: Tracker) -> list[dict[str, Any]]:
+    """The events between the merchant's previous message and the latest one, newest first:
+    what the bot did in answer to the message before this one."""
+    turn: list[dict[str, Any]] = []
+    seen_user = False
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            if seen_user:
+                break
+            seen_user = True
+        elif seen_user:
+            turn.append(event)
+    return turn

@@ -9,8 +9,8 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import brands_named
-from actions.common import current_or_slot, is_brand_statement, latest_text
-from actions.faq import answer, is_confident, offer_choices, retrieve, walk_does_better
+from actions.common import current_or_slot, is_brand_statement, latest_text, previous_turn
+from actions.faq import answer, is_confident, offer_choices, response_text, retrieve, walk_does_better
 from actions.store import query
 
 NOT_CANDIDATES = {"nlu_fallback", "out_of_scope", "affirm", "deny", "thanks", "goodbye", "greet"}
@@ -18,22 +18,10 @@ MAX_CANDIDATES = 3
 MIN_CANDIDATE_CONFIDENCE = 0.1
 
 
-def _response_text(domain: Dict[str, Any], name: str) -> Optional[str]:
-    variants = (domain.get("responses") or {}).get(name) or []
-    return variants[0].get("text") if variants else None
-
-
 def _previous_action(tracker: Tracker) -> Optional[str]:
     """The last action the bot ran before this user message."""
-    seen_user = False
-    for event in reversed(tracker.events):
-        if event.get("event") == "user":
-            if seen_user:
-                return None
-            seen_user = True
-        elif seen_user and event.get("event") == "action" and event.get("name") != "action_listen":
-            return str(event.get("name"))
-    return None
+    return next((str(e.get("name")) for e in previous_turn(tracker)
+                 if e.get("event") == "action" and e.get("name") != "action_listen"), None)
 
 
 class ActionClarify(Action):
@@ -72,13 +60,13 @@ class ActionClarify(Action):
                       and float(r.get("confidence") or 0) >= MIN_CANDIDATE_CONFIDENCE]
         buttons = []
         for intent in candidates[:MAX_CANDIDATES]:
-            title = _response_text(domain, f"utter_title_{intent}")
+            title = response_text(domain, f"utter_title_{intent}")
             if title:
                 buttons.append({"title": title, "payload": f"/{intent}"})
         if not buttons:
             dispatcher.utter_message(response="utter_rephrase_failed")
             return []
-        buttons.append({"title": _response_text(domain, "utter_clarify_none") or "",
+        buttons.append({"title": response_text(domain, "utter_clarify_none") or "",
                         "payload": "/deny"})
         dispatcher.utter_message(response="utter_clarify", buttons=buttons)
         return []

@@ -14,6 +14,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.common import previous_turn
 from actions.store import query
 from kb.records import RecordStore
 
@@ -32,15 +33,8 @@ def rated_question(tracker: Tracker) -> Tuple[str, Optional[str]]:
 
 def offered_choices(tracker: Tracker) -> bool:
     """Whether the bot's last reply before this message was "您是想问" with topic buttons."""
-    seen_user = False
-    for event in reversed(tracker.events):
-        if event.get("event") == "user":
-            if seen_user:
-                return False
-            seen_user = True
-        elif seen_user and event.get("event") == "bot":
-            return (event.get("metadata") or {}).get("utter_action") == "utter_clarify"
-    return False
+    said = next((e for e in previous_turn(tracker) if e.get("event") == "bot"), None)
+    return said is not None and (said.get("metadata") or {}).get("utter_action") == "utter_clarify"
 
 
 class ActionRecordFeedback(Action):

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Optional
 
 from argon2 import PasswordHasher
@@ -20,6 +20,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Boolean, Column, DateTime, Integer, String, Text, delete, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, declarative_base
+
+from kb.schema import utcnow
 
 Base = declarative_base()
 
@@ -38,10 +40,6 @@ ON_DUTY_SECONDS = 120
 _HASHER = PasswordHasher()
 #: Verified when the name is unknown, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class StaffUser(Base):
