@@ -10,12 +10,18 @@ itself; it never receives merchants' messages. Security:
 * roles are enforced here: releasing needs ``agent``, the audit log ``admin``;
 * logins are throttled (kb/staff.py: 5 failures per name or address in 15 minutes → 429);
 * logins, logouts and releases are written to the audit log.
+
+An agent's words reach the merchant in the channel they last wrote from (``push_in_rasa``): the
+widget at once, WeChat as a customer-service message or with the reply to their next message,
+REST clients through GET /webhooks/rest/messages; the reply route says which
+(``delivered``/``reason``, bot/channels/delivery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional, Text
 from urllib.parse import quote, urlparse
@@ -27,6 +33,15 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.api_token import rasa_token
+from bot.channels.delivery import (
+    NOT_ACCEPTED,
+    RECEIPT_KEY,
+    Delivery,
+    KeepsUndelivered,
+    agent_said,
+    delivery_via,
+    input_channel,
+)
 from bot.handoff import ReleaseError, release
 from kb.records import HANDOFF_ACTIVE, HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
 from kb.staff import SESSION_HOURS, SessionView, StaffStore, Throttled
@@ -46,8 +61,8 @@ FILES = {"": ("index.html", "text/html; charset=utf-8"),
 TRANSCRIPT = 30
 
 Releaser = Callable[[RecordStore, int, Request], Awaitable[Any]]
-#: Sends ``{"posbot": …}`` into a conversation; True when the channel accepted it.
-Pusher = Callable[[Request, str, Dict[str, Any]], Awaitable[bool]]
+#: Sends ``{"posbot": …}`` into a conversation; says whether Rasa took it and where it went.
+Pusher = Callable[[Request, str, Dict[str, Any]], Awaitable[Delivery]]
 MAX_REPLY = 1000
 JOINED_RESPONSE = "utter_agent_joined"
 
@@ -69,21 +84,35 @@ async def release_in_rasa(records: RecordStore, handoff_id: int, request: Reques
     return await asyncio.to_thread(release, records, handoff_id, url, token=token)
 
 
-async def push_in_rasa(request: Request, conversation_id: str, posbot: Dict[str, Any]) -> bool:
+async def push_in_rasa(request: Request, conversation_id: str,
+                       posbot: Dict[str, Any]) -> Delivery:
     """Append a bot event carrying ``{"posbot": …}`` to the conversation and deliver it through
     the merchant's channel (Rasa's ``execute_side_effects`` with ``output_channel=latest``):
-    the widget shows it at once; REST cannot be pushed to (the event stays in the tracker)."""
+    the widget shows it at once, WeChat sends a customer-service message (or keeps it for the
+    merchant's next message), REST clients fetch it from GET /webhooks/rest/messages. The event
+    carries a receipt id, under which the channel records what it did (bot/channels/delivery.py).
+    """
     url = (f"http://127.0.0.1:{request.server_port}/conversations/"
            f"{quote(conversation_id, safe='')}/tracker/events")
     params = {"token": rasa_token(create=False), "execute_side_effects": "true",
-              "output_channel": "latest"}
-    body = {"event": "bot", "text": None, "data": {"custom": {"posbot": posbot}}}
+              "output_channel": "latest", "include_events": "NONE"}
+    receipt = uuid.uuid4().hex
+    body = {"event": "bot", "text": None, "data": {"custom": {"posbot": posbot}},
+            "metadata": {RECEIPT_KEY: receipt}}
     try:
-        reply = await asyncio.to_thread(requests.post, url, json=body, params=params, timeout=10)
+        reply = await asyncio.to_thread(requests.post, url, json=body, params=params, timeout=30)
     except requests.RequestException:
         logger.exception("could not deliver to conversation %s", conversation_id)
-        return False
-    return reply.ok
+        return Delivery(False, False, NOT_ACCEPTED)
+    if not reply.ok:
+        logger.error("Rasa refused a message for %s: HTTP %s %s", conversation_id,
+                     reply.status_code, reply.text[:200])
+        return Delivery(False, False, NOT_ACCEPTED)
+    try:
+        channel_name = reply.json().get("latest_input_channel")
+    except ValueError:
+        channel_name = None
+    return await delivery_via(input_channel(request.app, channel_name), receipt)
 
 
 def response_text(request: Request, response_name: str, **values: str) -> str:
@@ -155,31 +184,43 @@ class StaffConsole(InputChannel):
         return str(request.remote_addr or request.ip or "?")
 
     @staticmethod
-    async def _transcript(request: Request, conversation_id: str) -> list[dict[str, str]]:
+    async def _conversation(request: Request,
+                            conversation_id: str) -> tuple[list[dict[str, str]], Optional[str]]:
+        """The latest messages of the conversation, and the channel the merchant wrote from."""
         agent = getattr(getattr(request.app, "ctx", None), "agent", None)
         store = getattr(agent, "tracker_store", None)
         if store is None:
-            return []
+            return [], None
         try:
             tracker = await store.retrieve(conversation_id)
         except Exception:  # a store outage must not take the inbox down
             logger.exception("could not read conversation %s", conversation_id)
-            return []
+            return [], None
         if tracker is None:
-            return []
+            return [], None
         lines = []
         for event in tracker.events:
             kind = getattr(event, "type_name", "")
             text = getattr(event, "text", None)
-            custom = (getattr(event, "data", None) or {}).get("custom") or {}
-            said = (custom.get("posbot") or {}).get("agent_message") if isinstance(
-                custom, dict) else None
-            if kind == "bot" and isinstance(said, dict):
-                lines.append({"from": "agent", "text": str(said.get("text") or ""),
-                              "name": str(said.get("name") or "")})
+            said = agent_said((getattr(event, "data", None) or {}).get("custom"))
+            if kind == "bot" and said is not None:
+                lines.append({"from": "agent", **said})
             elif kind in ("user", "bot") and text:
                 lines.append({"from": "merchant" if kind == "user" else "bot", "text": str(text)})
-        return lines[-TRANSCRIPT:]
+        return lines[-TRANSCRIPT:], tracker.get_latest_input_channel()
+
+    @staticmethod
+    async def _undelivered(request: Request, channel_name: Optional[str],
+                           conversation_id: str) -> int:
+        """Messages the merchant's channel keeps for their next message (WeChat)."""
+        channel = input_channel(request.app, channel_name)
+        if not isinstance(channel, KeepsUndelivered):
+            return 0
+        try:
+            return await channel.undelivered(conversation_id)
+        except Exception:
+            logger.exception("could not count undelivered messages of %s", conversation_id)
+            return 0
 
     # ------------------------------------------------------------------ routes
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
@@ -266,12 +307,15 @@ class StaffConsole(InputChannel):
                 rows = self.records.handoffs(None if status == "all" else status)
             items = []
             for row in rows[-100:]:
+                transcript, channel = await self._conversation(request, row.conversation_id)
                 items.append({
                     "id": row.id, "conversation_id": row.conversation_id, "brand": row.brand,
                     "symptom": row.symptom, "question": row.question, "status": row.status,
                     "agent": row.agent, "mine": row.agent == session.user.name,
                     "created_at": row.created_at.isoformat() + "Z",
-                    "transcript": await self._transcript(request, row.conversation_id)})
+                    "channel": channel, "transcript": transcript,
+                    "undelivered": await self._undelivered(request, channel,
+                                                           row.conversation_id)})
             return _json({"handoffs": items})
 
         @bp.route("/api/handoffs/<handoff_id:int>/release", methods=["POST"])
@@ -304,9 +348,10 @@ class StaffConsole(InputChannel):
                 return _error(409, f"这个对话已经由{who}接手或已结束")
             self.store.audit(session.user.name, "claim", f"handoff:{handoff_id}")
             joined = response_text(request, JOINED_RESPONSE, name=session.user.name)
-            delivered = await self.pusher(request, claimed.conversation_id, {
+            result = await self.pusher(request, claimed.conversation_id, {
                 "agent_message": {"name": session.user.name, "text": joined}})
-            return _json({"id": handoff_id, "agent": session.user.name, "delivered": delivered})
+            return _json({"id": handoff_id, "agent": session.user.name, "text": joined,
+                          **result.as_json()})
 
         @bp.route("/api/handoffs/<handoff_id:int>/reply", methods=["POST"])
         async def reply(request: Request, handoff_id: int) -> HTTPResponse:
@@ -322,12 +367,14 @@ class StaffConsole(InputChannel):
                 return _error(404, "没有这个转人工记录")
             if row.status != HANDOFF_ACTIVE or row.agent != session.user.name:
                 return _error(409, "请先接手这个对话再回复")
-            delivered = await self.pusher(request, row.conversation_id, {
+            result = await self.pusher(request, row.conversation_id, {
                 "agent_message": {"name": session.user.name, "text": text.strip()}})
-            if not delivered:
-                return _error(502, "消息没有送达，请稍后重试")
+            if not result.accepted:
+                return _error(502, "消息没有发出去（机器人服务没有响应），请稍后重试")
             self.store.audit(session.user.name, "reply", f"handoff:{handoff_id}")
-            return _json({"id": handoff_id, "delivered": True})
+            # delivered: on the merchant's screen now; else the reason (kept for their next
+            # message on WeChat, fetched by a REST client), shown under the message
+            return _json({"id": handoff_id, **result.as_json()})
 
         @bp.route("/api/audit", methods=["GET"])
         async def audit(request: Request) -> HTTPResponse:

@@ -15,6 +15,12 @@ edges that this module handles so the rest of the bot can stay channel-agnostic:
   numbered menu ("1"/"2" replies are mapped back to payloads) and long answers are paged
   ("继续" shows the next page).  Per-user menu and page state lives in the same store as the
   retry cache: in memory, or Redis when several workers/servers share the load.
+* Pushing: what Rasa sends outside a merchant's turn (an agent's reply from the staff console,
+  "我回来了" on release) goes out as a customer-service message (``get_output_channel``).
+  WeChat allows that only within 48 hours of the merchant's last message (errcode 45015) and
+  only with the AppSecret; otherwise the message is kept in the same store and comes first in
+  the passive reply to the merchant's next message. The outcome is recorded for the console
+  (bot/channels/delivery.py).
 
 The Chinese texts the channel sends on its own live in ``wechat_texts.yml`` next to this file.
 """
@@ -40,6 +46,7 @@ from defusedxml.ElementTree import fromstring as defused_fromstring
 from rasa.core.channels.channel import (
     CollectingOutputChannel,
     InputChannel,
+    OutputChannel,
     UserMessage,
 )
 from sanic import Blueprint, response
@@ -50,6 +57,8 @@ from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
+from bot.channels import delivery
+from bot.channels.delivery import RECEIPT_KEY, Delivery, agent_said
 from bot.channels.limits import LimitedBlueprint
 from bot.handoff_gate import gate
 from bot.settings import Settings
@@ -71,6 +80,14 @@ DEDUPE_TTL_S = 300.0
 STATE_TTL_S = 1800.0
 #: OpenIDs are 28 characters; anything much longer is not from WeChat and must not become a key.
 MAX_ID_CHARS = 128
+#: How long a message WeChat would not let us push waits for the merchant's next message.
+PENDING_TTL_S = 7 * 24 * 3600.0
+#: How long the outcome of a push is kept for the staff console to read (it reads it at once).
+RECEIPT_TTL_S = 600.0
+#: WeChat's answers to a customer-service message: not within 48 hours of the merchant's last
+#: message (or the merchant unfollowed); too many messages since the merchant last wrote.
+ERRCODE_WINDOW_CLOSED = 45015
+ERRCODE_LIMIT = 45047
 
 _PENDING = json.dumps({"pending": True})
 _MENU_CHOICE = re.compile(r"^([0-9]{1,2})\s*[.、)。]?$")
@@ -98,6 +115,7 @@ class WeChatTexts:
     nothing_more: str
     subscribe_payload: str
     menu_click_payloads: dict[str, str]
+    agent_prefix: str
 
     @classmethod
     def load(cls, path: Path = TEXTS_PATH) -> WeChatTexts:
@@ -107,6 +125,10 @@ class WeChatTexts:
         missing = [f.name for f in dataclasses.fields(cls) if not data.get(f.name)]
         if missing:
             raise ValueError(f"{path} lacks required keys: {', '.join(missing)}")
+        try:
+            str(data["agent_prefix"]).format(name="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{path}: agent_prefix may only use the {{name}} placeholder") from exc
         return cls(
             unsupported=str(data["unsupported"]).strip(),
             bot_error=str(data["bot_error"]).strip(),
@@ -119,7 +141,12 @@ class WeChatTexts:
                 str(k).strip(): str(v).strip()
                 for k, v in data["menu_click_payloads"].items()
             },
+            agent_prefix=str(data["agent_prefix"]).strip(),
         )
+
+    def agent_line(self, name: str) -> str:
+        """The line above an agent's words, naming the agent."""
+        return self.agent_prefix.format(name=name.strip())
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,6 +175,21 @@ class WeChatStore:
 
     async def delete(self, key: str) -> None:
         """Removes ``key`` if present."""
+        raise NotImplementedError
+
+    async def append_list(
+        self, key: str, values: list[str], ttl_s: float, *, front: bool = False
+    ) -> bool:
+        """Adds ``values`` at the end of the list ``key`` (``front``: before its items, in
+        order) and restarts its expiry; False when they could not be stored."""
+        raise NotImplementedError
+
+    async def take_list(self, key: str) -> list[str]:
+        """Returns and removes the list ``key`` in one step, so its items are taken once."""
+        raise NotImplementedError
+
+    async def list_length(self, key: str) -> int:
+        """How many items the list ``key`` holds (0 when absent)."""
         raise NotImplementedError
 
 
@@ -200,6 +242,27 @@ class InMemoryStore(WeChatStore):
 
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
+
+    # Lists are JSON arrays here; no await between read and write, so each call is atomic.
+    def _list(self, key: str) -> list[str]:
+        raw = self._live(key)
+        return [str(v) for v in json.loads(raw)] if raw else []
+
+    async def append_list(
+        self, key: str, values: list[str], ttl_s: float, *, front: bool = False
+    ) -> bool:
+        items = self._list(key)
+        items = [*values, *items] if front else [*items, *values]
+        self._put(key, json.dumps(items, ensure_ascii=False), ttl_s)
+        return True
+
+    async def take_list(self, key: str) -> list[str]:
+        items = self._list(key)
+        self._data.pop(key, None)
+        return items
+
+    async def list_length(self, key: str) -> int:
+        return len(self._list(key))
 
 
 class RedisStore(WeChatStore):
@@ -264,6 +327,48 @@ class RedisStore(WeChatStore):
             await self._redis.delete(self._key(key))
         except RedisError:
             logger.exception("Redis unavailable; cannot delete WeChat state %s", key)
+
+    async def append_list(
+        self, key: str, values: list[str], ttl_s: float, *, front: bool = False
+    ) -> bool:
+        from redis.exceptions import RedisError
+
+        if not values:
+            return True
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if front:  # LPUSH puts each value before the previous one: reverse to keep order
+                    pipe.lpush(self._key(key), *reversed(values))
+                else:
+                    pipe.rpush(self._key(key), *values)
+                pipe.pexpire(self._key(key), _ms(ttl_s))
+                await pipe.execute()
+        except RedisError:
+            logger.exception("Redis unavailable; cannot keep WeChat messages under %s", key)
+            return False
+        return True
+
+    async def take_list(self, key: str) -> list[str]:
+        from redis.exceptions import RedisError
+
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.lrange(self._key(key), 0, -1)
+                pipe.delete(self._key(key))
+                items, _ = await pipe.execute()
+        except RedisError:
+            logger.exception("Redis unavailable; cannot read WeChat messages under %s", key)
+            return []
+        return [str(item) for item in items or []]
+
+    async def list_length(self, key: str) -> int:
+        from redis.exceptions import RedisError
+
+        try:
+            return int(await self._redis.llen(self._key(key)))
+        except RedisError:
+            logger.exception("Redis unavailable; cannot count WeChat messages under %s", key)
+            return 0
 
 
 def _ms(seconds: float) -> int:
@@ -389,6 +494,30 @@ def format_bot_messages(
         if lines:
             blocks.append("\n".join(lines))
     return "\n\n".join(blocks), payloads
+
+
+def wechat_message(message: Mapping[str, Any], texts: WeChatTexts) -> dict[str, Any] | None:
+    """One message of the bot (or of an agent) as WeChat can show it, or None when nothing shows.
+
+    An agent's words (custom ``{"posbot": {"agent_message": …}}``) become text under a line
+    naming the agent; other custom JSON (signals for the website widget) is dropped.
+    """
+    said = agent_said(message.get("custom"))
+    if said is not None:
+        if not said["text"].strip():
+            return None
+        return {"text": f"{texts.agent_line(said['name'])}\n{said['text'].strip()}"}
+    shown: dict[str, Any] = {
+        k: str(message[k]) for k in ("text", "image", "attachment") if message.get(k)
+    }
+    buttons = [
+        {"title": str(b.get("title") or ""), "payload": str(b.get("payload") or "")}
+        for b in message.get("buttons") or []
+        if isinstance(b, dict)
+    ]
+    if buttons:
+        shown["buttons"] = buttons
+    return shown or None
 
 
 def _menu_lines(buttons: list[dict[str, Any]], payloads: list[str]) -> list[str]:
@@ -732,9 +861,11 @@ class WeChatInput(InputChannel):
                 message.msg_type,
                 message.from_user,
             )
-            return self.texts.unsupported
+            return await self._with_pending(message.from_user, self.texts.unsupported)
         if _normalize_command(text) in self.texts.continue_keywords:
-            return await self._next_page(message.from_user)
+            return await self._with_pending(
+                message.from_user, await self._next_page(message.from_user)
+            )
         payload = await self._menu_payload(message.from_user, text)
         return await self._ask_bot(message, payload or text, on_new_message)
 
@@ -755,7 +886,7 @@ class WeChatInput(InputChannel):
                 logger.warning(
                     "WeChat menu EventKey %r is not mapped in wechat_texts.yml", key
                 )
-                return self.texts.unsupported
+                return await self._with_pending(message.from_user, self.texts.unsupported)
             return await self._ask_bot(message, payload, on_new_message)
         return None
 
@@ -794,17 +925,42 @@ class WeChatInput(InputChannel):
     async def _finish(
         self, openid: str, succeeded: bool, collector: CollectingOutputChannel
     ) -> str | None:
-        """Formats the bot's answer, remembers its menu and pages, returns the first page."""
-        if not succeeded:
-            await self._save_state(openid, menu=[], pages=[])
-            return self.texts.bot_error
-        text, payloads = format_bot_messages(collector.messages, self.texts)
+        """The passive reply: messages kept for this merchant first, then the bot's answer.
+
+        Formats them as one text, remembers its menu and further pages, returns the first page.
+        """
+        answer = collector.messages if succeeded else [{"text": self.texts.bot_error}]
+        messages = await self._take_pending(openid) + self._shown(answer)
+        text, payloads = format_bot_messages(messages, self.texts)
         pages = paginate(text, CONTENT_LIMIT_BYTES, self.texts.continuation_marker)
         await self._save_state(openid, menu=payloads, pages=pages[1:])
         if not pages:
             logger.info("Bot sent nothing back to %s", openid)
             return None
         return pages[0]
+
+    async def _with_pending(self, openid: str, own: str | None) -> str | None:
+        """A reply the channel makes by itself ("继续", "please write text"), after any kept
+        messages; the rest of a long text joins the pages still unread."""
+        waiting = await self._take_pending(openid)
+        if not waiting:
+            return own
+        text, payloads = format_bot_messages(waiting, self.texts)
+        pages = paginate(
+            "\n\n".join(part for part in (text, own) if part),
+            CONTENT_LIMIT_BYTES,
+            self.texts.continuation_marker,
+        )
+        if payloads:
+            await self.store.set(
+                f"menu:{openid}", json.dumps(payloads, ensure_ascii=False), self._state_ttl_s
+            )
+        if len(pages) > 1:
+            unread = pages[1:] + await self._load_list(f"pages:{openid}")
+            await self.store.set(
+                f"pages:{openid}", json.dumps(unread, ensure_ascii=False), self._state_ttl_s
+            )
+        return pages[0] if pages else own
 
     async def _deliver_late(
         self,
@@ -813,23 +969,119 @@ class WeChatInput(InputChannel):
         collector: CollectingOutputChannel,
     ) -> None:
         succeeded = await task
-        client = self._customer_service_client()
-        if client is None:
+        answer = collector.messages if succeeded else [{"text": self.texts.bot_error}]
+        result = await self.push(openid, answer)
+        if result.delivered:
+            logger.info("Late answer delivered to %s via customer-service API", openid)
+        elif result.reason == delivery.WECHAT_NO_SECRET:
             logger.warning(
-                "Answer for %s was ready after the reply budget but could not be delivered: "
-                "WECHAT_APP_SECRET is not set, so the customer-service message API is unavailable.",
+                "Answer for %s was ready after the reply budget but could not be delivered now: "
+                "WECHAT_APP_SECRET is not set, so the customer-service message API is unavailable. "
+                "It comes with the reply to the merchant's next message.",
                 openid,
             )
-            return
-        content = await self._finish(openid, succeeded, collector)
-        if not content:
-            return
-        try:
-            await asyncio.to_thread(client.message.send_text, openid, content)
-        except Exception:
-            logger.exception("Customer-service message to %s failed", openid)
+
+    # ---- pushing (客服消息) -------------------------------------------------------------------
+
+    def get_output_channel(self) -> OutputChannel | None:
+        """What Rasa uses for messages outside a merchant's turn (``output_channel=latest``):
+        the staff console's agent replies, ``posbot handoff release``, the API's execute."""
+        return WeChatOutput(self)
+
+    async def push(
+        self, openid: str, messages: list[dict[str, Any]], receipt: str | None = None
+    ) -> Delivery:
+        """Sends ``messages`` (Rasa's message dicts) to ``openid`` as a customer-service message.
+
+        Messages kept earlier go first, so the merchant reads everything in order. When WeChat
+        cannot take them now they are all kept, for the passive reply to the merchant's next
+        message. Never raises for WeChat's or the network's failures; the outcome is recorded
+        under ``receipt`` for the staff console (bot/channels/delivery.py).
+        """
+        shown = self._shown(messages)
+        batch = (await self._take_pending(openid) + shown) if shown else []
+        reason = await self._send_now(openid, batch) if batch else None
+        if reason is None:
+            result = delivery.DELIVERED  # sent, or nothing WeChat could show (a widget signal)
         else:
-            logger.info("Late answer delivered to %s via customer-service API", openid)
+            kept = await self.store.append_list(
+                f"pending:{openid}",
+                [json.dumps(m, ensure_ascii=False) for m in batch],
+                PENDING_TTL_S,
+                front=True,
+            )
+            if not kept:
+                logger.error("A message for %s could not be sent nor kept: it is lost", openid)
+            result = Delivery(True, False, reason if kept else delivery.WECHAT_NOT_KEPT)
+        if receipt:
+            await self.store.set(
+                f"receipt:{receipt}", json.dumps(result.as_json()), RECEIPT_TTL_S
+            )
+        return result
+
+    async def _send_now(self, openid: str, messages: list[dict[str, Any]]) -> str | None:
+        """One customer-service text (more pages wait for "继续"); None when WeChat took it,
+        else the reason code."""
+        client = self._customer_service_client()
+        if client is None:
+            return delivery.WECHAT_NO_SECRET
+        text, payloads = format_bot_messages(messages, self.texts)
+        pages = paginate(text, CONTENT_LIMIT_BYTES, self.texts.continuation_marker)
+        if not pages:
+            return None
+        try:
+            await asyncio.to_thread(client.message.send_text, openid, pages[0])
+        except Exception as exc:
+            errcode = getattr(exc, "errcode", None)
+            if errcode == ERRCODE_WINDOW_CLOSED:
+                logger.warning(
+                    "WeChat refused a customer-service message to %s (45015: no message from "
+                    "them for 48 hours, or they unfollowed); kept for their next message",
+                    openid,
+                )
+                return delivery.WECHAT_WINDOW_CLOSED
+            if errcode == ERRCODE_LIMIT:
+                logger.warning(
+                    "WeChat refused a customer-service message to %s (45047: too many since "
+                    "their last message); kept for their next message",
+                    openid,
+                )
+                return delivery.WECHAT_LIMIT
+            logger.exception("Customer-service message to %s failed", openid)
+            return delivery.WECHAT_ERROR
+        await self._save_state(openid, menu=payloads, pages=pages[1:])
+        return None
+
+    def _shown(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [m for m in (wechat_message(x, self.texts) for x in messages) if m]
+
+    async def _take_pending(self, openid: str) -> list[dict[str, Any]]:
+        kept = []
+        for raw in await self.store.take_list(f"pending:{openid}"):
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                logger.warning("Discarding an unreadable kept message for %s", openid)
+                continue
+            if isinstance(message, dict):
+                kept.append(message)
+        return kept
+
+    async def delivery_receipt(self, receipt: str) -> Delivery | None:
+        """What :meth:`push` did with the message Rasa handed over under ``receipt``."""
+        raw = await self.store.get(f"receipt:{receipt}")
+        try:
+            outcome = json.loads(raw) if raw else None
+        except ValueError:
+            outcome = None
+        if not isinstance(outcome, dict):
+            return None
+        reason = outcome.get("reason")
+        return Delivery(True, bool(outcome.get("delivered")), str(reason) if reason else None)
+
+    async def undelivered(self, conversation_id: str) -> int:
+        """How many messages wait for this merchant's next message."""
+        return await self.store.list_length(f"pending:{conversation_id}")
 
     def _customer_service_client(self) -> CustomerServiceClient | None:
         if not self._wechat_client_built:
@@ -924,6 +1176,50 @@ class WeChatInput(InputChannel):
                 xml, encrypt_for.args.get("nonce", ""), now
             )
         return response.text(xml, content_type="application/xml; charset=utf-8")
+
+
+class WeChatOutput(OutputChannel):
+    """Messages Rasa sends outside a merchant's turn, as customer-service messages (客服消息).
+
+    Rasa's API calls this for a WeChat conversation with ``output_channel=latest`` (the staff
+    console's agent replies and ``posbot handoff release`` do). Each message goes out whole
+    (text, numbered menu, an agent's name line); what WeChat refuses is kept for the merchant's
+    next message. Nothing here raises: a failure must not turn Rasa's API call into a 500.
+    """
+
+    def __init__(self, channel: WeChatInput) -> None:
+        self._channel = channel
+
+    @classmethod
+    def name(cls) -> str:
+        return CHANNEL_NAME
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        try:
+            await self._channel.push(
+                recipient_id, [message], receipt=message.get(RECEIPT_KEY) or None
+            )
+        except Exception:
+            logger.exception("Could not push a message to WeChat user %s", recipient_id)
+
+    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {**kwargs, "text": text})
+
+    async def send_text_with_buttons(
+        self, recipient_id: str, text: str, buttons: list[dict[str, Any]], **kwargs: Any
+    ) -> None:
+        await self.send_response(recipient_id, {**kwargs, "text": text, "buttons": buttons})
+
+    async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"image": image})
+
+    async def send_attachment(self, recipient_id: str, attachment: str, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"attachment": attachment})
+
+    async def send_custom_json(
+        self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any
+    ) -> None:
+        await self.send_response(recipient_id, {"custom": json_message})
 
 
 async def _run_bot(on_new_message: OnNewMessage, message: UserMessage) -> bool:

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from http.cookies import SimpleCookie
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
+from rasa.core.tracker_store import InMemoryTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import Event, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
 from sanic import Sanic
 from sqlalchemy import create_engine
 
 from bot import cli
-from bot.channels.staff import COOKIE, StaffConsole
+from bot.channels import delivery
+from bot.channels import staff as staff_module
+from bot.channels.delivery import DELIVERED, NOT_ACCEPTED, WECHAT_WINDOW_CLOSED, Delivery
+from bot.channels.rest import RestInput
+from bot.channels.staff import COOKIE, StaffConsole, push_in_rasa
+from bot.channels.wechat import WeChatInput
 from bot.handoff import ReleaseError
 from kb.records import RecordStore
 from kb.staff import MAX_FAILURES, StaffStore
+from tests.channels.test_wechat import FakeMessageApi, FakeWeChatClient, make_settings
 
 PASSWORD = "correct horse battery"
 HOST = "127.0.0.1:5005"
@@ -41,12 +54,13 @@ class Console:
 
         self.pushed: list[tuple[str, dict]] = []
         self.fail_push = False
+        self.delivery = DELIVERED
 
-        async def pusher(request: Any, conversation_id: str, posbot: dict) -> bool:
+        async def pusher(request: Any, conversation_id: str, posbot: dict) -> Delivery:
             if self.fail_push:
-                return False
+                return Delivery(False, False, NOT_ACCEPTED)
             self.pushed.append((conversation_id, posbot))
-            return True
+            return self.delivery
 
         channel = StaffConsole(self.staff, self.records, releaser, pusher=pusher)
         self.app = Sanic(f"staff_test_{uuid.uuid4().hex[:12]}")
@@ -258,7 +272,7 @@ def test_only_the_agent_who_claimed_it_replies_and_the_reply_reaches_the_chat(
     for bad in ({"text": " "}, {"text": "字" * 1001}, {"text": 5}, {}):
         assert console.request("POST", path, cookie=first, csrf=first_csrf, json=bad).status == 400
     ok = console.request("POST", path, cookie=first, csrf=first_csrf, json=text)
-    assert ok.status == 200
+    assert ok.status == 200 and ok.json == {"id": handoff.id, "delivered": True, "reason": None}
     assert console.pushed[-1] == ("shop-11", {"agent_message": {
         "name": "agent1", "text": "您好，请把屏幕上的提示拍给我看看"}})
     console.fail_push = True
@@ -278,3 +292,143 @@ def test_an_older_records_database_gets_the_new_handoff_columns(tmp_path: Path) 
     records = RecordStore(engine)
     claimed = records.claim(1, "agent1")
     assert claimed is not None and claimed.agent == "agent1" and claimed.status == "active"
+
+
+def test_a_reply_that_could_not_be_pushed_now_says_why_and_is_not_an_error(
+        console: Console) -> None:
+    handoff = console.records.add_handoff("oWeChatMerchant", brand=None, symptom=None,
+                                          question="人呢")
+    cookie, csrf = console.login("agent1")
+    console.delivery = Delivery(True, False, WECHAT_WINDOW_CLOSED)
+    claimed = console.request("POST", f"/staff/api/handoffs/{handoff.id}/claim", cookie=cookie,
+                              csrf=csrf)
+    assert claimed.status == 200
+    assert (claimed.json["delivered"], claimed.json["reason"]) == (False, WECHAT_WINDOW_CLOSED)
+    assert claimed.json["text"] == console.pushed[-1][1]["agent_message"]["text"]
+    answer = console.request("POST", f"/staff/api/handoffs/{handoff.id}/reply", cookie=cookie,
+                             csrf=csrf, json={"text": "请把屏幕拍给我看看"})
+    assert answer.status == 200
+    assert answer.json == {"id": handoff.id, "delivered": False, "reason": WECHAT_WINDOW_CLOSED}
+    assert [e.action for e in console.staff.audit_entries()][:2] == ["reply", "claim"]
+
+
+# ------------------------------------------------------------------ push_in_rasa, for real
+# The console's pusher against a stand-in for Rasa's API that does what Rasa 3.6 does for
+# POST /conversations/{id}/tracker/events?execute_side_effects=true&output_channel=latest:
+# hand the bot event to the latest input channel's get_output_channel().send_response(), then
+# answer with the tracker state (which names the latest input channel).
+
+TOKEN = "unit-test-rasa-token-0123456789abcdef"
+
+
+class FakeRasa:
+    def __init__(self, channels: list[Any], latest: str, status: int = 200) -> None:
+        self.channels, self.latest, self.status = channels, latest, status
+        self.calls: list[tuple[str, dict, dict]] = []
+
+    def post(self, url: str, json: dict, params: dict, timeout: float) -> Any:
+        self.calls.append((url, json, params))
+        if self.status == 200:
+            event = Event.from_parameters(json)
+            channel = delivery.input_channel(self.request().app, self.latest)
+            output = channel.get_output_channel() if channel else None
+            if output is not None:  # Rasa runs this on its own loop; here: in the pusher's thread
+                asyncio.run(output.send_response(url.split("/")[-3], event.message()))
+        return SimpleNamespace(ok=self.status == 200, status_code=self.status, text="",
+                               json=lambda: {"latest_input_channel": self.latest, "events": None})
+
+    def request(self) -> Any:
+        return SimpleNamespace(server_port=5005, app=SimpleNamespace(
+            ctx=SimpleNamespace(input_channels=self.channels)))
+
+
+async def _push(monkeypatch: pytest.MonkeyPatch, rasa: FakeRasa, conversation: str,
+                text: str = "请把屏幕拍给我看看") -> Delivery:
+    monkeypatch.setenv("POSBOT_RASA_TOKEN", TOKEN)
+    monkeypatch.setattr(staff_module.requests, "post", rasa.post)
+    return await push_in_rasa(rasa.request(), conversation,
+                              {"agent_message": {"name": "agent1", "text": text}})
+
+
+@pytest.mark.asyncio
+async def test_a_wechat_merchant_gets_the_reply_as_a_customer_service_message(monkeypatch) -> None:
+    client = FakeWeChatClient()
+    wechat = WeChatInput(make_settings(), wechat_client=client)
+    rasa = FakeRasa([RestInput(), wechat], "wechat")
+    result = await _push(monkeypatch, rasa, "oWeChatMerchant")
+    assert result == delivery.DELIVERED
+    assert client.message.sent == [("oWeChatMerchant", "【人工客服 agent1】\n请把屏幕拍给我看看")]
+    [(url, body, params)] = rasa.calls
+    assert url.endswith("/conversations/oWeChatMerchant/tracker/events")
+    assert params["execute_side_effects"] == "true" and params["output_channel"] == "latest"
+    assert params["token"] == TOKEN and params["include_events"] == "NONE"
+    assert body["data"]["custom"]["posbot"]["agent_message"]["text"] == "请把屏幕拍给我看看"
+    assert body["metadata"][delivery.RECEIPT_KEY]
+
+
+@pytest.mark.asyncio
+async def test_a_closed_wechat_window_is_reported_and_the_reply_kept(monkeypatch) -> None:
+    client = FakeWeChatClient(FakeMessageApi(refuse_with=45015))
+    wechat = WeChatInput(make_settings(), wechat_client=client)
+    result = await _push(monkeypatch, FakeRasa([wechat], "wechat"), "oWeChatMerchant")
+    assert result == Delivery(True, False, WECHAT_WINDOW_CLOSED)
+    assert await wechat.undelivered("oWeChatMerchant") == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("latest", "expected"), [
+    ("rest", Delivery(True, False, delivery.REST_POLL)),
+    ("web", delivery.DELIVERED),
+    ("cmdline", Delivery(True, False, delivery.NOT_PUSHABLE)),
+    (None, Delivery(True, False, delivery.NOT_PUSHABLE)),
+])
+async def test_every_channel_reports_where_the_reply_went(monkeypatch, latest: Any,
+                                                         expected: Delivery) -> None:
+    class Widget:  # pushes over socket.io, with no failure signal
+        @classmethod
+        def name(cls) -> str:
+            return "web"
+
+        def get_output_channel(self) -> Any:
+            return SimpleNamespace(send_response=lambda *_: asyncio.sleep(0))
+
+    rasa = FakeRasa([RestInput(), Widget()], latest)
+    assert await _push(monkeypatch, rasa, "shop-1") == expected
+
+
+@pytest.mark.asyncio
+async def test_a_wechat_channel_without_a_receipt_is_unknown_not_delivered(monkeypatch) -> None:
+    class Silent(WeChatInput):
+        def get_output_channel(self) -> Any:
+            return None  # e.g. another worker handled the API call
+
+    rasa = FakeRasa([Silent(make_settings())], "wechat")
+    assert await _push(monkeypatch, rasa, "oX") == Delivery(True, False, delivery.UNKNOWN)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("failure", ["refused", "unreachable"])
+async def test_rasa_not_taking_the_message_is_not_accepted(monkeypatch, failure: str) -> None:
+    rasa = FakeRasa([RestInput()], "rest", status=500)
+    if failure == "unreachable":
+        def unreachable(*_: Any, **__: Any) -> Any:
+            raise requests.ConnectionError("connection refused")
+        rasa.post = unreachable  # type: ignore[method-assign]
+    assert await _push(monkeypatch, rasa, "shop-1") == Delivery(False, False, NOT_ACCEPTED)
+
+
+def test_the_inbox_shows_the_channel_and_what_waits_for_the_merchant(console: Console) -> None:
+    wechat = WeChatInput(make_settings(), wechat_client=None)
+    trackers = InMemoryTrackerStore(Domain.empty())
+    tracker = DialogueStateTracker("oWeChatMerchant", [])
+    tracker.update(UserUttered("转人工", input_channel="wechat"))
+    asyncio.run(trackers.save(tracker))
+    asyncio.run(wechat.store.append_list("pending:oWeChatMerchant", ['{"text": "稍等"}'], 60))
+    console.app.ctx.agent = SimpleNamespace(tracker_store=trackers)
+    console.app.ctx.input_channels = [wechat]
+    console.records.add_handoff("oWeChatMerchant", brand=None, symptom=None, question="转人工")
+    console.records.add_handoff("shop-unknown", brand=None, symptom=None, question="人呢")
+    cookie, _ = console.login("agent1")
+    listed = console.request("GET", "/staff/api/handoffs", cookie=cookie).json["handoffs"]
+    assert [(h["channel"], h["undelivered"]) for h in listed] == [("wechat", 1), (None, 0)]
+    assert listed[0]["transcript"] == [{"from": "merchant", "text": "转人工"}]

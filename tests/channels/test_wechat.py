@@ -28,13 +28,19 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from rasa.core.channels.channel import UserMessage
+from rasa.shared.core.events import BotUttered
 from sanic import Sanic
+from wechatpy.exceptions import WeChatClientException
 
+from bot.channels import delivery
+from bot.channels.delivery import RECEIPT_KEY
 from bot.channels.wechat import (
     CONTENT_LIMIT_BYTES,
+    TEXTS_PATH,
     InMemoryStore,
     RedisStore,
     WeChatInput,
+    WeChatOutput,
     WeChatStore,
     WeChatTexts,
     build_wechat_client,
@@ -226,15 +232,26 @@ class FakeBot:
 
 @dataclass
 class FakeMessageApi:
-    """Records customer-service sends instead of calling api.weixin.qq.com."""
+    """Records customer-service sends instead of calling api.weixin.qq.com.
+
+    ``refuse_with`` makes it fail the way wechatpy does when WeChat answers an errcode, e.g.
+    45015 when the merchant has not written for 48 hours.
+    """
 
     sent: list[tuple[str, str]] = field(default_factory=list)
     threads: list[int] = field(default_factory=list)
+    refuse_with: int | None = None
+    attempts: int = 0
 
     def send_text(
         self, user_id: str, content: str, account: str | None = None
     ) -> dict[str, Any]:
         self.threads.append(threading.get_ident())
+        self.attempts += 1
+        if self.refuse_with is not None:
+            raise WeChatClientException(
+                self.refuse_with, "response out of time limit or subscription is canceled"
+            )
         self.sent.append((user_id, content))
         return {"errcode": 0, "errmsg": "ok"}
 
@@ -1076,6 +1093,221 @@ async def test_customer_service_failure_is_logged_not_raised(
 
 
 # --------------------------------------------------------------------------------------------
+# Pushed messages (客服消息): agent replies, messages kept for the merchant's next message
+# --------------------------------------------------------------------------------------------
+
+
+def pushed(text: str | None, receipt: str = "", **data: Any) -> dict[str, Any]:
+    """What Rasa hands an output channel for a bot event it was told to deliver (the API's
+    ``execute_side_effects``: ``output_channel.send_response(sender_id, event.message())``)."""
+    return BotUttered(text, data, {RECEIPT_KEY: receipt} if receipt else {}).message()
+
+
+def agent_says(name: str, text: str, receipt: str = "") -> dict[str, Any]:
+    """The staff console's event for an agent's reply."""
+    return pushed(
+        None, receipt, custom={"posbot": {"agent_message": {"name": name, "text": text}}}
+    )
+
+
+async def push(h: Harness, message: dict[str, Any]) -> None:
+    output = h.channel.get_output_channel()
+    assert isinstance(output, WeChatOutput) and output.name() == "wechat"
+    await output.send_response(USER, message)
+
+
+@pytest.mark.asyncio
+async def test_an_agent_reply_is_sent_as_a_customer_service_message_naming_the_agent() -> None:
+    client = FakeWeChatClient()
+    h = harness(client=client, wechat_app_secret="secret")
+    await push(h, agent_says("王芳", "请把屏幕上的提示拍给我看看", receipt="r-1"))
+    assert client.message.sent == [(USER, "【人工客服 王芳】\n请把屏幕上的提示拍给我看看")]
+    assert client.message.threads != [threading.get_ident()]  # blocking call off the loop
+    assert await h.channel.delivery_receipt("r-1") == delivery.DELIVERED
+    assert await h.channel.undelivered(USER) == 0
+    assert await h.say("好的") == "收到:好的"  # nothing left over for the next reply
+
+
+@pytest.mark.asyncio
+async def test_45015_keeps_the_reply_for_the_next_passive_reply_exactly_once() -> None:
+    client = FakeWeChatClient(FakeMessageApi(refuse_with=45015))
+    h = harness(client=client)
+    await push(h, agent_says("王芳", "请把屏幕上的提示拍给我看看", receipt="r-2"))
+    assert client.message.attempts == 1 and client.message.sent == []
+    assert await h.channel.delivery_receipt("r-2") == delivery.Delivery(
+        True, False, delivery.WECHAT_WINDOW_CLOSED
+    )
+    assert await h.channel.undelivered(USER) == 1
+    assert await h.channel.undelivered("oSomeoneElse") == 0
+    assert await h.say("你好", from_user="oSomeoneElse") == "收到:你好"
+
+    xml = text_xml("在吗", msg_id="4501500001")
+    first = reply_content(await h.post_plain(xml))
+    assert first == "【人工客服 王芳】\n请把屏幕上的提示拍给我看看\n\n收到:在吗"
+    assert reply_content(await h.post_plain(xml)) == first  # WeChat's retry: the same reply
+    assert await h.channel.undelivered(USER) == 0
+    assert await h.say("好的") == "收到:好的"
+    assert h.bot.texts == ["你好", "在吗", "好的"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("errcode", "reason"),
+    [
+        (45015, delivery.WECHAT_WINDOW_CLOSED),
+        (45047, delivery.WECHAT_LIMIT),
+        (40001, delivery.WECHAT_ERROR),
+    ],
+)
+async def test_every_refusal_is_reported_and_the_message_kept(errcode: int, reason: str) -> None:
+    h = harness(client=FakeWeChatClient(FakeMessageApi(refuse_with=errcode)))
+    await push(h, agent_says("王芳", "稍等", receipt="r"))
+    assert await h.channel.delivery_receipt("r") == delivery.Delivery(True, False, reason)
+    assert await h.say("在") == "【人工客服 王芳】\n稍等\n\n收到:在"
+
+
+@pytest.mark.asyncio
+async def test_without_an_app_secret_messages_wait_for_the_merchants_next_message() -> None:
+    h = harness(wechat_app_secret="")
+    await push(h, agent_says("王芳", "您好，我是人工客服王芳", receipt="r-3"))
+    await push(h, agent_says("王芳", "请问机器是什么型号？", receipt="r-4"))
+    for receipt in ("r-3", "r-4"):
+        assert await h.channel.delivery_receipt(receipt) == delivery.Delivery(
+            True, False, delivery.WECHAT_NO_SECRET
+        )
+    assert await h.channel.undelivered(USER) == 2
+    assert await h.say("在") == (
+        "【人工客服 王芳】\n您好，我是人工客服王芳\n\n"
+        "【人工客服 王芳】\n请问机器是什么型号？\n\n收到:在"
+    )
+    assert await h.say("在吗") == "收到:在吗"
+
+
+@pytest.mark.asyncio
+async def test_kept_messages_go_out_first_once_wechat_takes_messages_again() -> None:
+    api = FakeMessageApi(refuse_with=45015)
+    h = harness(client=FakeWeChatClient(api))
+    await push(h, agent_says("王芳", "第一条"))
+    api.refuse_with = None
+    await push(h, agent_says("王芳", "第二条", receipt="r-5"))
+    assert api.sent == [(USER, "【人工客服 王芳】\n第一条\n\n【人工客服 王芳】\n第二条")]
+    assert await h.channel.delivery_receipt("r-5") == delivery.DELIVERED
+    assert await h.say("好") == "收到:好"
+
+
+@pytest.mark.asyncio
+async def test_pushed_bot_messages_keep_the_wechat_format_and_menu() -> None:
+    client = FakeWeChatClient()
+    h = harness(client=client)
+    # `posbot handoff release`: utter_handoff_released, a text plus the widget's signal
+    await push(h, pushed("人工客服已经处理完毕，我回来了。",
+                         custom={"posbot": {"handoff": "released"}}))
+    await push(h, pushed("请问是哪种问题？", buttons=MENU_SCRIPT["机器坏了"][0]["buttons"]))
+    await push(h, pushed(None, custom={"posbot": {"handoff": "started"}}))  # nothing to show
+    assert client.message.sent == [
+        (USER, "人工客服已经处理完毕，我回来了。"),
+        (USER, "请问是哪种问题？\n回复数字选择：\n1. 打印机故障\n2. 刷卡失败"),
+    ]
+    assert await h.say("2") == "收到:/fault_card"
+
+
+@pytest.mark.asyncio
+async def test_a_kept_menu_is_numbered_together_with_the_next_answer() -> None:
+    h = harness(FakeBot(script=MENU_SCRIPT), wechat_app_secret="")
+    await push(h, pushed("要登记报修吗？", buttons=[{"title": "登记报修", "payload": "/ticket"}]))
+    assert await h.say("机器坏了") == (
+        "要登记报修吗？\n回复数字选择：\n1. 登记报修\n\n"
+        "请问是哪种问题？\n回复数字选择：\n2. 打印机故障\n3. 刷卡失败"
+    )
+    assert json.loads(await h.channel.store.get(f"menu:{USER}") or "") == [
+        "/ticket", "/fault_printer", "/fault_card"]
+    assert await h.say("3") == "收到:/fault_card"
+
+
+@pytest.mark.asyncio
+async def test_kept_messages_come_first_in_the_channels_own_replies_too() -> None:
+    h = harness(wechat_app_secret="")
+    await push(h, agent_says("王芳", "麻烦用文字说一下"))
+    image = message_xml({"MsgType": "image", "PicUrl": "http://x/y.jpg", "MsgId": "770001"})
+    assert reply_content(await h.post_plain(image)) == (
+        "【人工客服 王芳】\n麻烦用文字说一下\n\n" + TEXTS.unsupported
+    )
+    await push(h, agent_says("王芳", "还在吗"))
+    assert await h.say("继续") == "【人工客服 王芳】\n还在吗\n\n" + TEXTS.nothing_more
+    assert h.bot.calls == []
+
+
+@pytest.mark.asyncio
+async def test_a_long_kept_message_is_paged_like_any_answer() -> None:
+    h = harness(wechat_app_secret="")
+    long_text = "。".join(f"第{i}步：检查打印机纸仓和电源" for i in range(120))
+    await push(h, agent_says("王芳", long_text))
+    pages = [await h.say("在")]
+    while pages[-1].endswith(TEXTS.continuation_marker) and len(pages) < 10:
+        pages.append(await h.say("继续"))
+    assert len(pages) > 1
+    assert all(len(page.encode("utf-8")) <= CONTENT_LIMIT_BYTES for page in pages)
+    assert pages[0].startswith("【人工客服 王芳】\n第0步") and pages[-1].endswith("收到:在")
+
+
+@pytest.mark.asyncio
+async def test_a_slow_answer_without_secret_comes_with_the_next_reply() -> None:
+    bot = FakeBot(delay_s=0.2, script={"慢": [{"text": "这是慢的回答。"}]})
+    h = harness(bot, wechat_reply_budget_s=0.05, wechat_app_secret="")
+    assert (await h.post_plain(text_xml("慢"))).text == "success"
+    await h.channel.wait_for_background()
+    bot.delay_s = 0
+    assert await h.say("在吗") == "这是慢的回答。\n\n收到:在吗"
+
+
+@pytest.mark.asyncio
+async def test_a_push_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """Rasa's API would answer 500 if the output channel raised."""
+
+    class BrokenStore(InMemoryStore):
+        async def take_list(self, key: str) -> list[str]:
+            raise RuntimeError("store down")
+
+    h = harness(store=BrokenStore(), client=FakeWeChatClient())
+    with caplog.at_level(logging.ERROR, logger="bot.channels.wechat"):
+        await push(h, agent_says("王芳", "你好"))
+    assert "Could not push" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_a_message_neither_sent_nor_kept_is_reported_as_such() -> None:
+    class FullStore(InMemoryStore):
+        async def append_list(self, key: str, values: list[str], ttl_s: float, *,
+                              front: bool = False) -> bool:
+            return False
+
+    h = harness(store=FullStore(), client=FakeWeChatClient(FakeMessageApi(refuse_with=45015)))
+    await push(h, agent_says("王芳", "你好", receipt="r-6"))
+    assert await h.channel.delivery_receipt("r-6") == delivery.Delivery(
+        True, False, delivery.WECHAT_NOT_KEPT
+    )
+    assert await h.channel.delivery_receipt("never-recorded") is None
+
+
+@pytest.mark.asyncio
+async def test_the_agent_line_comes_from_the_texts_file(tmp_path: Any) -> None:
+    import yaml
+
+    assert TEXTS.agent_line("王芳") == "【人工客服 王芳】"
+    data = yaml.safe_load(TEXTS_PATH.read_text(encoding="utf-8"))
+    changed = tmp_path / "texts.yml"
+    changed.write_text(yaml.safe_dump({**data, "agent_prefix": "客服{name}："},
+                                      allow_unicode=True), encoding="utf-8")
+    client = FakeWeChatClient()
+    channel = WeChatInput(make_settings(), texts=WeChatTexts.load(changed), wechat_client=client)
+    await channel.get_output_channel().send_response(USER, agent_says("李", "好的"))
+    assert client.message.sent == [(USER, "客服李：\n好的")]
+    changed.write_text(yaml.safe_dump({**data, "agent_prefix": "【{agent}】"}), encoding="utf-8")
+    with pytest.raises(ValueError, match="agent_prefix"):
+        WeChatTexts.load(changed)
+
+
+# --------------------------------------------------------------------------------------------
 # Stores
 # --------------------------------------------------------------------------------------------
 
@@ -1095,6 +1327,22 @@ async def test_in_memory_store_expires_and_claims() -> None:
     assert await store.get("d") == "d"
     await store.delete("d")
     assert await store.get("d") is None
+
+
+@pytest.mark.asyncio
+async def test_in_memory_lists_keep_order_expire_and_are_taken_once() -> None:
+    now = [1000.0]
+    store = InMemoryStore(clock=lambda: now[0])
+    assert await store.take_list("k") == [] and await store.list_length("k") == 0
+    assert await store.append_list("k", ["c"], 10)
+    await store.append_list("k", ["d"], 10)
+    await store.append_list("k", ["a", "b"], 10, front=True)
+    assert await store.list_length("k") == 4
+    assert await store.take_list("k") == ["a", "b", "c", "d"]
+    assert await store.take_list("k") == []
+    await store.append_list("k", ["x"], 10)
+    now[0] += 11
+    assert await store.list_length("k") == 0
 
 
 @pytest_asyncio.fixture
@@ -1125,6 +1373,28 @@ async def test_redis_store_primitives(redis_store: RedisStore) -> None:
     await redis_store.set("short", "x", 0.05)
     await asyncio.sleep(0.15)
     assert await redis_store.get("short") is None
+    assert await redis_store.append_list("l", ["c"], 5)
+    await redis_store.append_list("l", ["a", "b"], 5, front=True)
+    await redis_store.append_list("l", ["d"], 5)
+    assert await redis_store.list_length("l") == 4
+    assert await redis_store.take_list("l") == ["a", "b", "c", "d"]
+    assert await redis_store.take_list("l") == [] and await redis_store.list_length("l") == 0
+
+
+@pytest.mark.asyncio
+async def test_kept_messages_are_shared_through_redis_and_delivered_once(
+    redis_store: RedisStore,
+) -> None:
+    one = harness(store=redis_store, wechat_app_secret="")
+    await push(one, agent_says("王芳", "请稍等，我查一下", receipt="r-7"))
+    other = harness(store=redis_store, wechat_app_secret="")  # a second server, same Redis
+    assert await other.channel.delivery_receipt("r-7") == delivery.Delivery(
+        True, False, delivery.WECHAT_NO_SECRET
+    )
+    assert await other.channel.undelivered(USER) == 1
+    replies = await asyncio.gather(one.say("在"), other.say("在吗"))
+    assert sum("请稍等，我查一下" in reply for reply in replies) == 1
+    assert await one.channel.undelivered(USER) == 0
 
 
 @pytest.mark.asyncio

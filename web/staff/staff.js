@@ -7,6 +7,23 @@
   let csrf = "";
   let timer = null;
   const drafts = new Map();  // handoff id -> unsent reply, kept across the 5 s refreshes
+  // handoff id -> [{text, reason}]: messages of ours that did not reach the merchant at once,
+  // shown under the message in the transcript (the reason codes: bot/channels/delivery.py)
+  const notes = new Map();
+  const KEPT = "；商户下次发消息时会一并收到";
+  const REASONS = {
+    wechat_window_closed: "未送达：商户超过48小时未发消息，微信不允许主动推送" + KEPT,
+    wechat_limit: "未送达：商户上次发消息后我们已主动推送太多条，微信暂不允许再推送" + KEPT,
+    wechat_no_secret: "未送达：服务器没有配置微信 AppSecret（WECHAT_APP_SECRET），不能主动推送" + KEPT,
+    wechat_error: "未送达：微信接口暂时出错" + KEPT,
+    wechat_not_kept: "未送达，也没能保存待发（Redis 不可用）：请稍后重发，或电话联系商户",
+    rest_poll: "已存入对话：商户的应用拉取新消息时会收到（REST 接口不能主动推送）",
+    not_pushable: "已存入对话，但商户所在的渠道不能主动推送：请电话联系商户",
+    unknown: "送达情况未知：渠道没有回报结果",
+    not_accepted: "没有发出去：机器人服务没有响应，请稍后重试",
+  };
+  const KEPT_REASONS = ["wechat_window_closed", "wechat_limit", "wechat_no_secret", "wechat_error"];
+  const CHANNELS = { web: "网页", wechat: "微信", rest: "REST 接口" };
   const $ = (id) => document.getElementById(id);
 
   async function api(method, path, body) {
@@ -56,7 +73,13 @@
       item.querySelector(".brand").textContent = h.brand ? "品牌：" + h.brand : "";
       item.querySelector(".time").textContent = new Date(h.created_at).toLocaleString("zh-CN");
       item.querySelector(".conversation").textContent = "对话 " + h.conversation_id;
+      item.querySelector(".channel").textContent = h.channel ? "渠道：" + (CHANNELS[h.channel] || h.channel) : "";
+      const waiting = item.querySelector(".undelivered");
+      waiting.hidden = !h.undelivered;
+      waiting.textContent = h.undelivered
+        ? "有 " + h.undelivered + " 条消息还没送到商户，商户下次发消息时会一并收到。" : "";
       const transcript = item.querySelector(".transcript");
+      const agentLines = [];
       for (const line of h.transcript) {
         // button presses ("/greet", "/fees{…}") carry no words of the merchant's: the bot's
         // reply that follows shows what was chosen
@@ -65,8 +88,10 @@
         li.className = line.from;
         const who = { merchant: "商户：", bot: "机器人：", agent: "人工 " + (line.name || "") + "：" };
         li.textContent = (who[line.from] || "") + line.text;
+        if (line.from === "agent") agentLines.push({ li, text: line.text });
         transcript.appendChild(li);
       }
+      attachNotes(h, agentLines);
       if (!h.transcript.length && h.question) {
         const li = document.createElement("li");
         li.className = "merchant";
@@ -103,10 +128,39 @@
     }
   }
 
+  // Under each of our messages that did not reach the merchant at once: why, and what happens.
+  // Notes are matched to the newest agent line with the same text, newest note first.
+  function attachNotes(h, agentLines) {
+    const list = notes.get(h.id) || [];
+    let upto = agentLines.length;
+    for (let i = list.length - 1; i >= 0; i--) {
+      for (let j = upto - 1; j >= 0; j--) {
+        if (agentLines[j].text !== list[i].text) continue;
+        const note = document.createElement("small");
+        note.className = "delivery";
+        note.dataset.testid = "delivery-note";
+        const arrived = KEPT_REASONS.includes(list[i].reason) && !h.undelivered;
+        note.textContent = arrived ? "已随商户的下一条消息送达" : (REASONS[list[i].reason] || REASONS.unknown);
+        agentLines[j].li.appendChild(note);
+        upto = j;
+        break;
+      }
+    }
+  }
+
+  function remember(id, text, data) {
+    if (data.delivered || !text) return "";
+    if (!notes.has(id)) notes.set(id, []);
+    notes.get(id).push({ text, reason: data.reason });
+    return REASONS[data.reason] || REASONS.unknown;
+  }
+
   async function claim(id, item) {
     const { status, data } = await api("POST", "handoffs/" + id + "/claim", {});
     if (status === 401) return showLogin("登录已过期，请重新登录");
-    item.querySelector(".status").textContent = status === 200 ? "已接手，商户会看到您已接入" : (data.error || "操作失败");
+    const note = status === 200 ? remember(id, data.text, data) : "";
+    item.querySelector(".status").textContent = status === 200
+      ? (note ? "已接手；接入提示" + note : "已接手，商户会看到您已接入") : (data.error || "操作失败");
     refresh();
   }
 
@@ -116,8 +170,9 @@
     if (!text) return;
     const { status, data } = await api("POST", "handoffs/" + id + "/reply", { text });
     if (status === 401) return showLogin("登录已过期，请重新登录");
-    if (status === 200) { drafts.delete(id); input.value = ""; refresh(); }
-    else item.querySelector(".status").textContent = data.error || "发送失败";
+    if (status === 200) {
+      drafts.delete(id); input.value = ""; remember(id, text, data); refresh();
+    } else item.querySelector(".status").textContent = data.error || "发送失败";
   }
 
   async function refresh() {
