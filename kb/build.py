@@ -116,10 +116,22 @@ def _vectors(content: Content, encoder: SentenceEncoder) -> list[object]:
     texts += [(f"{SYMPTOM_OWNER}{s['id']}", q) for s in content.symptoms
               for q in [s["label"], *s["reports"], *s["keywords"]]]
     texts += [(f"{SYMPTOM_OWNER}{VAGUE}", q) for q in content.word_lists.get("vague_fault_reports", [])]
+    texts += [(_learned_owner(item["answer"]), item["text"]) for item in content.learned
+              if _learned_owner(item["answer"])]
     vectors = encoder.encode([q for _, q in texts]) if texts else []
     return [QuestionVector(topic_id=topic_id, text=text, encoder=encoder.name,
                            vector=np.asarray(vector, dtype=np.float32).tobytes())
             for (topic_id, text), vector in zip(texts, vectors, strict=True)]
+
+
+def _learned_owner(answer: str) -> str:
+    """Whose retrieval a learned phrasing joins: its topic's, or its walk's (``walk:?``: the
+    vague class); codes, flows and small talk are the NLU's to learn, not retrieval's."""
+    if answer.startswith("walk:"):
+        return f"{SYMPTOM_OWNER}{answer[5:]}"
+    if ":" in answer or answer == "decline":
+        return ""
+    return answer
 
 
 def _rows(content: Content) -> dict[str, list[object]]:

@@ -23,6 +23,18 @@ from kb.settings import TOPIC_INTENTS
 logger = logging.getLogger(__name__)
 
 FILES = ("brands", "error_codes", "fees", "symptoms", "vocabulary")
+#: Optional: questions from the field with the answer that helps them (see ``_load_learned``).
+LEARNED_FILE = "learned.yml"
+#: What a learned phrasing's answer may be besides a topic id, ``walk:<symptom>`` and
+#: ``code:<code>``, with the intent it teaches the NLU.
+LEARNED_ANSWERS = {"walk:?": "fault_hardware", "flow:fee_calc": "fees",
+                   "flow:handoff": "human_handoff", "flow:ticket": "contact_support",
+                   "decline": "out_of_scope", "smalltalk:greet": "greet",
+                   "smalltalk:goodbye": "goodbye", "smalltalk:thanks": "thanks",
+                   "smalltalk:affirm": "affirm", "smalltalk:deny": "deny"}
+#: Symptom category → the intent whose rules start its walk (as kb/store.py CATEGORY_INTENTS).
+_WALK_INTENTS = {"hardware": "fault_hardware", "software": "fault_software",
+                 "network": "fault_network"}
 TOPICS_DIR = "topics"
 ERROR_CODE_RE = re.compile(r"^(?:[0-9]{2}|[A-Z][0-9])$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -63,6 +75,8 @@ class Content:
     code_followers: list[str] = field(default_factory=list)
     #: Word lists the actions read at run time (vocabulary.yml, stored in kb_meta by name).
     word_lists: dict[str, list[str]] = field(default_factory=dict)
+    #: learned.yml: {"text", "answer", "intent"} — phrasings retrieval and the NLU learn from.
+    learned: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     digest: str = ""
 
@@ -528,7 +542,57 @@ def load_content(directory: Path) -> Content:
     if docs["symptoms"] is not None:
         _load_symptoms(docs["symptoms"], content, {c["name"] for c in content.components})
     _check_topics(content, {s["id"] for s in content.symptoms})
+    learned_path = directory / LEARNED_FILE
+    if learned_path.exists():
+        digest.update(b"learned\0" + learned_path.read_bytes())
+        content.digest = digest.hexdigest()
+        doc = _read_yaml(learned_path, content.problems)
+        if doc is not None:
+            _load_learned(doc, content)
     return content
+
+
+def learned_intent(answer: str, content: Content) -> str | None:
+    """The intent a learned phrasing with this answer teaches; None for an unknown answer."""
+    if answer in LEARNED_ANSWERS:
+        return LEARNED_ANSWERS[answer]
+    if answer.startswith("walk:"):
+        categories = {s["id"]: s["category"] for s in content.symptoms}
+        return _WALK_INTENTS.get(categories.get(answer[5:], ""))
+    if answer.startswith("code:"):
+        known = {code for entry in content.error_codes for code in entry["codes"]}
+        return "error_code" if answer[5:] in known else None
+    return next((t["intent"] for t in content.topics if t["id"] == answer), None)
+
+
+def _load_learned(doc: Any, content: Content) -> None:
+    """learned.yml: questions merchants asked (or our merchant-style sets), each with the answer
+    that helps it. Retrieval learns a topic's or a walk's phrasings from them at `posbot kb
+    build`, the NLU its intents at the next `make train`; nothing of them is shown to merchants.
+    The learning queue of the staff console adds to it."""
+    reader = _Reader(LEARNED_FILE, content.problems)
+    seen: dict[str, str] = {}
+    for entry in reader.entries(doc, "learned"):
+        text = reader.text(entry, "text", what="商户的原话")
+        answer = reader.text(entry, "answer", what="一个话题 id，或 walk:printer、code:51 …")
+        if not text or not answer:
+            continue
+        intent = learned_intent(answer, content)
+        if intent is None:
+            reader.problem(entry, "answer", f"unknown answer `{answer}`: use a topic id, "
+                           "walk:<symptom id>, code:<code in error_codes.yml> or one of "
+                           f"{', '.join(LEARNED_ANSWERS)}")
+            continue
+        override = reader.text(entry, "intent", required=False)
+        key = text.lower()
+        if key in seen and seen[key] != answer:
+            reader.problem(entry, "text", f"`{text}` is already learned with answer "
+                           f"`{seen[key]}`: keep one of the two")
+            continue
+        if key in seen:
+            continue
+        seen[key] = answer
+        content.learned.append({"text": text, "answer": answer, "intent": override or intent})
 
 
 def format_problems(problems: Iterable[Problem]) -> str:

@@ -1,6 +1,7 @@
 """Training phrasings the NLU learns from the knowledge base, written at training time.
 
-Every topic's questions (standard and alternates) are examples of the topic's intent, and every
+Every topic's questions (standard and alternates) are examples of the topic's intent, every
+learned phrasing (kb/content/learned.yml) of the intent its answer belongs to, and every
 response code's screen texts ("余额不足", "密码错误") are examples of ``error_code``. So a topic
 added by staff teaches the intent classifier its wording at the next ``make train`` — while
 retrieval answers it right after ``posbot kb build``, before any retraining.
@@ -40,6 +41,10 @@ def kb_examples(content: Content, skip: set[str]) -> dict[str, list[str]]:
             if text and text not in seen:
                 seen.add(text)
                 by_intent.setdefault(topic["intent"], []).append(text)
+    for item in content.learned:
+        if item["text"] not in seen:
+            seen.add(item["text"])
+            by_intent.setdefault(item["intent"], []).append(item["text"])
     for entry in content.error_codes:
         for text in entry.get("aliases", []):
             if text not in seen:

@@ -154,3 +154,33 @@ def test_alias_claimed_twice_is_reported(content_copy: Path) -> None:
     _replace(content_copy / "brands.yml", "aliases: [", "aliases: [打印机, ")
     problems = [str(p) for p in load_content(content_copy).problems]
     assert any("alias `打印机` already belongs to" in p for p in problems)
+
+
+def test_learned_phrasings_need_a_known_answer(content_copy: Path) -> None:
+    (content_copy / "learned.yml").write_text(
+        "learned:\n"
+        "  - text: 机器收款的时候声音特别大\n    answer: no_such_topic\n"
+        "  - text: 小票有一半是白的\n    answer: walk:printer\n"
+        "  - text: 小票有一半是白的\n    answer: paper_side\n"
+        "  - text: 刷卡显示九九\n    answer: code:Z9\n"
+        "  - text: 给我转个人工\n    answer: flow:handoff\n", encoding="utf-8")
+    content = load_content(content_copy)
+    problems = [str(p) for p in content.problems]
+    assert any(p.startswith("learned.yml:3: unknown answer `no_such_topic`") for p in problems)
+    assert any(p.startswith("learned.yml:6:") and "already learned with answer `walk:printer`" in p
+               for p in problems)
+    assert any("unknown answer `code:Z9`" in p for p in problems)
+    learned = {item["text"]: item["intent"] for item in content.learned}
+    assert learned == {"小票有一半是白的": "fault_hardware", "给我转个人工": "human_handoff"}
+
+
+def test_learned_phrasings_are_optional_and_change_the_digest(content_copy: Path) -> None:
+    (content_copy / "learned.yml").unlink(missing_ok=True)
+    without = load_content(content_copy)
+    assert without.ok and without.learned == []
+    (content_copy / "learned.yml").write_text(
+        "learned:\n  - text: 我刷了一万 到手多少\n    answer: flow:fee_calc\n", encoding="utf-8")
+    with_one = load_content(content_copy)
+    assert with_one.ok and with_one.digest != without.digest
+    assert with_one.learned == [{"text": "我刷了一万 到手多少", "answer": "flow:fee_calc",
+                                 "intent": "fees"}]

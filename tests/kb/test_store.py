@@ -166,3 +166,26 @@ def test_a_new_topic_is_answered_after_build_without_retraining(tmp_path: Path) 
     best = store.topic_index().rank(question)[0]
     assert best.topic_id == "sticker_hotline"
     assert store.topic("sticker_hotline").answer.startswith("贴纸上的号码")
+
+
+def test_a_learned_phrasing_teaches_retrieval_and_the_nlu(tmp_path: Path) -> None:
+    """Staff confirm which answer a field question needed: after `posbot kb build` retrieval
+    ranks that topic (or walk) first for it, and the NLU data of the next training has it."""
+    from kb.nlu_data import kb_examples
+
+    question = "老板说这个月对账单上多了一笔看不懂的钱 咋回事"
+    content = tmp_path / "content"
+    shutil.copytree(CONTENT_DIR, content)
+    (content / "learned.yml").write_text(
+        "learned:\n"
+        f"  - text: {question}\n    answer: reprint_last\n"
+        "  - text: 出小票的那个口子卡住了 纸出不来\n    answer: walk:printer\n",
+        encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'kb.sqlite3'}"
+    assert main(["kb", "build", "--database", url, "--content", str(content)]) == 0
+    store = KnowledgeStore(create_engine(url))
+    assert store.topic_index().rank(question)[0].topic_id == "reprint_last"
+    assert store.symptom_index().rank("出小票的那个口子卡住了 纸出不来")[0].topic_id == "printer"
+    examples = kb_examples(load_content(content), set())
+    assert question in examples["usage_tips"]
+    assert "出小票的那个口子卡住了 纸出不来" in examples["fault_hardware"]
