@@ -61,3 +61,14 @@ def previous_turn(tracker: Tracker) -> list[dict[str, Any]]:
         elif seen_user:
             turn.append(event)
     return turn
+
+
+def value_before_message(tracker: Tracker, slot: str) -> Any:
+    """The slot's value before the latest user message (None if it was never set)."""
+    seen_user = False
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            seen_user = True
+        elif seen_user and event.get("event") == "slot" and event.get("name") == slot:
+            return event.get("value")
+    return None

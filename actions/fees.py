@@ -12,7 +12,7 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import brands_named
-from actions.common import current_or_slot, entity_values, latest_text
+from actions.common import current_or_slot, entity_values, latest_text, value_before_message
 from actions.faq import answer_or_offer, declines_other_finance
 from actions.store import query
 from kb.store import FeeItemView, FeeRuleView
@@ -71,12 +71,14 @@ class ActionAnswerFees(Action):
             return [SlotSet("answered_topic", None)]
         asks_to_calculate = await query(lambda store: store.asks_to_calculate(latest_text(tracker)))
         # The calculator runs for an amount, an explicit "帮我算", or a rate / card type typed
-        # while it is under way (an amount is remembered). A rate or card type on its own
-        # ("0.6的费率正常吗", "信用卡手续费国家有上限吗") is a question about the rules.
+        # while it is under way (an amount remembered from an earlier message: the slot mapping
+        # has already copied this message's amount, "扣了99块" included, into the slot). A rate
+        # or card type on its own ("0.6的费率正常吗", "信用卡手续费国家有上限吗")
+        # is a question about the rules.
         has_values = any(entity_values(tracker, e) for e in FEE_ENTITIES)
         calculating = (asks_to_calculate or "fee_calc" in entity_values(tracker, "flow")
                        or _has_transaction_amount(tracker)
-                       or (has_values and (tracker.get_slot("amount") is not None
+                       or (has_values and (value_before_message(tracker, "amount") is not None
                                            or _only_values(tracker))))
         if not calculating:
             # A question about fees, not a calculation: the nearest topic (a rule, hidden fees,

@@ -30,15 +30,18 @@ async def query(fn: Callable[[KnowledgeStore], T]) -> T:
 
 
 def warm_in_background() -> None:
-    """Build the retrieval index (encoder, question vectors, topic classifier: ~5-20 s) while
+    """Build the retrieval index (encoder, question vectors, the topic and the
+    topic-or-walk classifiers: ~10-40 s) while
     the action server starts, so the first merchant's question does not wait for it. Set by
     the launcher (``POSBOT_WARM_ACTIONS=1``) for the action server process only."""
     import threading
 
     def warm() -> None:
         try:
-            knowledge_store().topic_index()
-            logger.info("retrieval index warm")
+            store = knowledge_store()
+            store.topic_index()
+            store.answer_index()
+            logger.info("retrieval indexes warm")
         except Exception:  # the KB may not be built yet: the first question builds it then
             logger.warning("could not warm the retrieval index", exc_info=True)
 

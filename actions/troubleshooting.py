@@ -30,7 +30,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.answers import brands_named
-from actions.common import current_or_slot, entity_values, latest_text, numbered
+from actions.common import current_or_slot, entity_values, latest_text, numbered, value_before_message
 from actions.faq import (
     TICKET_FORM,
     answer,
@@ -42,7 +42,7 @@ from actions.faq import (
 )
 from actions.store import query
 from kb.records import RecordStore
-from kb.retrieval import SYMPTOM_AT, VAGUE, Match, sure
+from kb.retrieval import SYMPTOM_AT, VAGUE, WALK, Match, sure
 from kb.store import CATEGORY_INTENTS, SymptomView, TopicView
 
 logger = logging.getLogger(__name__)
@@ -141,17 +141,6 @@ def is_new_answer(tracker: Tracker) -> bool:
     return False
 
 
-def value_before_message(tracker: Tracker, slot: str) -> Any:
-    """The slot's value before the latest user message (None if it was never set)."""
-    seen_user = False
-    for event in reversed(tracker.events):
-        if event.get("event") == "user":
-            seen_user = True
-        elif seen_user and event.get("event") == "slot" and event.get("name") == slot:
-            return event.get("value")
-    return None
-
-
 def stage_index(value: Any) -> int:
     try:
         return max(int(float(value)), 0)
@@ -236,7 +225,11 @@ class ActionStartTroubleshooting(Action):
         # the message means, or of the topic it clearly matches.
         symptom = await find_symptom(tracker, by_meaning=False)
         matches = [] if is_payload(tracker) else await retrieve(tracker)
-        topic = await self._question_not_fault(tracker, symptom, matches)
+        decided = await self._by_answer_index(tracker, symptom, matches)
+        if isinstance(decided, SymptomView) or decided == VAGUE:
+            found = decided.id if isinstance(decided, SymptomView) else None
+            return events_from({**FLOW_RESET, "symptom": found, "ts_start": True})
+        topic = decided or await self._question_not_fault(tracker, symptom, matches)
         if topic is not None:
             await answer(dispatcher, topic, brands_named(tracker), matches, domain,
                          ask_feedback=False)
@@ -248,6 +241,33 @@ class ActionStartTroubleshooting(Action):
             symptom = await _symptom_by_meaning(latest_text(tracker))
         return events_from({**FLOW_RESET, "symptom": symptom.id if symptom else None,
                             "ts_start": True})
+
+    @staticmethod
+    async def _by_answer_index(tracker: Tracker, symptom: Optional[SymptomView],
+                               matches: List[Match]) -> Any:
+        """Topic or walk, decided by one classifier over both (kb/store.py ``answer_index``):
+        the walk's symptom, ``VAGUE`` (ask which symptom), the topic to answer, or None when it
+        is unsure (then the keyword and topic rules below decide). Not for buttons; a how/
+        whether question the topic index is sure of stays with the rules."""
+        if is_payload(tracker) or entity_values(tracker, "symptom") or entity_values(tracker,
+                                                                                      "kb_topic"):
+            return None
+        text = latest_text(tracker)
+        ranked = await query(lambda kb: kb.answer_index().rank(text, limit=5))
+        if not ranked:
+            return None
+        best = ranked[0].topic_id
+        asking = await query(lambda kb: kb.is_info_question(text))
+        if best.startswith(WALK):
+            if asking and (is_confident(matches) or ranked[0].score < SYMPTOM_AT):
+                return None  # "更新到一半能拔电吗": a question, not a report; the rules decide
+            if best[len(WALK):] == VAGUE:
+                return symptom or VAGUE
+            return await query(lambda kb: kb.symptom(best[len(WALK):])) or None
+        if not is_confident(ranked):
+            return None
+        topic = await query(lambda kb: kb.topic(best))
+        return None if topic is None or walk_does_better(topic, asking) else topic
 
     @staticmethod
     async def _question_not_fault(tracker: Tracker, symptom: Optional[SymptomView],

@@ -65,6 +65,8 @@ SURE_AT = 0.75
 SYMPTOM_OWNER = "symptom:"
 #: The symptom index's class for reports that name no symptom ("POS机坏了"): the bot asks.
 VAGUE = "?"
+#: In the answer index (topics and walks in one classifier) a walk's id is ``walk:<symptom>``.
+WALK = "walk:"
 #: A fault report no keyword names starts the walk of the symptom whose reports it is nearest
 #: to when that symptom's score reaches SYMPTOM_AT (chosen on merchant sets 1+2, 2026-11-30);
 #: below it the bot asks which symptom.

@@ -19,13 +19,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from kb.encoder import SentenceEncoder, get_encoder
-from kb.retrieval import SYMPTOM_OWNER, VAGUE, CachedIndex, TopicDoc, TopicIndex, decode
+from kb.retrieval import SYMPTOM_OWNER, VAGUE, WALK, CachedIndex, TopicDoc, TopicIndex, decode
 from kb.schema import Alias, Brand, ErrorCode, FeeItem, FeeRule, KbMeta, QuestionVector, Symptom, Topic
 from kb.settings import database_url
 
 logger = logging.getLogger(__name__)
 _INDEXES = CachedIndex()
 _SYMPTOM_INDEXES = CachedIndex()
+_ANSWER_INDEXES = CachedIndex()
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,20 @@ class KnowledgeStore:
         digest = self.digest() or ""
         return _SYMPTOM_INDEXES.get(digest, lambda: self._build_symptom_index(
             digest, encoder or get_encoder()))
+
+    def answer_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
+        """One classifier over every topic and every walk (ids ``walk:<symptom>``, ``walk:?``):
+        what a fault-sounding message needs, a topic's answer or a guided walk, decided by the
+        same model, so the two scores compare (docs/quality.md, 2026-11-30, session 9)."""
+        digest = self.digest() or ""
+        return _ANSWER_INDEXES.get(digest, lambda: self._build_answer_index(
+            digest, encoder or get_encoder()))
+
+    def _build_answer_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
+        topics, symptoms = self.topic_index(encoder), self.symptom_index(encoder)
+        walks = [TopicDoc(f"{WALK}{doc.id}", CATEGORY_INTENTS.get(doc.intent, ""), doc.questions,
+                          doc.vectors) for doc in symptoms.topics]
+        return TopicIndex([*topics.topics, *walks], encoder, digest)
 
     def _vector_rows(self) -> dict[str, list[QuestionVector]]:
         with self._session() as session:

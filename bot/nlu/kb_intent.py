@@ -7,8 +7,9 @@ topic more often than the intent classifiers name the right intent, so when its 
 scores at least ``answer_at`` the message's intent becomes that topic's intent — also when the
 FallbackClassifier before this component had given up (``nlu_fallback``).
 
-Never overridden: what retrieval cannot know — a response code the entity extractor found for
-``error_code``, a request for a person, small talk, out of scope, values typed alone
+A message the NLU gave up on that names a response code or its screen text is an ``error_code``
+question. Never overridden: what retrieval cannot know — a response code the entity extractor
+found for ``error_code``, a request for a person, small talk, out of scope, values typed alone
 (BareValueIntent) — and a fault report (fault intents, not phrased as a question such as "打印头
 多久清洁一次"): the walk, not a how-to topic, answers "按键没反应". After a fallback that no topic
 rescues, a message whose meaning is clearly one fault symptom's (the KB's symptom reports,
@@ -81,12 +82,16 @@ class KBTopicIntent(GraphComponent):
             ranking = [r for r in message.get(INTENT_RANKING_KEY) or [] if r.get("name") != FALLBACK]
             if not isinstance(text, str) or not text.strip() or not ranking:
                 continue
-            store = self._store()
-            if store is None:
-                return messages
-            topic_intent = self._topic_intent(store, message, text, ranking)
+            if self._names_a_code(message):
+                topic_intent: Optional[tuple[str, float]] = (
+                    "error_code", float(ranking[0].get("confidence") or 0.0))
+            else:
+                store = self._store()
+                if store is None:
+                    return messages
+                topic_intent = self._topic_intent(store, message, text, ranking)
             if topic_intent is None and str(ranking[0].get("name")) in FAULTS:
-                topic_intent = self._fault_intent(store, message, text)
+                topic_intent = self._fault_intent(self._store(), message, text)
             if topic_intent is None:
                 continue
             intent, score = topic_intent
@@ -98,13 +103,21 @@ class KBTopicIntent(GraphComponent):
         return messages
 
     @staticmethod
-    def _fault_intent(store: KnowledgeStore, message: Message,
+    def _names_a_code(message: Message) -> bool:
+        """The NLU gave up, but the message names a response code or its screen text ("返回41是
+        什么情况", "客人刷卡老提示余额不足"): the code's explanation is the answer."""
+        current = str((message.get(INTENT) or {}).get("name") or "")
+        entities = {e.get("entity") for e in message.get(ENTITIES) or []}
+        return current == FALLBACK and "error_code" in entities
+
+    @staticmethod
+    def _fault_intent(store: Optional[KnowledgeStore], message: Message,
                       text: str) -> Optional[tuple[str, float]]:
         """After a fallback whose best guess was a fault: a report whose meaning is clearly one
         symptom's ("收银台那台机器一张票都吐不出来") is a fault of that symptom's category. Only
         then: the symptom classifier knows nothing but faults ("我用的是拉卡拉" is nearest to
         死机), so it must not judge other messages."""
-        if str((message.get(INTENT) or {}).get("name") or "") != FALLBACK:
+        if store is None or str((message.get(INTENT) or {}).get("name") or "") != FALLBACK:
             return None
         matches = store.symptom_index().rank(text, limit=1)
         if not matches or matches[0].score < SYMPTOM_AT or matches[0].topic_id == VAGUE:

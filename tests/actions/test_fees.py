@@ -158,3 +158,30 @@ async def test_an_amount_that_was_deducted_is_a_question_not_a_calculation(actio
                            entities=[{"entity": "amount", "value": "99", "start": 7, "end": 9}])
     events = await ActionAnswerFees().run(dispatcher, tracker, domain)
     assert events[-1] == SlotSet("answered_topic", "deduction_99")
+
+
+@pytest.mark.asyncio
+async def test_a_deduction_is_a_question_even_with_the_amount_slot_filled(action_store, domain):
+    """Rasa's slot mapping has already copied "99" into ``amount`` when the action runs: only
+    an amount remembered from an earlier message continues the calculator."""
+    from rasa_sdk import Tracker
+
+    tracker = load_tracker("tracker_new", text="pos机莫名其妙扣了99块 这是什么钱",
+                           intent={"name": "fees", "confidence": 0.9},
+                           entities=[{"entity": "amount", "value": "99", "start": 10, "end": 12}])
+    state = tracker.current_state()
+    state["events"] = [*state["events"], {"event": "user", "text": state["latest_message"]["text"]},
+                       {"event": "slot", "name": "amount", "value": "99"}]
+    state["slots"] = {**state["slots"], "amount": "99"}
+    tracker = Tracker.from_dict(state)
+    dispatcher = CollectingDispatcher()
+    events = await ActionAnswerFees().run(dispatcher, tracker, domain)
+    assert events[-1] == SlotSet("answered_topic", "deduction_99")
+    assert not any("×" in t for t in render(domain, dispatcher.messages))
+
+    state["events"] = [{"event": "user", "text": "刷了5000"},
+                       {"event": "slot", "name": "amount", "value": "5000"}, *state["events"]]
+    dispatcher = CollectingDispatcher()
+    events = await ActionAnswerFees().run(dispatcher, Tracker.from_dict(state), domain)
+    assert SlotSet("answered_topic", "deduction_99") not in events  # the calculator goes on
+    assert render(domain, dispatcher.messages)[0].startswith("请问您签约的费率")

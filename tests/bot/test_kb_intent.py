@@ -95,3 +95,15 @@ def test_after_a_fallback_that_was_no_fault_no_walk_is_guessed(component, text, 
     message = parsed(text, ranking)
     component.process([message])
     assert intent(message) not in {"fault_hardware", "fault_software", "fault_network"}
+
+
+@pytest.mark.parametrize("text, code", [("返回41是什么情况 要不要把卡扣下", "41"),
+                                        ("客人刷卡老提示余额不足 是他卡里没钱了吗", "51")])
+def test_a_code_in_a_message_the_nlu_gave_up_on_is_a_code_question(component, text, code):
+    message = parsed(text, [("nlu_fallback", 0.45), ("usage_tips", 0.3), ("bill_query", 0.2)],
+                     [{"entity": "error_code", "value": code}])
+    component.process([message])
+    assert intent(message) == "error_code"
+    without_code = parsed(text, [("nlu_fallback", 0.45), ("usage_tips", 0.3)])
+    component.process([without_code])
+    assert intent(without_code) != "error_code"
