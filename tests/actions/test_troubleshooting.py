@@ -64,6 +64,29 @@ async def test_a_fault_in_words_no_keyword_has_starts_the_walk_it_means(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("text, symptom", [
+    ("数字键5按了半天屏幕上不出数", "keys"),           # not the how-to of the keys
+    ("机器用着用着自己就黑了 充上电也不亮", "no_power"),  # not the battery topic
+])
+async def test_topic_or_walk_is_decided_by_one_classifier(action_store, flow_domain, text,
+                                                          symptom) -> None:
+    tracker = answer("fault_message", text, "fault_hardware", entities=[])
+    events = await ActionStartTroubleshooting().run(CollectingDispatcher(), tracker, flow_domain)
+    assert events == reset(symptom=symptom, ts_start=True)
+
+
+@pytest.mark.asyncio
+async def test_a_fault_report_a_topic_answers_better_gets_the_topic(action_store,
+                                                                   flow_domain) -> None:
+    tracker = answer("fault_message", "热敏纸装进去以后打出来一片白", "fault_hardware", entities=[])
+    dispatcher = CollectingDispatcher()
+    events = await ActionStartTroubleshooting().run(dispatcher, tracker, flow_domain)
+    assert SlotSet("answered_topic", "paper_side") in events
+    assert SlotSet("ts_start", False) in events
+    assert "热敏" in render(flow_domain, dispatcher.messages)[0]
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("text", ["机器出毛病了", "我这刷卡机好像有点问题"])
 async def test_a_fault_that_names_no_symptom_asks_which(action_store, flow_domain, text) -> None:
     tracker = answer("fault_message", text, "fault_hardware", entities=[])
