@@ -95,24 +95,34 @@ def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float,
 def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | None = None,
               endpoints: Path | None = None, timeout: float = 240,
               rasa_port: int | None = None, actions_port: int | None = None,
-              credentials: Path | None = None, stream_logs: bool = False) -> RunningBot:
+              credentials: Path | None = None, stream_logs: bool = False,
+              share_actions_of: RunningBot | None = None) -> RunningBot:
     """Build the KB, start both servers (on free ports unless given), warm them up.
 
     By default everything lives in ``tmp`` (SQLite KB and trackers). With ``endpoints`` (e.g.
     bot/endpoints.production.yml) Rasa reads its stores from that file and the environment;
     ``POSBOT_ACTION_URL`` is set to the action server started here. ``stream_logs`` sends the
     servers' output to this terminal instead of files in ``tmp``.
+
+    ``share_actions_of`` (several Rasa servers, as in production): start only a Rasa server,
+    using that bot's action server and KB; its ``processes`` are this Rasa server alone.
     """
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
-    rasa_port, actions_port = rasa_port or free_port(), actions_port or free_port()
+    rasa_port = rasa_port or free_port()
+    if share_actions_of is not None:
+        actions_port = int(share_actions_of.actions_url.rsplit(":", 1)[1])
+    actions_port = actions_port or free_port()
     credentials = credentials or PROJECT_ROOT / "bot" / "credentials.yml"
-    database_url = (env or {}).get("POSBOT_DATABASE_URL") or f"sqlite:///{tmp / 'posbot.sqlite3'}"
+    database_url = ((env or {}).get("POSBOT_DATABASE_URL")
+                    or (share_actions_of.database_url if share_actions_of else None)
+                    or f"sqlite:///{tmp / 'posbot.sqlite3'}")
     full_env = {**os.environ, **(env or {}), "POSBOT_DATABASE_URL": database_url,
                 "POSBOT_ACTION_URL": f"http://127.0.0.1:{actions_port}/webhook",
                 "RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run([str(BIN / "posbot"), "kb", "build"], env=full_env, check=True,
-                   cwd=PROJECT_ROOT, capture_output=True)
+    if share_actions_of is None:
+        subprocess.run([str(BIN / "posbot"), "kb", "build"], env=full_env, check=True,
+                       cwd=PROJECT_ROOT, capture_output=True)
     if endpoints is None:
         # make run's own endpoints file, pointed at this action server and a temporary tracker DB.
         config = yaml.safe_load((PROJECT_ROOT / "bot" / "endpoints.yml").read_text("utf-8"))
@@ -127,22 +137,22 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
     def output(name: str) -> Any:
         return None if stream_logs else logs[name].open("w")
 
-    bot.processes = [
-        subprocess.Popen(
+    if share_actions_of is None:
+        bot.processes.append(subprocess.Popen(
             [str(BIN / "rasa"), "run", "actions", "--actions", "actions", "--port", str(actions_port)],
             cwd=PROJECT_ROOT, env={**full_env, "POSBOT_WARM_ACTIONS": "1"},
-            stdout=output("actions"), stderr=subprocess.STDOUT),
-        subprocess.Popen(
-            [str(BIN / "python"), "-m", "bot.serve", "run", "--model", str(model),
-             "--endpoints", str(endpoints),
-             "--credentials", str(credentials), "--enable-api",
-             "--port", str(rasa_port)],
-            cwd=PROJECT_ROOT, env={**SERVING_TF_THREADS, **full_env}, stdout=output("rasa"),
-            stderr=subprocess.STDOUT),
-    ]
+            stdout=output("actions"), stderr=subprocess.STDOUT))
+    bot.processes.append(subprocess.Popen(
+        [str(BIN / "python"), "-m", "bot.serve", "run", "--model", str(model),
+         "--endpoints", str(endpoints),
+         "--credentials", str(credentials), "--enable-api",
+         "--port", str(rasa_port)],
+        cwd=PROJECT_ROOT, env={**SERVING_TF_THREADS, **full_env}, stdout=output("rasa"),
+        stderr=subprocess.STDOUT))
     try:
-        _wait(f"{bot.actions_url}/health", bot.processes[0], logs["actions"], timeout)
-        _wait(f"{bot.url}/status", bot.processes[1], logs["rasa"], timeout, {"token": token})
+        if share_actions_of is None:
+            _wait(f"{bot.actions_url}/health", bot.processes[0], logs["actions"], timeout)
+        _wait(f"{bot.url}/status", bot.processes[-1], logs["rasa"], timeout, {"token": token})
         subprocess.run([str(BIN / "python"), str(PROJECT_ROOT / "scripts" / "warmup.py"), bot.url],
                        check=True, cwd=PROJECT_ROOT, timeout=timeout, capture_output=True,
                        env=full_env)
