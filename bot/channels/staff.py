@@ -7,9 +7,14 @@ itself; it never receives merchants' messages. Security:
   HttpOnly, SameSite=Strict cookie scoped to /staff (Secure behind HTTPS), stored hashed;
 * every state-changing request needs the session's CSRF token in ``X-CSRF-Token`` (403), and a
   cross-site ``Origin`` is refused (403);
-* roles are enforced here: releasing needs ``agent``, the audit log ``admin``;
+* roles are enforced here: releasing needs ``agent``, the learning queue ``editor``, the audit
+  log ``admin``;
 * logins are throttled (kb/staff.py: 5 failures per name or address in 15 minutes → 429);
-* logins, logouts and releases are written to the audit log.
+* logins, logouts and releases (and teach/ignore in the learning queue) are written to the
+  audit log.
+
+The learning queue (questions the bot could not answer, taught from the console) is
+bot/channels/learning.py, mounted here under /staff/api/learning.
 
 An agent's words reach the merchant in the channel they last wrote from (``push_in_rasa``): the
 widget at once, WeChat as a customer-service message or with the reply to their next message,
@@ -42,6 +47,7 @@ from bot.channels.delivery import (
     delivery_via,
     input_channel,
 )
+from bot.channels.learning import Learning
 from bot.handoff import ReleaseError, release
 from kb.records import HANDOFF_ACTIVE, HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
 from kb.staff import SESSION_HOURS, SessionView, StaffStore, Throttled
@@ -137,12 +143,13 @@ class StaffConsole(InputChannel):
 
     def __init__(self, store: Optional[StaffStore] = None, records: Optional[RecordStore] = None,
                  releaser: Optional[Releaser] = None, root: Optional[Path] = None,
-                 pusher: Optional[Pusher] = None) -> None:
+                 pusher: Optional[Pusher] = None, learning: Optional[Learning] = None) -> None:
         self._store = store
         self._records = records
         self.releaser = releaser or release_in_rasa
         self.pusher = pusher or push_in_rasa
         self.root = root or STAFF_ROOT
+        self.learning = learning or Learning()
 
     @property
     def store(self) -> StaffStore:
@@ -385,4 +392,5 @@ class StaffConsole(InputChannel):
                 {"at": e.at.isoformat() + "Z", "staff": e.staff, "action": e.action,
                  "target": e.target} for e in self.store.audit_entries()]})
 
+        self.learning.register(bp, self)
         return bp

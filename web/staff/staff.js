@@ -1,4 +1,6 @@
-// posbot staff console: log in, see conversations waiting for a person, hand them back.
+// posbot staff console: log in, see conversations waiting for a person, hand them back;
+// editors and admins also get 待学习, the learning queue (questions the bot could not answer,
+// grouped, with the answers to teach it).
 // The session cookie is HttpOnly; the CSRF token comes from /staff/api/login or /staff/api/me
 // and goes with every state-changing request in the X-CSRF-Token header.
 "use strict";
@@ -42,6 +44,8 @@
   function showLogin(message) {
     clearInterval(timer);
     $("inbox").hidden = true;
+    $("learning").hidden = true;
+    $("views").hidden = true;
     $("logout").hidden = true;
     $("who").textContent = "";
     $("login").hidden = false;
@@ -54,6 +58,9 @@
     $("inbox").hidden = false;
     $("logout").hidden = false;
     $("who").textContent = me.name + "（" + me.role + "）";
+    // the learning queue is for editors and admins (the server refuses agents too)
+    $("views").hidden = !["editor", "admin"].includes(me.role);
+    showView("inbox");
     refresh();
     clearInterval(timer);
     timer = setInterval(refresh, POLL_MS);
@@ -192,6 +199,179 @@
     item.querySelector(".status").textContent = status === 200 ? "已交还给机器人" : (data.error || "操作失败");
     if (status === 200) setTimeout(refresh, 800); else button.disabled = false;
   }
+
+  // ---------------------------------------------------------------- views
+  function showView(view) {
+    $("inbox").hidden = view !== "inbox";
+    $("learning").hidden = view !== "learning";
+    $("inbox-tab").setAttribute("aria-selected", String(view === "inbox"));
+    $("learning-tab").setAttribute("aria-selected", String(view === "learning"));
+    if (view === "learning") loadLearning();
+  }
+
+  // ---------------------------------------------------------------- learning queue
+  const KINDS = { topic: "话题", walk: "故障排查", code: "错误码", flow: "流程", decline: "婉拒", smalltalk: "寒暄" };
+  const WHY = { fallback: "没听懂", clarify: "您是想问", decline: "婉拒", none_of_these: "都不是", unhelpful: "没帮助" };
+  let answers = null;  // [{id, title, kind, intent, retrieval}], loaded once for the picker
+
+  function why(reason) {
+    const label = WHY[reason.code] || reason.code;
+    return reason.code === "unhelpful" && reason.topic ? label + "（" + (reason.title || reason.topic) + "）" : label;
+  }
+
+  function answerLabel(a) {
+    const kind = KINDS[a.kind] || a.kind || "";
+    return a.title.startsWith(kind) ? a.title : kind + "｜" + a.title;
+  }
+
+  async function loadLearning() {
+    $("learning-error").textContent = "";
+    $("learning-summary").textContent = "读取中…";
+    if (!answers) {
+      const got = await api("GET", "learning/answers");
+      if (got.status === 401) return showLogin("登录已过期，请重新登录");
+      if (got.status === 200) answers = got.data.answers;
+    }
+    const { status, data } = await api("GET", "learning?days=" + $("learning-days").value);
+    if (status === 401) return showLogin("登录已过期，请重新登录");
+    $("learning-summary").textContent = "";
+    if (status !== 200) { $("learning-error").textContent = data.error || "读取失败，请稍后重试"; return; }
+    $("learning-updated").textContent = "更新于 " + new Date().toLocaleTimeString("zh-CN");
+    $("learning-summary").textContent = data.groups.length
+      ? data.groups.length + " 组，共 " + data.questions + " 次提问" : "";
+    $("learning-warnings").textContent = (data.warnings || []).join("；");
+    renderGroups(data.groups);
+  }
+
+  function renderGroups(groups) {
+    const list = $("learning-groups");
+    list.textContent = "";
+    $("learning-empty").hidden = groups.length > 0;
+    for (const g of groups) list.appendChild(renderGroup(g));
+  }
+
+  function renderGroup(g) {
+    const item = $("group-template").content.firstElementChild.cloneNode(true);
+    let chosen = null;
+    item.querySelector(".group-text").textContent = g.text;
+    item.querySelector(".count").textContent = "× " + g.count;
+    item.querySelector(".group-reasons").textContent = Object.entries(g.reasons)
+      .map(([code, n]) => (WHY[code] || code) + " " + n).join(" · ");
+    const examples = item.querySelector(".examples");
+    for (const e of g.examples) {
+      const li = document.createElement("li");
+      const said = document.createElement("span");
+      said.className = "said";
+      said.textContent = e.text;
+      const meta = document.createElement("small");
+      meta.className = "example-meta";
+      meta.textContent = e.reasons.map(why).join("、") + " · " +
+        new Date(e.at).toLocaleString("zh-CN") + " · 对话 " + e.conversation_id;
+      li.append(said, meta);
+      examples.appendChild(li);
+    }
+    const boxes = item.querySelector(".texts");
+    for (const text of g.texts) {
+      const label = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = true;
+      box.value = text;
+      box.dataset.testid = "teach-text";
+      label.append(box, document.createTextNode(" " + text));
+      boxes.appendChild(label);
+    }
+    const teachButton = item.querySelector(".teach");
+    const chosenLine = item.querySelector(".chosen");
+    function choose(answer) {
+      chosen = answer;
+      chosenLine.textContent = "回答：" + answerLabel(answer) + (answer.retrieval ? "" : "（下次 make train 后生效）");
+      teachButton.disabled = false;
+      for (const b of item.querySelectorAll(".suggestion")) b.setAttribute("aria-pressed", String(b.dataset.answer === answer.id));
+    }
+    const suggestions = item.querySelector(".suggestions");
+    for (const s of g.suggestions) {
+      const button = document.createElement("button");
+      button.className = "suggestion";
+      button.dataset.testid = "suggestion";
+      button.dataset.answer = s.id;
+      button.setAttribute("aria-pressed", "false");
+      button.textContent = answerLabel(s) + " " + s.score.toFixed(2);
+      const full = (answers || []).find((a) => a.id === s.id);
+      button.addEventListener("click", () => choose(full || { ...s, retrieval: true }));
+      suggestions.appendChild(button);
+    }
+    if (!g.suggestions.length) suggestions.querySelector(".label").textContent = "没有推荐，请搜索回答：";
+    const search = item.querySelector(".answer-search");
+    const options = item.querySelector(".answer-options");
+    search.addEventListener("input", () => {
+      const q = search.value.trim().toLowerCase();
+      options.textContent = "";
+      options.hidden = !q;
+      if (!q) return;
+      const found = (answers || []).filter((a) => a.title.toLowerCase().includes(q) || a.id.toLowerCase().includes(q)
+        || (KINDS[a.kind] || "").includes(q)).slice(0, 30);
+      if (!found.length) {
+        const li = document.createElement("li");
+        li.className = "none";
+        li.textContent = "没有找到，换个词试试";
+        options.appendChild(li);
+      }
+      for (const a of found) {
+        const li = document.createElement("li");
+        const button = document.createElement("button");
+        button.type = "button";
+        button.dataset.testid = "answer-option";
+        button.setAttribute("role", "option");
+        button.textContent = answerLabel(a);
+        button.title = a.id;
+        button.addEventListener("click", () => { choose(a); options.hidden = true; search.value = ""; });
+        li.appendChild(button);
+        options.appendChild(li);
+      }
+    });
+    const checked = () => [...item.querySelectorAll("[data-testid=teach-text]")].filter((b) => b.checked).map((b) => b.value);
+    teachButton.addEventListener("click", () => {
+      if (chosen) learn(item, "teach", { texts: checked(), answer: chosen.id });
+    });
+    item.querySelector(".ignore").addEventListener("click", () => learn(item, "ignore", { texts: checked() }));
+    return item;
+  }
+
+  async function learn(item, action, body) {
+    const result = item.querySelector(".result");
+    result.className = "result";
+    result.textContent = "";
+    if (!body.texts.length) { result.textContent = "请至少勾选一个说法"; result.classList.add("error"); return; }
+    const buttons = item.querySelectorAll(".actions button");
+    for (const b of buttons) b.disabled = true;
+    result.textContent = action === "teach" ? "正在检查并保存…" : "正在保存…";
+    const { status, data } = await api("POST", "learning/" + action, body);
+    if (status === 401) return showLogin("登录已过期，请重新登录");
+    result.textContent = "";
+    if (status === 200) {
+      result.classList.add("ok");
+      result.textContent = data.message;
+      item.classList.add("done");
+      return;
+    }
+    result.classList.add("error");
+    const message = document.createElement("p");
+    message.textContent = status === 400 && data.problems ? "内容检查没有通过，learned.yml 没有改动：" : (data.error || "操作失败");
+    result.appendChild(message);
+    if (data.problems) {
+      const pre = document.createElement("pre");
+      pre.dataset.testid = "lint-problems";
+      pre.textContent = data.problems.join("\n");
+      result.appendChild(pre);
+    }
+    for (const b of buttons) b.disabled = false;
+  }
+
+  $("inbox-tab").addEventListener("click", () => showView("inbox"));
+  $("learning-tab").addEventListener("click", () => showView("learning"));
+  $("learning-refresh").addEventListener("click", loadLearning);
+  $("learning-days").addEventListener("change", loadLearning);
 
   $("login").addEventListener("submit", async (event) => {
     event.preventDefault();
