@@ -29,24 +29,23 @@ async def query(fn: Callable[[KnowledgeStore], T]) -> T:
     return await asyncio.to_thread(fn, store)
 
 
-def warm_in_background() -> None:
-    """Build the retrieval index (encoder, question vectors, the topic and the
-    topic-or-walk classifiers: ~10-40 s) while
-    the action server starts, so the first merchant's question does not wait for it. Set by
-    the launcher (``POSBOT_WARM_ACTIONS=1``) for the action server process only."""
-    import threading
-
-    def warm() -> None:
-        try:
-            store = knowledge_store()
-            store.topic_index()
-            store.answer_index()
-            logger.info("retrieval indexes warm")
-        except Exception:  # the KB may not be built yet: the first question builds it then
-            logger.warning("could not warm the retrieval index", exc_info=True)
-
-    threading.Thread(target=warm, name="posbot-warm-retrieval", daemon=True).start()
+def warm() -> None:
+    """Build the retrieval indexes (encoder, question vectors, the topic and the topic-or-walk
+    classifiers: ~10-40 s) before the action server answers its first request, so no
+    merchant's question meets a half-built index: the launcher waits for /health, which
+    answers only after this. Set by the launcher (``POSBOT_WARM_ACTIONS=1``) for the action
+    server process only. (Built in a background thread instead, the first conversations ran
+    while a CPU-bound build held the interpreter, and a repair-ticket form under that load
+    once dropped the merchant's SN without a reply: tests/integration/
+    test_conversations_live.py; the root cause is not found yet, docs/quality.md.)"""
+    try:
+        store = knowledge_store()
+        store.topic_index()
+        store.answer_index()
+        logger.info("retrieval indexes warm")
+    except Exception:  # the KB may not be built yet: the first question builds it then
+        logger.warning("could not warm the retrieval index", exc_info=True)
 
 
 if os.environ.get("POSBOT_WARM_ACTIONS") == "1":
-    warm_in_background()
+    warm()
