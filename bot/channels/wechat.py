@@ -27,6 +27,7 @@ The Chinese texts the channel sends on its own live in ``wechat_texts.yml`` next
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import json
@@ -154,29 +155,34 @@ class WeChatTexts:
 # --------------------------------------------------------------------------------------------
 
 
-class WeChatStore:
+class WeChatStore(abc.ABC):
     """Small key-value store with expiry.
 
     ``claim`` is the atomic "first one wins" operation that makes retry deduplication safe when
     several workers receive WeChat's retries of the same message.
     """
 
+    @abc.abstractmethod
     async def claim(self, key: str, value: str, ttl_s: float) -> str | None:
         """Sets ``key`` if absent. Returns None when we claimed it, else the existing value."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def get(self, key: str) -> str | None:
         """Returns the live value of ``key`` or None."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def set(self, key: str, value: str, ttl_s: float) -> None:
         """Stores ``value`` under ``key`` for ``ttl_s`` seconds."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Removes ``key`` if present."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def append_list(
         self, key: str, values: list[str], ttl_s: float, *, front: bool = False
     ) -> bool:
@@ -184,10 +190,12 @@ class WeChatStore:
         order) and restarts its expiry; False when they could not be stored."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def take_list(self, key: str) -> list[str]:
         """Returns and removes the list ``key`` in one step, so its items are taken once."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     async def list_length(self, key: str) -> int:
         """How many items the list ``key`` holds (0 when absent)."""
         raise NotImplementedError

@@ -28,15 +28,6 @@ from bot.lock_store import TicketLockStore
 REDIS_DB = 13
 
 
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).ping())
-    except redis.RedisError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _redis_up(), reason="needs Redis on 127.0.0.1:6379")
-
 
 @pytest.fixture()
 def prefix() -> Iterator[str]:
