@@ -168,6 +168,12 @@ def _resolve_by_type(type_name: Text, default: Optional[Type[Event]] = None
 
 _original_session = EndpointConfig.session
 _shared_sessions: Dict[Any, aiohttp.ClientSession] = {}
+#: Seconds an idle connection to the action server is kept for reuse. It must stay below the
+#: action server's own keep-alive timeout (Sanic's KEEP_ALIVE_TIMEOUT, 5 s by default): a
+#: connection the server has just closed, picked from the pool as its FIN arrives, fails with
+#: "Cannot write to closing transport" and Rasa drops the action's events — a form then took
+#: the merchant's answer and said nothing (found 2026-11-30; aiohttp's default is 15 s).
+ACTION_KEEPALIVE_S = 2.0
 
 
 class _LentSession:
@@ -196,6 +202,7 @@ def _session(self: EndpointConfig) -> Any:
         auth = (aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"])
                 if self.basic_auth else None)
         session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(keepalive_timeout=ACTION_KEEPALIVE_S),
             headers=self.headers, auth=auth, json_serialize=ujson.dumps,
             timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT))
         _shared_sessions[key] = session

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import json
 import logging
@@ -62,6 +63,41 @@ async def test_action_calls_reuse_one_connection_and_send_the_same_json() -> Non
         await runner.cleanup()
     assert first == payload and second == payload
     assert len(peers) == 2 and peers[0] == peers[1]
+
+
+@pytest.mark.asyncio
+async def test_an_idle_action_connection_is_dropped_before_the_action_server_drops_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ticket form once lost the merchant's SN: a pooled connection the action server
+    (Sanic, 5 s keep-alive) had just closed was reused. Ours closes first."""
+    from sanic.config import DEFAULT_CONFIG
+    assert perf.ACTION_KEEPALIVE_S < DEFAULT_CONFIG["KEEP_ALIVE_TIMEOUT"]
+    perf.apply()
+    monkeypatch.setattr(perf, "ACTION_KEEPALIVE_S", 0.3)
+    peers: list[object] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername"))
+        return web.json_response(await request.json())
+
+    app = web.Application()
+    app.router.add_post("/webhook", echo)
+    runner = web.AppRunner(app, keepalive_timeout=30)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook")
+        replies = [await endpoint.request(json={"n": 1}, method="post")]
+        replies.append(await endpoint.request(json={"n": 2}, method="post"))
+        await asyncio.sleep(1.2)  # aiohttp drops expired connections on a 1 s tick at most
+        replies.append(await endpoint.request(json={"n": 3}, method="post"))
+    finally:
+        await perf.close_sessions()
+        await runner.cleanup()
+    assert replies == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert peers[0] == peers[1] and peers[2] != peers[1]
 
 
 RECORDED = json.loads((PROJECT_ROOT / "tests" / "data" / "conversations.json")
