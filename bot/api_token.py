@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from bot.settings import PROJECT_ROOT
 
@@ -92,3 +92,10 @@ def rotate(env: Optional[Mapping[str, str]] = None) -> Path:
 def fingerprint(token: str) -> str:
     """What logs and the CLI may show of a token: its first four characters."""
     return f"{token[:4]}…"
+
+
+def own_url(request: Any) -> str:
+    """This Rasa server's own HTTP API. The port is the one the server listens on, never the
+    one in the Host header (``request.server_port``): behind a balancer that is the balancer's
+    (443 behind TLS)."""
+    return f"http://127.0.0.1:{request.conn_info.server_port}"

@@ -5,8 +5,11 @@ Read-only over two databases:
 * Rasa's SQL tracker store (``events`` table; ``var/tracker.sqlite3`` by default): a merchant's
   message counts as *unanswered* when NLU gave up on it (``nlu_fallback``), judged it outside the
   bot's scope (``out_of_scope``), or when the next bot action was a fallback or a decline
-  (``action_clarify``, ``action_default_fallback``, ``utter_out_of_scope``, ``utter_default``).
-  Button payloads ("/fees") are skipped: they are answers to the bot, not questions.
+  (``action_clarify``, ``action_default_fallback``, ``utter_out_of_scope``, ``utter_default``),
+  or when the bot answered "您是想问" (``utter_clarify``, also sent by action_answer_topic when
+  retrieval is unsure). Button payloads ("/fees") are skipped: they are answers to the bot, not
+  questions. One walk over the events, ``turns()``, serves this report, the console's learning
+  queue and its dashboard.
 * the records database (``feedback`` table, see kb/records.py): answers rated 没帮助, grouped by
   KB topic, with the questions that got them.
 
@@ -20,7 +23,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Optional
+from typing import Iterator, Optional
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -32,7 +35,9 @@ from kb.store import KnowledgeStore
 
 UNANSWERED_INTENTS = ("nlu_fallback", "out_of_scope")
 UNANSWERED_ACTIONS = ("action_clarify", "action_default_fallback", "utter_out_of_scope",
-                      "utter_default")
+                      "utter_default", "utter_clarify")
+#: "您是想问：" with the nearest topics: sent by action_clarify and by action_answer_topic.
+CLARIFY_RESPONSE = "utter_clarify"
 DEFAULT_DAYS = 7
 _SPACES = re.compile(r"\s+")
 
@@ -100,46 +105,102 @@ def normalise(question: str) -> str:
     return _SPACES.sub(" ", question.strip()).lower()
 
 
+@dataclass
+class Turn:
+    """One merchant message and what the bot did until the next one, as the tracker store has it.
+
+    ``reasons`` says why the message counts as unanswered, in the order the events say so: its
+    intent (``nlu_fallback``, ``out_of_scope``), the bot's first action after it
+    (``UNANSWERED_ACTIONS``), and a "您是想问" the bot sent in the turn whatever action sent it
+    (``utter_clarify``: action_answer_topic offers the nearest topics when retrieval is unsure).
+    Empty when the bot answered.
+    """
+
+    sender: str
+    text: str
+    at: float  # seconds since the epoch
+    intent: Optional[str]
+    actions: list[str] = field(default_factory=list)  # the bot's actions, action_listen left out
+    said: list[str] = field(default_factory=list)  # the responses it sent (``utter_action``)
+    slots: list[tuple[str, object]] = field(default_factory=list)  # slots set in the turn
+
+    @property
+    def button(self) -> bool:
+        """A button payload ("/fees{…}"): an answer to the bot, not a question."""
+        return self.text.startswith("/")
+
+    @property
+    def reasons(self) -> list[str]:
+        found = []
+        if self.intent in UNANSWERED_INTENTS:
+            found.append(self.intent)
+        if self.actions and self.actions[0] in UNANSWERED_ACTIONS:
+            found.append(self.actions[0])
+        if CLARIFY_RESPONSE in self.said and CLARIFY_RESPONSE not in found:
+            found.append(CLARIFY_RESPONSE)
+        return found
+
+    @property
+    def unanswered(self) -> bool:
+        return not self.button and bool(self.reasons)
+
+
+def turns(tracker_engine: Engine, period: Period) -> Iterator[Turn]:
+    """Every merchant message of the period with what followed it, conversation by conversation
+    (the ``events`` table of Rasa's SQL tracker store, read as a stream). Messages without text
+    are left out; button payloads are turns too (``Turn.button``)."""
+    with tracker_engine.connect() as connection:
+        rows = connection.execution_options(stream_results=True).execute(
+            text("SELECT sender_id, type_name, intent_name, action_name, data, timestamp "
+                 "FROM events WHERE timestamp >= :start AND timestamp < :end "
+                 "ORDER BY sender_id, id"),
+            {"start": period.start_ts, "end": period.end_ts},
+        )
+        current: Optional[Turn] = None
+        for sender, type_name, intent_name, action_name, data, timestamp in rows:
+            sender = str(sender)
+            if current is not None and current.sender != sender:
+                yield current
+                current = None
+            if type_name == "user":
+                if current is not None:
+                    yield current
+                said = str(_load(data).get("text") or "").strip()
+                current = (Turn(sender, said, float(timestamp or 0), intent_name) if said
+                           else None)
+            elif current is None:
+                continue
+            elif type_name == "action" and action_name and action_name != "action_listen":
+                current.actions.append(str(action_name))
+            elif type_name == "bot":
+                response = (_load(data).get("metadata") or {}).get("utter_action")
+                if response:
+                    current.said.append(str(response))
+            elif type_name == "slot":
+                event = _load(data)
+                if event.get("name"):
+                    current.slots.append((str(event["name"]), event.get("value")))
+        if current is not None:
+            yield current
+
+
 def unanswered_questions(tracker_engine: Engine, period: Period) -> tuple[int, list[Unanswered]]:
     """Count merchant messages in the period and group the unanswered ones by their text."""
-    with tracker_engine.connect() as connection:
-        rows = connection.execute(
-            text("SELECT sender_id, type_name, intent_name, action_name, data FROM events "
-                 "WHERE timestamp >= :start AND timestamp < :end ORDER BY sender_id, id"),
-            {"start": period.start_ts, "end": period.end_ts},
-        ).fetchall()
     messages = 0
     counts: Counter[str] = Counter()
     shown: dict[str, str] = {}
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
     senders: dict[str, set[str]] = defaultdict(set)
-    pending: Optional[str] = None  # the normalised question awaiting the bot's first action
-    flagged = False
-    previous_sender = None
-
-    def flag(key: str, reason: str, sender: str) -> None:
-        counts[key] += 1
-        reasons[key][reason] += 1
-        senders[key].add(sender)
-
-    for sender, type_name, intent_name, action_name, data in rows:
-        if sender != previous_sender:
-            pending, flagged, previous_sender = None, False, sender
-        if type_name == "user":
-            question = str(_load(data).get("text") or "").strip()
-            if not question or question.startswith("/"):
-                pending = None
-                continue
-            messages += 1
-            pending, flagged = normalise(question), False
-            shown.setdefault(pending, question)
-            if intent_name in UNANSWERED_INTENTS:
-                flag(pending, intent_name, sender)
-                flagged = True
-        elif type_name == "action" and pending is not None and action_name != "action_listen":
-            if action_name in UNANSWERED_ACTIONS and not flagged:
-                flag(pending, action_name, sender)
-            pending = None
+    for turn in turns(tracker_engine, period):
+        if turn.button:
+            continue
+        messages += 1
+        key = normalise(turn.text)
+        shown.setdefault(key, turn.text)
+        if turn.unanswered:
+            counts[key] += 1
+            reasons[key][turn.reasons[0]] += 1  # each message once, under its first reason
+            senders[key].add(turn.sender)
     ranked = [Unanswered(shown[key], n, reasons[key], len(senders[key]))
               for key, n in counts.most_common()]
     return messages, ranked
@@ -193,6 +254,7 @@ REASON_LABELS = {
     "action_default_fallback": "兜底回复",
     "utter_out_of_scope": "婉拒",
     "utter_default": "兜底回复",
+    "utter_clarify": "追问澄清",
 }
 
 

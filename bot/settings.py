@@ -22,6 +22,12 @@ class Settings:
     """Values of the POSBOT_* and WECHAT_* environment variables, with embedded defaults."""
 
     redis_url: str = ""
+    #: Redis pub/sub channel of the widget's socket.io fan-out (bot/channels/web.py); every
+    #: server of one deployment must use the same one.
+    socketio_channel: str = "posbot-socketio"
+    #: The Rasa servers of this deployment (``POSBOT_RASA_URLS``, comma-separated): where a new
+    #: model is published (``PUT /model``); ``make cluster`` sets it for the servers it starts.
+    rasa_urls: list[str] = field(default_factory=list)
     cors_origins: list[str] = field(default_factory=lambda: ["*"])
     wechat_token: str = ""
     wechat_app_id: str = ""
@@ -35,6 +41,8 @@ class Settings:
         env = dict(os.environ if env is None else env)
         return cls(
             redis_url=env.get("POSBOT_REDIS_URL", ""),
+            socketio_channel=env.get("POSBOT_SOCKETIO_CHANNEL", "").strip() or "posbot-socketio",
+            rasa_urls=_split(env.get("POSBOT_RASA_URLS", "")),
             cors_origins=_split(env.get("POSBOT_CORS_ORIGINS", "*")) or ["*"],
             wechat_token=env.get("WECHAT_TOKEN", ""),
             wechat_app_id=env.get("WECHAT_APP_ID", ""),

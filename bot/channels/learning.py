@@ -6,9 +6,10 @@ What is in the queue (the period's whole local days, as `posbot report`):
 * the merchant messages bot/report.py counts as unanswered — the NLU gave up (``nlu_fallback``:
   *fallback*), judged it out of scope (``out_of_scope``: *decline*), or the bot's next action was
   a fallback or a decline (``action_default_fallback``/``utter_default``: *fallback*,
-  ``utter_out_of_scope``: *decline*, ``action_clarify`` — "您是想问": *clarify*); read from Rasa's
-  SQL tracker store with the same query and the same rule as ``bot.report.unanswered_questions``,
-  one message at a time so each example keeps its conversation and time;
+  ``utter_out_of_scope``: *decline*, ``action_clarify`` or any "您是想问" (``utter_clarify``, also
+  from action_answer_topic): *clarify*); read from Rasa's SQL tracker store by the same walk as
+  ``bot.report.unanswered_questions`` (``bot.report.turns``), one message at a time so each
+  example keeps its conversation and time;
 * the records database's ratings (kb/records.py ``Feedback``): 都不是 under "您是想问"
   (``topic_id`` NULL: *none_of_these*) and 没帮助 (*unhelpful*, with the topic that was answered).
   A rating of a question already in the queue from the same conversation adds its reason to it.
@@ -41,11 +42,10 @@ from typing import TYPE_CHECKING, Any, Optional
 from sanic import Blueprint
 from sanic.request import Request
 from sanic.response import HTTPResponse
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.report import UNANSWERED_ACTIONS, UNANSWERED_INTENTS, Period, _load
+from bot.report import Period, turns
 from kb.content import Content
 from kb.encoder import SentenceEncoder, get_encoder
 from kb.learned import Busy, ContentCache, Refused, Taught, answer_choices, known_keys, teach
@@ -76,7 +76,8 @@ FALLBACK, CLARIFY, DECLINE = "fallback", "clarify", "decline"
 NONE_OF_THESE, UNHELPFUL = "none_of_these", "unhelpful"
 #: bot/report.py's reasons (an intent or the bot's next action) → the queue's.
 REASONS = {"nlu_fallback": FALLBACK, "action_default_fallback": FALLBACK, "utter_default": FALLBACK,
-           "out_of_scope": DECLINE, "utter_out_of_scope": DECLINE, "action_clarify": CLARIFY}
+           "out_of_scope": DECLINE, "utter_out_of_scope": DECLINE, "action_clarify": CLARIFY,
+           "utter_clarify": CLARIFY}
 
 
 @dataclass
@@ -99,43 +100,19 @@ class Occurrence:
 
 
 def unanswered_occurrences(tracker_engine: Engine, period: Period) -> list[Occurrence]:
-    """Every message ``bot.report.unanswered_questions`` counts, one by one (same query plus the
-    time, same rule: the message's intent, else the bot's first action after it; the reasons
-    list both when both say so)."""
-    with tracker_engine.connect() as connection:
-        rows = connection.execute(
-            text("SELECT sender_id, type_name, intent_name, action_name, data, timestamp "
-                 "FROM events WHERE timestamp >= :start AND timestamp < :end "
-                 "ORDER BY sender_id, id"),
-            {"start": period.start_ts, "end": period.end_ts},
-        ).fetchall()
+    """Every message ``bot.report.unanswered_questions`` counts, one by one: the same walk over
+    the events (``bot.report.turns``), with the time and every reason the turn gives (e.g.
+    "没听懂" then "您是想问"), each named once."""
     found: list[Occurrence] = []
-    pending: Optional[Occurrence] = None  # the message awaiting the bot's first action
-    flagged = False
-    previous_sender = None
-    for sender, type_name, intent_name, action_name, data, timestamp in rows:
-        if sender != previous_sender:
-            pending, flagged, previous_sender = None, False, sender
-        if type_name == "user":
-            question = str(_load(data).get("text") or "").strip()
-            if not question or question.startswith("/"):
-                pending = None
-                continue
-            pending, flagged = Occurrence(question, str(sender), float(timestamp or 0)), False
-            if intent_name in UNANSWERED_INTENTS:
-                pending.reasons.append({"code": REASONS[intent_name]})
-                found.append(pending)
-                flagged = True
-        elif type_name == "action" and pending is not None and action_name != "action_listen":
-            if action_name in UNANSWERED_ACTIONS:
-                # counted once, as the report does; the example also says what the bot did
-                # ("没听懂" then "您是想问")
-                reason = {"code": REASONS[action_name]}
-                if reason not in pending.reasons:
-                    pending.reasons.append(reason)
-                if not flagged:
-                    found.append(pending)
-            pending = None
+    for turn in turns(tracker_engine, period):
+        if not turn.unanswered:
+            continue
+        occurrence = Occurrence(turn.text, turn.sender, turn.at)
+        for reason in turn.reasons:
+            code = {"code": REASONS[reason]}
+            if code not in occurrence.reasons:
+                occurrence.reasons.append(code)
+        found.append(occurrence)
     return found
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional, Text
@@ -37,7 +38,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from bot.api_token import rasa_token
+from bot.api_token import own_url, rasa_token
+from bot.channels.dashboard import Dashboard
 from bot.channels.delivery import (
     NOT_ACCEPTED,
     RECEIPT_KEY,
@@ -47,7 +49,9 @@ from bot.channels.delivery import (
     delivery_via,
     input_channel,
 )
+from bot.channels.kb_editor import KbEditor
 from bot.channels.learning import Learning
+from bot.channels.publish import Publish
 from bot.handoff import ReleaseError, release
 from kb.records import HANDOFF_ACTIVE, HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
 from kb.staff import SESSION_HOURS, SessionView, StaffStore, Throttled
@@ -60,9 +64,10 @@ CSRF_HEADER = "X-CSRF-Token"
 STAFF_ROOT = Path(__file__).resolve().parent.parent.parent / "web" / "staff"
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-FILES = {"": ("index.html", "text/html; charset=utf-8"),
-         "staff.js": ("staff.js", "application/javascript; charset=utf-8"),
-         "staff.css": ("staff.css", "text/css; charset=utf-8")}
+FILES = {"": ("index.html", "text/html; charset=utf-8")}
+#: The page's other files: any script or style sheet in web/staff/ (flat names only).
+ASSET = re.compile(r"^[a-z][a-z0-9_-]*\.(js|css)$")
+ASSET_TYPES = {"js": "application/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 #: How many of a conversation's latest messages the inbox shows.
 TRANSCRIPT = 30
 
@@ -85,7 +90,7 @@ def _error(status: int, message: str) -> HTTPResponse:
 async def release_in_rasa(records: RecordStore, handoff_id: int, request: Request) -> Any:
     """Resume the conversation through this server's own HTTP API, as `posbot handoff release`
     does (in a thread: the call comes back to this event loop)."""
-    url = f"http://127.0.0.1:{request.server_port}"
+    url = own_url(request)
     token = rasa_token(create=False)
     return await asyncio.to_thread(release, records, handoff_id, url, token=token)
 
@@ -98,7 +103,7 @@ async def push_in_rasa(request: Request, conversation_id: str,
     merchant's next message), REST clients fetch it from GET /webhooks/rest/messages. The event
     carries a receipt id, under which the channel records what it did (bot/channels/delivery.py).
     """
-    url = (f"http://127.0.0.1:{request.server_port}/conversations/"
+    url = (f"{own_url(request)}/conversations/"
            f"{quote(conversation_id, safe='')}/tracker/events")
     params = {"token": rasa_token(create=False), "execute_side_effects": "true",
               "output_channel": "latest", "include_events": "NONE"}
@@ -143,13 +148,18 @@ class StaffConsole(InputChannel):
 
     def __init__(self, store: Optional[StaffStore] = None, records: Optional[RecordStore] = None,
                  releaser: Optional[Releaser] = None, root: Optional[Path] = None,
-                 pusher: Optional[Pusher] = None, learning: Optional[Learning] = None) -> None:
+                 pusher: Optional[Pusher] = None, learning: Optional[Learning] = None,
+                 kb_editor: Optional[KbEditor] = None, dashboard: Optional[Dashboard] = None,
+                 publish: Optional[Publish] = None) -> None:
         self._store = store
         self._records = records
         self.releaser = releaser or release_in_rasa
         self.pusher = pusher or push_in_rasa
         self.root = root or STAFF_ROOT
         self.learning = learning or Learning()
+        self.kb_editor = kb_editor or KbEditor()
+        self.dashboard = dashboard or Dashboard()
+        self.publish = publish or Publish()
 
     @property
     def store(self) -> StaffStore:
@@ -234,9 +244,12 @@ class StaffConsole(InputChannel):
         bp = Blueprint("staff_console", __name__)
 
         async def page(request: Request, name: str = "") -> HTTPResponse:
-            if name not in FILES:
+            if name in FILES:
+                filename, content_type = FILES[name]
+            elif ASSET.match(name):
+                filename, content_type = name, ASSET_TYPES[name.rsplit(".", 1)[1]]
+            else:
                 return response.text("not found\n", status=404)
-            filename, content_type = FILES[name]
             path = self.root / filename
             if not path.is_file():
                 return response.text(f"{filename} is missing on this server.\n", status=404)
@@ -393,4 +406,7 @@ class StaffConsole(InputChannel):
                  "target": e.target} for e in self.store.audit_entries()]})
 
         self.learning.register(bp, self)
+        self.kb_editor.register(bp, self)
+        self.dashboard.register(bp, self)
+        self.publish.register(bp, self)
         return bp

@@ -225,6 +225,15 @@ def test_the_page_is_served_with_a_strict_content_security_policy(console: Conso
     assert console.request("GET", "/staff/../../etc/passwd").status == 404
 
 
+def test_the_page_scripts_are_served_and_nothing_else_is(console: Console) -> None:
+    script = console.request("GET", "/staff/staff.js")
+    assert script.status == 200 and "javascript" in script.headers["content-type"]
+    assert "posbotStaff" in script.text
+    assert "text/css" in console.request("GET", "/staff/staff.css").headers["content-type"]
+    for name in ("nope.js", "index.html", "Staff.js", ".staff.js", "staff.js.map", "x.py"):
+        assert console.request("GET", f"/staff/{name}").status == 404, name
+
+
 def test_staff_accounts_are_made_from_the_cli(tmp_path: Path, monkeypatch, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
@@ -338,7 +347,9 @@ class FakeRasa:
                                json=lambda: {"latest_input_channel": self.latest, "events": None})
 
     def request(self) -> Any:
-        return SimpleNamespace(server_port=5005, app=SimpleNamespace(
+        # behind a balancer the Host header names its port (443); the server listens on 5005
+        return SimpleNamespace(server_port=443, conn_info=SimpleNamespace(server_port=5005),
+                               app=SimpleNamespace(
             ctx=SimpleNamespace(input_channels=self.channels)))
 
 
@@ -359,7 +370,7 @@ async def test_a_wechat_merchant_gets_the_reply_as_a_customer_service_message(mo
     assert result == delivery.DELIVERED
     assert client.message.sent == [("oWeChatMerchant", "【人工客服 agent1】\n请把屏幕拍给我看看")]
     [(url, body, params)] = rasa.calls
-    assert url.endswith("/conversations/oWeChatMerchant/tracker/events")
+    assert url == "http://127.0.0.1:5005/conversations/oWeChatMerchant/tracker/events"
     assert params["execute_side_effects"] == "true" and params["output_channel"] == "latest"
     assert params["token"] == TOKEN and params["include_events"] == "NONE"
     assert body["data"]["custom"]["posbot"]["agent_message"]["text"] == "请把屏幕拍给我看看"

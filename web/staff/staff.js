@@ -43,8 +43,7 @@
 
   function showLogin(message) {
     clearInterval(timer);
-    $("inbox").hidden = true;
-    $("learning").hidden = true;
+    for (const name of Object.keys(views)) $(name).hidden = true;
     $("views").hidden = true;
     $("logout").hidden = true;
     $("who").textContent = "";
@@ -55,11 +54,17 @@
   function showInbox(me) {
     csrf = me.csrf;
     $("login").hidden = true;
-    $("inbox").hidden = false;
     $("logout").hidden = false;
     $("who").textContent = me.name + "（" + me.role + "）";
-    // the learning queue is for editors and admins (the server refuses agents too)
-    $("views").hidden = !["editor", "admin"].includes(me.role);
+    role = me.role;
+    // a view's tab shows only for the roles it names (the server refuses the others too)
+    let shown = 0;
+    for (const [name, view] of Object.entries(views)) {
+      const tab = $(name + "-tab");
+      if (tab) tab.hidden = !view.roles.includes(role);
+      if (view.roles.includes(role)) shown += 1;
+    }
+    $("views").hidden = shown < 2;
     showView("inbox");
     refresh();
     clearInterval(timer);
@@ -201,12 +206,27 @@
   }
 
   // ---------------------------------------------------------------- views
+  // Each view is a <section id=NAME> with a tab <button id=NAME-tab> in <nav id=views>. Other
+  // scripts of the console add theirs with posbotStaff.register(NAME, {roles, onShow}).
+  const ALL = ["agent", "editor", "admin"];
+  const views = {
+    inbox: { roles: ALL, onShow: null },
+    learning: { roles: ["editor", "admin"], onShow: () => loadLearning() },
+  };
+  let role = "";
+
   function showView(view) {
-    $("inbox").hidden = view !== "inbox";
-    $("learning").hidden = view !== "learning";
-    $("inbox-tab").setAttribute("aria-selected", String(view === "inbox"));
-    $("learning-tab").setAttribute("aria-selected", String(view === "learning"));
-    if (view === "learning") loadLearning();
+    for (const [name, v] of Object.entries(views)) {
+      $(name).hidden = name !== view;
+      const tab = $(name + "-tab");
+      if (tab) tab.setAttribute("aria-selected", String(name === view));
+    }
+    if (views[view].onShow) views[view].onShow();
+  }
+
+  function register(name, { roles = ALL, onShow = null } = {}) {
+    views[name] = { roles, onShow };
+    $(name + "-tab").addEventListener("click", () => showView(name));
   }
 
   // ---------------------------------------------------------------- learning queue
@@ -370,6 +390,8 @@
 
   $("inbox-tab").addEventListener("click", () => showView("inbox"));
   $("learning-tab").addEventListener("click", () => showView("learning"));
+  // for the console's other scripts (loaded after this one): the API helper and view registry
+  window.posbotStaff = { api, register, $, role: () => role };
   $("learning-refresh").addEventListener("click", loadLearning);
   $("learning-days").addEventListener("change", loadLearning);
 
@@ -387,5 +409,7 @@
     showLogin("已退出登录");
   });
 
-  api("GET", "me").then(({ status, data }) => (status === 200 ? showInbox(data) : showLogin("")));
+  // the other scripts are deferred too and run after this one: ask for the session after them
+  window.addEventListener("DOMContentLoaded", () =>
+    api("GET", "me").then(({ status, data }) => (status === 200 ? showInbox(data) : showLogin(""))));
 })();

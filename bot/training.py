@@ -1,0 +1,548 @@
+"""Retrain and publish (issue 16): train a new model in the background, guard it, load it.
+
+What one job does, started from the staff console (bot/channels/publish.py):
+
+1. **only when the training inputs changed** since the serving model ``models/posbot.tar.gz``:
+   the Makefile's inputs (bot/config.yml, bot/domain, data, kb/content — topics' questions and
+   learned.yml phrasings become NLU examples through ``posbot kb nlu`` — and bot/nlu). A model
+   published here carries a record of its inputs' SHA-256 (``posbot.tar.gz.inputs.json``);
+   for a model ``make train`` made, make's own rule applies: an input newer than the model;
+2. **train** into a new file, ``models/posbot-YYYYmmdd-HHMMSS.tar.gz``, never over the serving
+   model: ``posbot kb dict var/jieba``, ``posbot kb nlu var/nlu`` and ``rasa train``, as
+   ``make train`` runs them, at low CPU priority, the output in ``var/model-train.log``;
+3. **the NLU guard**: intent accuracy of the new and of the serving model on the held-out sets
+   (tests/nlu/holdout/, never trained on; tests/nlu/merchants/ is never used here), each in
+   its own process; a new model scoring lower is refused and deleted;
+4. **publish**: ``PUT {rasa}/model?token=…`` with ``{"model_file": …}`` to every Rasa server
+   (``POSBOT_RASA_URLS``, default this one) — Rasa loads it beside the old one and swaps, so
+   nothing is refused meanwhile — then the new file becomes ``models/posbot.tar.gz`` (hard link
+   and atomic rename, dated when training started, as the Makefile does) for the next start.
+
+One job at a time on a machine: an exclusive ``flock`` on ``var/model-train.lock``, held by the
+thread that runs the job. The kernel drops it when the process dies, so a crash never blocks the
+next training; the state file ``var/model-train.json`` then still says "training", and the next
+look at it reports the job as interrupted (and stops its orphaned ``rasa train``).
+
+How to train and how to score a model are commands (``Commands``): the tests give fake ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import requests
+
+from bot.settings import PROJECT_ROOT
+
+logger = logging.getLogger(__name__)
+
+IDLE, TRAINING, GUARD, PUBLISHING = "idle", "training", "guard", "publishing"
+PUBLISHED, REFUSED, FAILED = "published", "refused", "failed"
+RUNNING = (TRAINING, GUARD, PUBLISHING)
+SERVING_NAME = "posbot.tar.gz"
+#: The files of the models this module trains (other files in models/ are never touched).
+TRAINED = re.compile(r"^posbot-\d{8}-\d{6}\.tar\.gz$")
+#: Trained files kept besides the serving one (older ones are deleted after a publish).
+KEEP = 3
+LOG_TAIL = 40
+#: Rasa loads the model before it answers PUT /model: that takes a while on a busy machine.
+PUT_TIMEOUT_S = 600
+HOLDOUT = Path("tests") / "nlu" / "holdout"
+#: The Makefile's TRAINING_INPUTS: (folder or file, pattern) relative to the project root.
+INPUTS = (("bot/config.yml", ""), ("bot/domain", "*.yml"), ("data", "*.yml"),
+          ("kb/content", "*.yml"), ("bot/nlu", "*.py"))
+#: As the Makefile exports them for `rasa train`.
+TRAIN_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0",
+             "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "RASA_TELEMETRY_ENABLED": "false"}
+
+
+class Busy(RuntimeError):
+    """Another training is running (this process or another one on the machine)."""
+
+
+class NothingToTrain(RuntimeError):
+    """The training inputs are those of the serving model."""
+
+
+# ---------------------------------------------------------------------- inputs
+def input_files(root: Path) -> list[Path]:
+    files: set[Path] = set()
+    for where, pattern in INPUTS:
+        path = root / where
+        if not pattern:
+            if path.is_file():
+                files.add(path)
+        elif path.is_dir():
+            files.update(p for p in path.rglob(pattern) if p.is_file())
+    return sorted(files)
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """SHA-256 of every training input, by path relative to ``root``."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in input_files(root)}
+
+
+def identity(path: Path) -> str:
+    """Which file version a record describes: size and modification time."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def record_of(model: Path) -> Path:
+    return model.with_name(model.name + ".inputs.json")
+
+
+def changed_inputs(root: Path, serving: Path) -> list[str]:
+    """The inputs that differ from those the serving model was trained on (every input when
+    there is no serving model)."""
+    files = fingerprint(root)
+    if not serving.is_file():
+        return sorted(files)
+    record = _read_json(record_of(serving))
+    if record.get("model") == identity(serving) and isinstance(record.get("files"), dict):
+        old = record["files"]
+        return sorted(k for k in set(files) | set(old) if files.get(k) != old.get(k))
+    # a model from `make train`: make's rule, an input modified after training started
+    made = serving.stat().st_mtime
+    return sorted(rel for rel in files if (root / rel).stat().st_mtime > made)
+
+
+# ---------------------------------------------------------------------- commands
+@dataclass
+class Commands:
+    """The commands of a job, run in the project root; the tests give fake ones."""
+
+    root: Path = PROJECT_ROOT
+    holdout: Path = HOLDOUT
+
+    def prepare(self) -> list[list[str]]:
+        """What training reads besides the repository: the jieba dictionary and the KB's
+        questions as NLU examples (the Makefile's var/jieba and var/nlu targets)."""
+        posbot = str(Path(sys.executable).parent / "posbot")
+        return [[posbot, "kb", "dict", "var/jieba"], [posbot, "kb", "nlu", "var/nlu"]]
+
+    def train(self, model: Path) -> list[str]:
+        rasa = str(Path(sys.executable).parent / "rasa")
+        name = model.name[: -len(".tar.gz")]
+        nice = ["nice", "-n", "10"] if shutil.which("nice") else []
+        return [*nice, rasa, "train", "--config", "bot/config.yml", "--domain", "bot/domain",
+                "--data", "data", "var/nlu", "--out", str(model.parent),
+                "--fixed-model-name", name]
+
+    def evaluate(self, model: Path) -> list[str]:
+        """A command whose last line of output is ``{"accuracy", "correct", "examples"}``."""
+        return [sys.executable, "-m", "bot.training", "evaluate", str(model),
+                "--holdout", str(self.holdout)]
+
+
+def evaluate_model(model: Path, holdout: Path) -> dict[str, Any]:
+    """Intent accuracy of ``model`` on every set in ``holdout``: the top intent (a clarification,
+    ``nlu_fallback``, is a miss), as tests/integration/test_nlu_quality.py counts it."""
+    from rasa.core.agent import load_agent
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    examples = [(m.get("text"), m.get("intent")) for m in load_data(str(holdout)).intent_examples]
+    if not examples:
+        raise SystemExit(f"no held-out examples in {holdout}")
+
+    async def score() -> int:
+        agent = await load_agent(model_path=str(model))
+        right = 0
+        for text, intent in examples:
+            parsed = await agent.parse_message(text)
+            right += (parsed.get("intent") or {}).get("name") == intent
+        return right
+
+    correct = asyncio.run(score())
+    return {"accuracy": correct / len(examples), "correct": correct, "examples": len(examples)}
+
+
+# ---------------------------------------------------------------------- the job
+@dataclass
+class Paths:
+    root: Path
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def serving(self) -> Path:
+        return self.models / SERVING_NAME
+
+    @property
+    def var(self) -> Path:
+        return self.root / "var"
+
+    @property
+    def state(self) -> Path:
+        return self.var / "model-train.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.var / "model-train.lock"
+
+    @property
+    def log(self) -> Path:
+        return self.var / "model-train.log"
+
+    @property
+    def guard_cache(self) -> Path:
+        return self.var / "model-guard.json"
+
+
+class Trainer:
+    """Starts jobs, runs them in a thread, and says where they are."""
+
+    def __init__(self, root: Path = PROJECT_ROOT, commands: Optional[Commands] = None,
+                 put: Optional[Callable[[str, str, Path], Optional[str]]] = None,
+                 on_finish: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+        self.paths = Paths(root)
+        self.commands = commands or Commands(root)
+        self.put = put or put_model
+        self.on_finish = on_finish
+        self._thread: Optional[threading.Thread] = None
+        self._child: Optional[subprocess.Popen] = None
+        atexit.register(self._stop_child)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        """The latest job as the state file has it; a job whose process is gone is reported
+        as interrupted (and written so)."""
+        fd = self._try_lock()
+        if fd is None:  # a job is running
+            return self._read_state()
+        try:
+            return self._recover()
+        finally:
+            os.close(fd)
+
+    def changed(self) -> list[str]:
+        return changed_inputs(self.paths.root, self.paths.serving)
+
+    def log_tail(self, lines: int = LOG_TAIL) -> list[str]:
+        try:
+            with self.paths.log.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 16000))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        # progress bars redraw one line with \r: show what they last said
+        return [line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:]]
+
+    def start(self, by: str, urls: list[str], token: str,
+              announce: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+        """Start a job (returns its first state); ``Busy`` when one runs, ``NothingToTrain``
+        when the inputs are those of the serving model. ``announce`` (the audit log) is called
+        with the first state before the job runs."""
+        fd = self._try_lock()
+        if fd is None:
+            raise Busy()
+        try:
+            self._recover()
+            changed = self.changed()
+            if not changed:
+                raise NothingToTrain()
+            started = time.time()
+            model = self.paths.models / time.strftime("posbot-%Y%m%d-%H%M%S.tar.gz",
+                                                      time.localtime(started))
+            state = {"state": TRAINING, "by": by, "started": started, "model": model.name,
+                     "changed": changed, "urls": urls, "host": socket.gethostname(),
+                     "pid": None, "guard": None, "instances": [], "message": "正在训练新模型"}
+            self._write_state(state)
+            if announce is not None:
+                announce(dict(state))
+        except BaseException:
+            os.close(fd)
+            raise
+        thread = threading.Thread(target=self._run, args=(fd, state, model, token),
+                                  name="posbot-model-train", daemon=True)
+        self._thread = thread
+        thread.start()
+        return state
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ running
+    def _run(self, fd: int, state: dict[str, Any], model: Path, token: str) -> None:
+        try:
+            self._job(state, model, token)
+        except Exception as error:  # the job's own failure, never the server's
+            logger.exception("model training job failed")
+            state.update(state=FAILED, message=f"出错了，没有发布：{type(error).__name__}: {error}")
+            _remove(model)
+        finally:
+            state["finished"] = time.time()
+            state["pid"] = None
+            self._write_state(state)
+            os.close(fd)  # releases the lock
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(dict(state))
+                except Exception:
+                    logger.exception("could not record the end of the training job")
+
+    def _job(self, state: dict[str, Any], model: Path, token: str) -> None:
+        paths = self.paths
+        paths.models.mkdir(parents=True, exist_ok=True)
+        inputs = fingerprint(paths.root)
+        with paths.log.open("w", encoding="utf-8") as log:
+            for command in self.commands.prepare():
+                if self._call(command, log, state) != 0:
+                    state.update(state=FAILED, message="准备训练数据失败（posbot kb），没有训练，"
+                                 "详情见日志")
+                    return
+            dated = time.time()  # the model is dated when training starts, as `make train`
+            code = self._call(self.commands.train(model), log, state)
+            if code != 0 or not model.is_file():
+                state.update(state=FAILED, message=f"训练失败（退出码 {code}），没有发布，详情见日志")
+                _remove(model)
+                return
+            os.utime(model, (dated, dated))
+            state.update(state=GUARD, message="训练完成，正在用留出测试集比较新旧模型")
+            self._write_state(state)
+            new = self._score(model, log, state, cache=False)
+            old = (self._score(paths.serving, log, state, cache=True)
+                   if paths.serving.is_file() else None)
+        state["guard"] = {"new": new, "serving": old}
+        if new is None or (paths.serving.is_file() and old is None):
+            state.update(state=FAILED, message="没能给模型打分，没有发布，详情见日志")
+            _remove(model)
+            return
+        if old is not None and new["correct"] < old["correct"]:
+            state.update(state=REFUSED, message=(
+                f"新模型在留出测试集上的意图准确率 {new['accuracy']:.3f} 低于正在使用的模型 "
+                f"{old['accuracy']:.3f}，没有发布；正在使用的模型保持不变"))
+            _remove(model)
+            return
+        state.update(state=PUBLISHING, message="新模型通过检查，正在加载到机器人")
+        self._write_state(state)
+        instances = []
+        for url in state["urls"]:
+            error = self.put(url, token, model.resolve())
+            instances.append({"url": url, "ok": error is None, "error": error})
+            state["instances"] = instances
+            self._write_state(state)
+        self._make_serving(model, inputs)
+        failed = [i["url"] for i in instances if not i["ok"]]
+        if failed:
+            state.update(state=FAILED, message=(
+                "新模型已设为下次启动使用的模型，但这些机器人实例没有加载成功："
+                + "、".join(failed) + "；请重启它们"))
+        else:
+            state.update(state=PUBLISHED, message=(
+                f"已发布：{len(instances)} 个机器人实例已加载新模型，下次启动也用它"))
+
+    def _call(self, command: list[str], log: Any, state: dict[str, Any]) -> int:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        return self._spawn(command, log, subprocess.STDOUT, state)
+
+    def _spawn(self, command: list[str], stdout: Any, stderr: Any, state: dict[str, Any]) -> int:
+        """Run one command of the job in its own process group (so an orphan can be stopped
+        as a whole), its pid in the state file."""
+        child = subprocess.Popen(command, cwd=self.paths.root, stdout=stdout, stderr=stderr,
+                                 stdin=subprocess.DEVNULL, env={**os.environ, **TRAIN_ENV},
+                                 start_new_session=True)
+        self._child = child
+        state["pid"] = child.pid
+        self._write_state(state)
+        try:
+            return child.wait()
+        finally:
+            self._child = None
+            state["pid"] = None
+
+    def _score(self, model: Path, log: Any, state: dict[str, Any],
+               cache: bool) -> Optional[dict[str, Any]]:
+        """The guard's figures for ``model``; the serving model's are kept per file version and
+        held-out sets, so they are computed once."""
+        key = ""
+        if cache:
+            holdout = self.paths.root / self.commands.holdout
+            sets = sorted(holdout.rglob("*.yml")) if holdout.is_dir() else []
+            digest = hashlib.sha256(b"".join(p.read_bytes() for p in sets)).hexdigest()
+            key = f"{model.name}:{identity(model)}:{digest}"
+            known = _read_json(self.paths.guard_cache).get(key)
+            if isinstance(known, dict):
+                return known
+        out = self.paths.var / "model-guard.out"
+        with out.open("w", encoding="utf-8") as stdout:
+            log.write(f"# guard: {model.name}\n")
+            log.flush()
+            command = self.commands.evaluate(model)
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            code = self._spawn(command, stdout, log, state)
+        lines = out.read_text(encoding="utf-8").strip().splitlines()
+        _remove(out)
+        try:
+            figures = json.loads(lines[-1]) if code == 0 and lines else None
+            figures = {"accuracy": float(figures["accuracy"]), "correct": int(figures["correct"]),
+                       "examples": int(figures["examples"])}
+        except (ValueError, KeyError, TypeError):
+            log.write(f"guard: no figures for {model.name} (exit code {code})\n")
+            return None
+        if cache:  # only the serving model's latest figures are worth keeping
+            _write_json(self.paths.guard_cache, {key: figures})
+        return figures
+
+    def _make_serving(self, model: Path, inputs: dict[str, str]) -> None:
+        """The new file becomes models/posbot.tar.gz (what `make run` serves), atomically; the
+        record of its inputs goes with it. Older trained files beyond ``KEEP`` are deleted."""
+        serving = self.paths.serving
+        link = serving.with_name(f".{serving.name}.{os.getpid()}.new")
+        _remove(link)
+        try:
+            os.link(model, link)
+        except OSError:  # a file system without hard links
+            shutil.copy2(model, link)
+        os.replace(link, serving)
+        _write_json(record_of(serving), {"model": identity(serving), "trained": model.name,
+                                         "files": inputs})
+        trained = sorted(p for p in self.paths.models.iterdir() if TRAINED.match(p.name))
+        for old in trained[:-KEEP]:
+            _remove(old)
+
+    def _stop_child(self) -> None:
+        child = self._child
+        if child is not None and child.poll() is None:
+            _kill_group(child.pid)
+
+    # ------------------------------------------------------------------ lock and state
+    def _try_lock(self) -> Optional[int]:
+        self.paths.var.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def _recover(self) -> dict[str, Any]:
+        """With the lock held: a state that says running belongs to a process that is gone."""
+        state = self._read_state()
+        if state.get("state") not in RUNNING:
+            return state
+        pid = state.get("pid")
+        model = str(state.get("model") or "")
+        if (isinstance(pid, int) and state.get("host") == socket.gethostname()
+                and model and _command_line_has(pid, model)):
+            _kill_group(pid)  # the orphaned `rasa train` of the interrupted job
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.get("started") or 0))
+        if state.get("state") == PUBLISHING:
+            # some servers may have loaded it: keep the file, say what is known
+            state.update(state=FAILED, pid=None, message=(
+                f"{when} 开始的训练在发布时中断（服务重启或进程被终止）：有的机器人实例可能已加载新模型 "
+                f"{model}，models/posbot.tar.gz 没有更新；请重新训练，或重启各实例以统一用旧模型"))
+        else:
+            if model and TRAINED.match(model):
+                _remove(self.paths.models / model)
+            state.update(state=FAILED, pid=None, message=(
+                f"{when} 开始的训练没有完成（服务重启或进程被终止），没有发布；可以重新开始训练"))
+        self._write_state(state)
+        return state
+
+    def _read_state(self) -> dict[str, Any]:
+        state = _read_json(self.paths.state)
+        return state if state.get("state") else {"state": IDLE}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        _write_json(self.paths.state, state)
+
+
+def put_model(url: str, token: str, model: Path) -> Optional[str]:
+    """Ask one Rasa server to load ``model`` (``PUT /model``); None, or what went wrong."""
+    try:
+        reply = requests.put(url.rstrip("/") + "/model", params={"token": token},
+                             json={"model_file": str(model)}, timeout=PUT_TIMEOUT_S)
+    except requests.RequestException as error:
+        return f"连不上：{type(error).__name__}"
+    if reply.status_code in (200, 204):
+        return None
+    try:
+        detail = str(reply.json().get("message") or "")[:200]
+    except ValueError:
+        detail = reply.text[:200]
+    return f"HTTP {reply.status_code} {detail}".strip()
+
+
+def _command_line_has(pid: int, text: str) -> bool:
+    try:
+        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot.training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    evaluate = sub.add_parser("evaluate", help="intent accuracy of a model on the held-out sets")
+    evaluate.add_argument("model", type=Path)
+    evaluate.add_argument("--holdout", type=Path, default=PROJECT_ROOT / HOLDOUT)
+    args = parser.parse_args(argv)
+    from rasa.utils.common import configure_logging_and_warnings
+    from rasa.utils.log_utils import configure_structlog
+
+    # one line per parsed message otherwise (Rasa's debug log), and the figures are the last line
+    configure_logging_and_warnings(logging.WARNING)
+    configure_structlog(logging.WARNING)
+    figures = evaluate_model(args.model, args.holdout)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
