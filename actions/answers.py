@@ -9,11 +9,11 @@ import logging
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import SlotSet
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import current_or_slot, entity_values, is_brand_statement
-from actions.faq import answer_or_offer, declines_other_finance
+from actions.faq import TICKET_FORM, answer_or_offer, declines_other_finance, wants_ticket
 
 logger = logging.getLogger(__name__)
 
@@ -43,5 +43,7 @@ class ActionAnswerTopic(Action):
             return [SlotSet("answered_topic", None)]
         if await declines_other_finance(dispatcher, tracker):
             return [SlotSet("answered_topic", None)]
+        if await wants_ticket(tracker):  # "麻烦帮我申请上门修机器", whatever the intent
+            return [FollowupAction(TICKET_FORM)]
         return await answer_or_offer(dispatcher, tracker, domain, brands_named(tracker),
                                      ask_feedback=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from rasa_sdk.events import SlotSet
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import ActionAnswerTopic
@@ -51,6 +51,19 @@ async def test_a_topic_from_another_intent_wins_when_its_questions_are_nearer(
     texts = render(flow_domain, dispatcher.messages)
     assert texts[0].startswith(action_store.topic("frozen_unfreeze").answer)
     assert texts[1] == "这个回答对您有帮助吗？"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("text, intent", [("麻烦帮我申请上门修机器", "apply_pos"),
+                                          ("能在这里帮我提交个报修单吗", "usage_tips"),
+                                          ("帮我预约个维修", "contact_support")])
+async def test_a_request_to_file_a_repair_opens_the_ticket_form(action_store, flow_domain,
+                                                                text, intent) -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = answer("topic_question", text, intent)
+    assert await ActionAnswerTopic().run(dispatcher, tracker, flow_domain) == [
+        FollowupAction("ticket_form")]
+    assert dispatcher.messages == []
 
 
 @pytest.mark.asyncio
