@@ -7,8 +7,8 @@ topic more often than the intent classifiers name the right intent, so when its 
 scores at least ``answer_at`` the message's intent becomes that topic's intent — also when the
 FallbackClassifier before this component had given up (``nlu_fallback``).
 
-A message the NLU gave up on that names a response code or its screen text is an ``error_code``
-question. Never overridden: what retrieval cannot know — a response code the entity extractor
+A message the NLU gave up on, or a fault report, that names a response code or its screen text
+is an ``error_code`` question (for a fault report: only a code the KB explains). Never overridden: what retrieval cannot know — a response code the entity extractor
 found for ``error_code``, a request for a person, small talk, out of scope, values typed alone
 (BareValueIntent) — and a fault report (fault intents, not phrased as a question such as "打印头
 多久清洁一次"): the walk, not a how-to topic, answers "按键没反应". After a fallback that no topic
@@ -82,7 +82,7 @@ class KBTopicIntent(GraphComponent):
             ranking = [r for r in message.get(INTENT_RANKING_KEY) or [] if r.get("name") != FALLBACK]
             if not isinstance(text, str) or not text.strip() or not ranking:
                 continue
-            if self._names_a_code(message):
+            if self._names_a_code(message) or self._fault_with_a_code(message):
                 topic_intent: Optional[tuple[str, float]] = (
                     "error_code", float(ranking[0].get("confidence") or 0.0))
             else:
@@ -109,6 +109,18 @@ class KBTopicIntent(GraphComponent):
         current = str((message.get(INTENT) or {}).get("name") or "")
         entities = {e.get("entity") for e in message.get(ENTITIES) or []}
         return current == FALLBACK and "error_code" in entities
+
+    def _fault_with_a_code(self, message: Message) -> bool:
+        """A fault report that names a response code the KB explains ("pos机报错A0怎么解决",
+        "刷卡一直提示余额不足"): the code's explanation, not the generic screen-error walk, which
+        would ask for the code again. Only codes the KB knows, so a stray number is no code."""
+        current = str((message.get(INTENT) or {}).get("name") or "")
+        if current not in FAULTS:
+            return False
+        codes = [str(e.get("value")) for e in message.get(ENTITIES) or []
+                 if e.get("entity") == "error_code" and e.get("value")]
+        store = self._store() if codes else None
+        return store is not None and any(store.error_code(code) is not None for code in codes)
 
     @staticmethod
     def _fault_intent(store: Optional[KnowledgeStore], message: Message,

@@ -107,3 +107,19 @@ def test_a_code_in_a_message_the_nlu_gave_up_on_is_a_code_question(component, te
     without_code = parsed(text, [("nlu_fallback", 0.45), ("usage_tips", 0.3)])
     component.process([without_code])
     assert intent(without_code) != "error_code"
+
+
+@pytest.mark.parametrize("text, code, fault", [("pos机报错A0怎么解决", "A0", "fault_software"),
+                                               ("刷卡一直提示余额不足", "51", "fault_hardware")])
+def test_a_fault_report_naming_a_known_code_is_a_code_question(component, text, code, fault):
+    message = parsed(text, [(fault, 0.7), ("error_code", 0.2)],
+                     [{"entity": "error_code", "value": code}])
+    component.process([message])
+    assert intent(message) == "error_code"
+
+
+def test_a_number_that_is_no_code_leaves_the_fault_report_alone(component) -> None:
+    message = parsed("打印机刷了50笔就卡纸", [("fault_hardware", 0.8), ("usage_tips", 0.1)],
+                     [{"entity": "error_code", "value": "50"}])
+    component.process([message])
+    assert intent(message) == "fault_hardware"
