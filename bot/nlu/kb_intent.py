@@ -8,8 +8,9 @@ scores at least ``answer_at`` the message's intent becomes that topic's intent �
 FallbackClassifier before this component had given up (``nlu_fallback``).
 
 A message the NLU gave up on, or a fault report, that names a response code or its screen text
-is an ``error_code`` question (for a fault report: only a code the KB explains). Never overridden: what retrieval cannot know — a response code the entity extractor
-found for ``error_code``, a request for a person, small talk, out of scope, values typed alone
+is an ``error_code`` question (for a fault report: only a code the KB explains). Never
+overridden: what retrieval cannot know — a response code the entity extractor found for
+``error_code``, a request for a person, small talk, out of scope, values typed alone
 (BareValueIntent) — and a fault report (fault intents, not phrased as a question such as "打印头
 多久清洁一次"): the walk, not a how-to topic, answers "按键没反应". After a fallback that no topic
 rescues, a message whose meaning is clearly one fault symptom's (the KB's symptom reports,
