@@ -23,7 +23,7 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 export RASA_TELEMETRY_ENABLED ?= false
 
-.PHONY: help install install-browser run shell train kb eval bench lint test test-unit validate clean
+.PHONY: help install install-browser install-cluster cluster run shell train kb eval bench lint test test-unit validate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,11 @@ install-browser: ## Debian Chromium + CJK fonts for the browser tests (needs roo
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; fi
 	@/usr/bin/chromium --version
 
+install-cluster: ## Debian nginx for make cluster and its tests (apt, needs root; not the system service)
+	@if [ ! -x /usr/sbin/nginx ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null; fi
+	@/usr/sbin/nginx -v
+
 var/jieba/posbot.dict.txt: $(VENV)/.installed $(KB_INPUTS)
 	$(BIN)/posbot kb dict var/jieba
 
@@ -76,6 +81,9 @@ train: $(MODEL) ## train the model when config, domain, data or KB changed
 run: install var/.kb-built $(MODEL) ## start the action server (5055) and Rasa (5005); Ctrl-C stops both
 	ENDPOINTS=$(ENDPOINTS) CREDENTIALS=$(CREDENTIALS) MODEL=$(MODEL) scripts/run.sh
 
+cluster: install install-cluster var/.kb-built $(MODEL) ## nginx on CLUSTER_PORT (8080) before 2 Rasa servers + actions, PostgreSQL/Redis; Ctrl-C stops all
+	MODEL=$(MODEL) $(BIN)/python -m bot.cluster
+
 shell: install var/.kb-built $(MODEL) ## chat with the bot in the terminal
 	ENDPOINTS=$(ENDPOINTS) MODEL=$(MODEL) scripts/run.sh shell
 
@@ -86,7 +94,7 @@ lint: $(VENV)/.installed ## ruff and the KB linter
 validate: $(VENV)/.installed var/nlu/kb.yml ## rasa data validate (domain, rules, stories, NLU)
 	$(RASA) data validate --config $(CONFIG) --domain $(DOMAIN) --data data var/nlu
 
-test: install install-browser lint validate $(MODEL) ## lint, validate, then all tests (unit, trained model, browser)
+test: install install-browser install-cluster lint validate $(MODEL) ## lint, validate, then all tests (unit, trained model, browser)
 	$(BIN)/python -m pytest
 
 test-unit: $(VENV)/.installed ## tests that need no trained model and no browser

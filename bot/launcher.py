@@ -96,7 +96,8 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
               endpoints: Path | None = None, timeout: float = 240,
               rasa_port: int | None = None, actions_port: int | None = None,
               credentials: Path | None = None, stream_logs: bool = False,
-              share_actions_of: RunningBot | None = None) -> RunningBot:
+              share_actions_of: RunningBot | None = None,
+              interface: str | None = None) -> RunningBot:
     """Build the KB, start both servers (on free ports unless given), warm them up.
 
     By default everything lives in ``tmp`` (SQLite KB and trackers). With ``endpoints`` (e.g.
@@ -106,6 +107,8 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
 
     ``share_actions_of`` (several Rasa servers, as in production): start only a Rasa server,
     using that bot's action server and KB; its ``processes`` are this Rasa server alone.
+    ``interface``: the address the Rasa server listens on (Rasa's default: all of them);
+    ``make cluster`` keeps its servers on 127.0.0.1 behind the balancer (bot/cluster.py).
     """
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -146,7 +149,7 @@ def start_bot(tmp: Path, *, model: Path = DEFAULT_MODEL, env: dict[str, str] | N
         [str(BIN / "python"), "-m", "bot.serve", "run", "--model", str(model),
          "--endpoints", str(endpoints),
          "--credentials", str(credentials), "--enable-api",
-         "--port", str(rasa_port)],
+         "--port", str(rasa_port), *(["--interface", interface] if interface else [])],
         cwd=PROJECT_ROOT, env={**SERVING_TF_THREADS, **full_env}, stdout=output("rasa"),
         stderr=subprocess.STDOUT))
     try:

@@ -26,9 +26,10 @@ it works. A server that is killed renews nothing: its tickets expire at most ``l
 later and the next message of the conversation goes ahead. Expiry uses Redis's clock (``TIME``),
 so the servers' clocks need not agree. Keys carry a TTL as well, so nothing is left behind.
 
-Redis unreachable or failing: ``lock`` raises Rasa's ``LockError`` (the channels answer the
-message with nothing and log it; the server keeps running), logged once per outage here, and
-"reachable again" once when it comes back. A release that fails is logged and not raised: the
+Redis unreachable or failing: ``lock`` raises Rasa's ``LockError`` before the message is
+handled (nothing is stored for it; the channels answer it with one polite "请稍后再发一次",
+bot/outage.py; the server keeps running), logged once per outage here, and "reachable again"
+once when it comes back. A release that fails is logged and not raised: the
 message was handled, and its ticket expires on its own.
 
 Configured in bot/endpoints.production.yml (same settings as Rasa's ``type: redis``)::

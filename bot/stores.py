@@ -22,6 +22,12 @@ The tracker handed out for a remembered session is not rebuilt by replaying ever
 session (as ``from_events`` does on each turn): the store keeps that replayed tracker, brings it
 up to date with the events of each save, and hands out a clone (bot/perf.py ``clone_tracker``).
 
+When the database cannot be reached, every read and save raises ``bot.outage.StoreUnavailable``
+(logged once per outage) instead of letting Rasa's ``FailSafeTrackerStore`` answer from an empty
+conversation or keep the turn in memory: the channels then ask the merchant to send the message
+again (docs/deploy.md). A read that meets a connection the database closed meanwhile (after a
+restart) is tried once more on a fresh one; a save is never repeated.
+
 Configured in bot/endpoints.yml and bot/endpoints.production.yml:
 ``tracker_store: {type: bot.stores.CachedSQLTrackerStore, dialect: ..., ...}``.
 """
@@ -40,11 +46,13 @@ from rasa.shared.core.events import Event, SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
-from bot import perf
+from bot import outage, perf
 from bot.lru import LRU, continues
+from bot.outage import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 perf.apply()
+outage.install()  # StoreUnavailable passes through Rasa's FailSafeTrackerStore
 
 DEFAULT_CACHED_CONVERSATIONS = 512
 
@@ -102,6 +110,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         self._newest_id_query = sa.select(sa.func.max(table.c.id)).where(
             table.c.sender_id == sa.bindparam("sender_id"))
         self._insert_events = table.insert()
+        self._down = False  # the database failed and we said so; said again once it is back
 
     def _newest_event_id(self, sender_id: Text, connection: Any = None) -> Optional[int]:
         if connection is None:
@@ -162,13 +171,79 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             perf.remember_replay(tracker)
         return tracker
 
+    # --- outages: the database unreachable ----------------------------------------------------
+
+    def _unavailable(self, doing: Text, sender_id: Optional[Text],
+                     error: Exception) -> StoreUnavailable:
+        if sender_id is not None:
+            self._sessions.pop(sender_id, None)
+        reason = outage.describe(error)
+        if not self._down:
+            self._down = True
+            logger.error("tracker store: the database at %s is not usable (%s); merchants are "
+                         "asked to send their message again until it is back",
+                         self.engine.url.render_as_string(hide_password=True), reason)
+        return StoreUnavailable(f"could not {doing} conversation {sender_id!r}: {reason}")
+
+    def _usable(self) -> None:
+        if self._down:
+            self._down = False
+            logger.warning("tracker store: the database at %s is reachable again",
+                           self.engine.url.render_as_string(hide_password=True))
+
+    async def _read(self, read: Any, sender_id: Text) -> Optional[DialogueStateTracker]:
+        """``read(sender_id)``; a database failure becomes ``StoreUnavailable``.
+
+        A connection the database closed while it sat in the pool (PostgreSQL restarted, the
+        network cut) fails on first use, and SQLAlchemy then discards every pooled connection:
+        the read is tried once more, on a new one.
+        """
+        try:
+            tracker = await read(sender_id)
+        except sa.exc.DBAPIError as error:
+            if not error.connection_invalidated:
+                raise self._unavailable("read", sender_id, error) from error
+            logger.info("tracker store: a pooled connection was closed by the database; "
+                        "reading conversation %s again", sender_id)
+            try:
+                tracker = await read(sender_id)
+            except sa.exc.SQLAlchemyError as again:
+                raise self._unavailable("read", sender_id, again) from again
+        except sa.exc.SQLAlchemyError as error:
+            raise self._unavailable("read", sender_id, error) from error
+        self._usable()
+        return tracker
+
+    async def retrieve(self, sender_id: Text) -> Optional[DialogueStateTracker]:
+        return await self._read(super().retrieve, sender_id)
+
+    async def retrieve_full_tracker(self, conversation_id: Text
+                                    ) -> Optional[DialogueStateTracker]:
+        return await self._read(super().retrieve_full_tracker, conversation_id)
+
+    async def keys(self) -> Any:
+        try:
+            return await super().keys()
+        except sa.exc.SQLAlchemyError as error:
+            raise self._unavailable("list", None, error) from error
+
     async def save(self, tracker: DialogueStateTracker) -> None:
-        newest_id = self._save_remembered(tracker) if self.cached_conversations else None
+        """Append the tracker's new events in one transaction; nothing is written on failure."""
+        try:
+            newest_id = self._save_remembered(tracker) if self.cached_conversations else None
+            if newest_id is None:
+                await super().save(tracker)
+        except sa.exc.SQLAlchemyError as error:
+            raise self._unavailable("save", tracker.sender_id, error) from error
+        self._usable()
         if newest_id is None:
-            await super().save(tracker)
             if not self.cached_conversations:
                 return
-            newest_id = self._newest_event_id(tracker.sender_id)
+            try:
+                newest_id = self._newest_event_id(tracker.sender_id)
+            except sa.exc.SQLAlchemyError:  # stored; the next turn reads it from the database
+                self._sessions.pop(tracker.sender_id, None)
+                return
         else:
             self.fast_saves += 1
         session = current_session(tracker.events)

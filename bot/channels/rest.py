@@ -12,6 +12,10 @@ call. Like the webhook, it trusts the sender id: whoever knows an id can already
 conversation, so REST clients must use unguessable ids (docs/console.md). It reads only
 conversations the merchant holds over REST (a WeChat or widget conversation answers as empty),
 and a REST message is always tagged ``rest`` (Rasa would take an ``input_channel`` from the body).
+
+When the conversation store or the conversation locks are unreachable, the webhook answers 200
+with one polite message asking to send again (bot/outage.py) instead of ``[]`` or an answer
+from an empty conversation; the poll route answers 503.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from bot import perf
 from bot.channels.delivery import REST_POLL, Delivery, agent_said
 from bot.channels.limits import limited
 from bot.handoff_gate import gate
+from bot.outage import StoreUnavailable, guard
 
 logger = logging.getLogger(__name__)
 perf.apply()
@@ -123,7 +128,8 @@ class RestInput(RasaRestInput):
         return "rest"
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        blueprint = limited(super().blueprint(gate(on_new_message)))
+        # guard: a store or lock outage is answered with one polite "请稍后再发一次" (bot/outage.py)
+        blueprint = limited(super().blueprint(guard(gate(on_new_message))))
 
         async def poll_messages(request: Request) -> HTTPResponse:
             return await self.poll(request)
@@ -155,6 +161,9 @@ class RestInput(RasaRestInput):
             return _poll_error(503, "The bot is not ready yet; try again shortly.")
         try:
             tracker = await store.retrieve(sender)
+        except StoreUnavailable as error:  # logged once per outage by the store
+            logger.warning("could not read conversation %s for a poll: %s", sender, error)
+            return _poll_error(503, "The conversation cannot be read right now; try again.")
         except Exception:  # a store outage is a 503 the client retries, never a 500
             logger.exception("could not read conversation %s for a poll", sender)
             return _poll_error(503, "The conversation cannot be read right now; try again.")

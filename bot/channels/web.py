@@ -17,6 +17,9 @@ Why this is not just Rasa's ``SocketIOInput``:
   (RasaHQ/rasa#8445). :class:`WebChatOutput` emits it as the event's payload instead.
 * The health route ``GET /`` of Rasa's blueprint becomes the demo page; health moved to
   ``GET /webhooks/web/health``.
+* A message whose conversation cannot be read, stored or locked (PostgreSQL or Redis down) gets
+  one polite "请稍后再发一次" (bot/outage.py); a turn's messages are held until it is over, so a
+  turn that could not be stored shows nothing but that text.
 
 The socket.io protocol is unchanged (``session_request``/``session_confirm``, ``user_uttered``,
 ``bot_uttered``, ``session_persistence``, ``metadata_key``, JWT auth), so Rasa clients such as
@@ -40,10 +43,11 @@ from rasa.core.channels.socketio import SocketBlueprint, SocketIOInput, SocketIO
 from sanic import Blueprint, Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
-from socketio import AsyncServer
+from socketio import AsyncRedisManager, AsyncServer
 
 from bot.channels.limits import install as install_body_limits
 from bot.handoff_gate import gate
+from bot.outage import guard
 from bot.settings import PROJECT_ROOT, Settings
 
 try:  # Sanic-CORS is what `rasa run --cors ...` installs on the app.
@@ -129,6 +133,20 @@ class OriginPolicy:
         return any(netloc == host.split(",")[0].strip().lower() for host in hosts if host)
 
 
+def client_manager(settings: Settings) -> Optional[AsyncRedisManager]:
+    """python-socketio's Redis manager on ``POSBOT_REDIS_URL`` (channel
+    ``POSBOT_SOCKETIO_CHANNEL``), or None: one server, sockets kept in memory.
+
+    Only connecting is bounded in time: a read timeout would also end the manager's idle
+    subscription every few seconds. The manager connects lazily and retries by itself.
+    """
+    if not settings.redis_url:
+        return None
+    return AsyncRedisManager(settings.redis_url, channel=settings.socketio_channel,
+                             redis_options={"socket_connect_timeout": 3,
+                                            "socket_keepalive": True})
+
+
 class WebChatOutput(SocketIOOutput):
     """Rasa's socket.io output, with custom JSON messages that actually reach the widget."""
 
@@ -148,9 +166,34 @@ class WebChatOutput(SocketIOOutput):
         A ``room`` in the message is ignored: a conversation's messages go to its own room only.
         """
         if "data" in json_message and set(json_message) <= _EMIT_ARGUMENT_KEYS:
-            await self.sio.emit(self.bot_message_evt, json_message["data"], room=recipient_id)
+            await self._send_message(recipient_id, json_message["data"])
             return
         await self._send_message(recipient_id, dict(json_message))
+
+
+class TurnOutput(WebChatOutput):
+    """The output of one merchant message: held until the turn is over, then emitted in order.
+
+    A turn whose conversation cannot be stored (bot/outage.py) must not have shown its answer:
+    ``discard`` drops what was held and the merchant reads only "请稍后再发一次". Rasa sends a
+    turn's messages while it runs and stores the turn at its end, so holding them delays the
+    first bubble of a turn by the rest of that turn (one NLU pass and its actions).
+    """
+
+    def __init__(self, sio: AsyncServer, bot_message_evt: Text) -> None:
+        super().__init__(sio, bot_message_evt)
+        self._held: List[tuple[Text, Any]] = []
+
+    async def _send_message(self, socket_id: Text, message: Any) -> None:
+        self._held.append((socket_id, message))
+
+    def discard(self) -> None:
+        self._held.clear()
+
+    async def flush(self) -> None:
+        held, self._held = self._held, []
+        for socket_id, message in held:
+            await super()._send_message(socket_id, message)
 
 
 class _WebSocketBlueprint(SocketBlueprint):
@@ -224,9 +267,18 @@ class WebChatInput(SocketIOInput):
         return WebChatOutput(self.sio, self.bot_message_evt)
 
     def _build_server(self) -> AsyncServer:
-        """The socket.io server, with the origin check Rasa leaves switched off."""
+        """The socket.io server, with the origin check Rasa leaves switched off.
+
+        With ``POSBOT_REDIS_URL`` set (several Rasa servers), emits go through python-socketio's
+        ``AsyncRedisManager``: an agent's reply or a release emitted on one server reaches a
+        widget connected to another. Each emit is delivered to this server's own sockets first,
+        then published, so a Redis outage only stops the fan-out, never a reply on the server
+        the widget is connected to.
+        """
         cors_allowed_origins: Any = "*" if self.origin_policy.allow_all else self.origin_policy
-        return AsyncServer(async_mode="sanic", cors_allowed_origins=cors_allowed_origins)
+        manager = client_manager(Settings.from_env())
+        return AsyncServer(async_mode="sanic", cors_allowed_origins=cors_allowed_origins,
+                           client_manager=manager)
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         """Socket.io handlers (as in Rasa 3.6.21, with the fixes above) and the widget files."""
@@ -234,7 +286,8 @@ class WebChatInput(SocketIOInput):
         self.sio = sio
         web_webhook = _WebSocketBlueprint(sio, self.socketio_path, "web_webhook", __name__)
         self._add_static_routes(web_webhook)
-        self._add_socket_handlers(sio, gate(on_new_message))
+        # guard: a store or lock outage is answered with "请稍后再发一次" (bot/outage.py)
+        self._add_socket_handlers(sio, guard(gate(on_new_message)))
         return web_webhook
 
     def _add_socket_handlers(
@@ -277,7 +330,7 @@ class WebChatInput(SocketIOInput):
                     "Ignored a %s event without an object payload.", self.user_message_evt
                 )
                 return
-            output_channel = WebChatOutput(sio, self.bot_message_evt)
+            output_channel = TurnOutput(sio, self.bot_message_evt)
             if self.session_persistence:
                 if not data.get("session_id"):
                     rasa.shared.utils.io.raise_warning(
@@ -297,7 +350,10 @@ class WebChatInput(SocketIOInput):
                 input_channel=self.name(),
                 metadata=self._metadata(data),
             )
-            await on_new_message(message)
+            try:
+                await on_new_message(message)
+            finally:  # after an unexpected error too: what the turn said before it still shows
+                await output_channel.flush()
 
     def _metadata(self, data: Dict[str, Any]) -> Dict[str, Any]:
         """The widget's ``metadata`` object; a malformed one must not drop the message."""

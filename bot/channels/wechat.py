@@ -62,6 +62,7 @@ from bot.channels import delivery
 from bot.channels.delivery import RECEIPT_KEY, Delivery, agent_said
 from bot.channels.limits import LimitedBlueprint
 from bot.handoff_gate import gate
+from bot.outage import guard
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -200,6 +201,29 @@ class WeChatStore(abc.ABC):
         """How many items the list ``key`` holds (0 when absent)."""
         raise NotImplementedError
 
+    async def pop_first(self, key: str, ttl_s: float) -> str | None:
+        """Removes and returns the first item of the JSON list of strings stored (``set``)
+        under ``key``, keeping the rest for ``ttl_s``; None when there is none.
+
+        The default reads and writes back: atomic only where nothing runs in between (the
+        in-memory store). A shared store must do it in one step (RedisStore).
+        """
+        raw = await self.get(key)
+        try:
+            items = json.loads(raw) if raw else []
+        except ValueError:
+            logger.warning("Discarding unreadable WeChat state %s", key)
+            items = []
+        if not isinstance(items, list) or not items:
+            if raw:
+                await self.delete(key)
+            return None
+        if len(items) > 1:
+            await self.set(key, json.dumps(items[1:], ensure_ascii=False), ttl_s)
+        else:
+            await self.delete(key)
+        return str(items[0])
+
 
 class InMemoryStore(WeChatStore):
     """Per-process store; fine for a single worker. Bounded so a flood cannot exhaust memory."""
@@ -293,6 +317,37 @@ class RedisStore(WeChatStore):
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}{key}"
+
+    # pop_first in one step: two servers answering "继续" of one merchant at the same moment
+    # must not show the same page twice.
+    _POP_FIRST = """
+    local raw = redis.call('GET', KEYS[1])
+    if not raw then return false end
+    local ok, items = pcall(cjson.decode, raw)
+    if not ok or type(items) ~= 'table' or #items == 0 then
+      redis.call('DEL', KEYS[1])
+      return false
+    end
+    local first = table.remove(items, 1)
+    if #items == 0 then
+      redis.call('DEL', KEYS[1])
+    else
+      redis.call('SET', KEYS[1], cjson.encode(items), 'PX', ARGV[1])
+    end
+    return tostring(first)
+    """
+
+    async def pop_first(self, key: str, ttl_s: float) -> str | None:
+        from redis.exceptions import RedisError
+
+        try:
+            first = await self._redis.eval(self._POP_FIRST, 1, self._key(key), _ms(ttl_s))
+        except RedisError:
+            logger.exception("Redis unavailable; cannot read WeChat state %s", key)
+            return None
+        if isinstance(first, bytes):
+            first = first.decode("utf-8")
+        return first if isinstance(first, str) else None
 
     async def claim(self, key: str, value: str, ttl_s: float) -> str | None:
         from redis.exceptions import RedisError
@@ -704,6 +759,7 @@ class WeChatInput(InputChannel):
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """GET /webhook answers WeChat's URL check, POST /webhook receives messages."""
         on_new_message = gate(on_new_message)  # no silence while waiting for a person
+        on_new_message = guard(on_new_message)  # store/lock outage: "请稍后再发一次" (bot/outage.py)
         webhook = LimitedBlueprint("wechat_webhook", __name__)
 
         @webhook.route("/", methods=["GET"])
@@ -1148,18 +1204,8 @@ class WeChatInput(InputChannel):
         return None
 
     async def _next_page(self, openid: str) -> str:
-        pages = await self._load_list(f"pages:{openid}")
-        if not pages:
-            return self.texts.nothing_more
-        if len(pages) > 1:
-            await self.store.set(
-                f"pages:{openid}",
-                json.dumps(pages[1:], ensure_ascii=False),
-                self._state_ttl_s,
-            )
-        else:
-            await self.store.delete(f"pages:{openid}")
-        return pages[0]
+        page = await self.store.pop_first(f"pages:{openid}", self._state_ttl_s)
+        return self.texts.nothing_more if page is None else page
 
     # ---- reply rendering --------------------------------------------------------------------
 
