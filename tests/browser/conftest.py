@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -235,3 +236,46 @@ def strict_fake_bot(tmp_path: Path) -> Iterator[FakeBot]:
     bot.start()
     yield bot
     bot.stop()
+
+
+# ----------------------------------------------------------------------------- console alone
+
+
+@contextmanager
+def console_server(folder: Path, *args: str,
+                   module: str = "tests.browser.kb_editor_server") -> Iterator[str]:
+    """The staff console without Rasa (``python -m MODULE PORT FOLDER *ARGS``, by default
+    tests/browser/kb_editor_server.py) in a child process working in ``folder``; yields its URL
+    once /staff/api/me answers 401. The KB and database settings point into ``folder``, so
+    nothing falls back to the checkout's kb/content or var/."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT),
+               POSBOT_KB_CONTENT=str(folder / "content"),
+               POSBOT_DATABASE_URL=f"sqlite:///{folder / 'posbot.sqlite3'}")
+    log_path = folder / "server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", module, str(port), str(folder), *args],
+                                  cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/staff/api/me", timeout=2)
+            except urllib.error.HTTPError as answer:
+                if answer.code == 401:
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{module} did not start:\n"
+                                   + log_path.read_text(errors="replace")[-3000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
