@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Optional
@@ -309,6 +310,22 @@ def _symptom(row: Symptom) -> SymptomView:
         [StageView(s["title"], list(s["steps"]), bool(s.get("data_loss"))) for s in stages],
         row.prevention, row.source,
     )
+
+
+def warm_in_background(engine: Engine, after: str) -> None:
+    """Fit the retrieval indexes of a new KB build now, in a background thread, so neither the
+    bot's next message nor the staff console waits for them (``after``: what was published,
+    for the log line should it fail)."""
+    def run() -> None:
+        try:
+            store = KnowledgeStore(engine)
+            store.topic_index()
+            store.symptom_index()
+            store.answer_index()
+        except Exception:
+            logger.warning("could not warm the retrieval indexes after %s", after, exc_info=True)
+
+    threading.Thread(target=run, name="posbot-warm-indexes", daemon=True).start()
 
 
 @lru_cache(maxsize=1)

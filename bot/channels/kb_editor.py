@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -61,7 +60,7 @@ from kb.encoder import SentenceEncoder
 from kb.learned import ContentCache, answer_choices
 from kb.retrieval import confident, suggestions
 from kb.settings import TOPIC_INTENTS, content_dir
-from kb.store import KnowledgeStore, shared_store
+from kb.store import KnowledgeStore, shared_store, warm_in_background
 
 if TYPE_CHECKING:
     from bot.channels.staff import StaffConsole
@@ -184,19 +183,8 @@ class KbEditor:
     def _warm(self) -> None:
         """Fit the new retrieval indexes now, in the background, so neither the bot's next
         message (this process) nor the next "try it" waits for them."""
-        if not self.warm:
-            return
-
-        def run() -> None:
-            try:
-                store = KnowledgeStore(self.engine)
-                store.topic_index()
-                store.symptom_index()
-                store.answer_index()
-            except Exception:
-                logger.warning("could not warm the retrieval indexes after an edit", exc_info=True)
-
-        threading.Thread(target=run, name="posbot-warm-edit", daemon=True).start()
+        if self.warm:
+            warm_in_background(self.engine, "an edit")
 
     # ------------------------------------------------------------------ routes
     def register(self, bp: Blueprint, console: StaffConsole) -> None:

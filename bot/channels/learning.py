@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from kb.learned import Busy, ContentCache, Refused, Taught, answer_choices, know
 from kb.learning import GROUP_AT, IgnoreStore, group_questions, question_key
 from kb.records import RecordStore
 from kb.settings import content_dir
-from kb.store import KnowledgeStore, shared_store
+from kb.store import KnowledgeStore, shared_store, warm_in_background
 
 if TYPE_CHECKING:
     from bot.channels.staff import StaffConsole
@@ -315,16 +314,7 @@ class Learning:
     def _warm(self) -> None:
         """Fit the new retrieval indexes now, in the background, so neither the NLU's next
         message (KBTopicIntent, this process) nor the console's queue waits for them."""
-        def run() -> None:
-            try:
-                store = KnowledgeStore(self.engine)
-                store.topic_index()
-                store.symptom_index()
-                store.answer_index()
-            except Exception:
-                logger.warning("could not warm the retrieval indexes after teaching", exc_info=True)
-
-        threading.Thread(target=run, name="posbot-warm-learned", daemon=True).start()
+        warm_in_background(self.engine, "teaching")
 
     # ------------------------------------------------------------------ routes
     def register(self, bp: Blueprint, console: StaffConsole) -> None:
