@@ -48,13 +48,19 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         return cls(execution_context.node_name, config)
 
     def _featurize(self, messages: List[Message]) -> None:
+        """A text with nothing to encode (only emoji, which the normalizer blanks) gets a zero
+        vector: DIET needs the same features for every message, and without them it failed on
+        "😡😡" and the merchant got no reply (BlankMessageGuard then asks what they mean)."""
         texts: List[Optional[str]] = [m.get(TEXT) for m in messages]
         todo = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-        if not todo:
+        blank = [i for i, t in enumerate(texts) if isinstance(t, str) and not t.strip()]
+        if not todo and not blank:
             return
-        vectors = get_encoder().encode([str(texts[i]) for i in todo])
+        encoder = get_encoder()
+        vectors = encoder.encode([str(texts[i]) for i in todo]) if todo else []
         scale = float(self._config["scale"])
-        for i, vector in zip(todo, vectors, strict=True):
+        for i, vector in [*zip(todo, vectors, strict=True),
+                          *((i, np.zeros(encoder.dim, dtype=np.float32)) for i in blank)]:
             sentence = (np.asarray(vector, dtype=np.float32) * scale)[None, :]
             self.add_features_to_message(None, sentence, TEXT, messages[i])
 
