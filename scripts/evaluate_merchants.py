@@ -46,6 +46,22 @@ SMALLTALK = {"utter_greet": "greet", "utter_goodbye": "goodbye", "utter_thanks":
              "utter_affirm": "affirm", "utter_deny": "deny"}
 
 
+def code_entries(path: Path = ROOT / "kb" / "content" / "error_codes.yml") -> dict[str, str]:
+    """Each response code → the first code of its KB entry: codes that share one entry (04 and
+    43, A0 and 99 …) get the same explanation, so either label is the right answer."""
+    entries = yaml.safe_load(path.read_text(encoding="utf-8"))["error_codes"]
+    return {str(code).upper(): str(entry["codes"][0]).upper()
+            for entry in entries for code in entry["codes"]}
+
+
+def canonical(label: str, entries: dict[str, str]) -> str:
+    """``code:43`` → ``code:04`` when both are one KB entry; other labels unchanged."""
+    if not label.startswith("code:"):
+        return label
+    code = label[len("code:"):].upper()
+    return f"code:{entries.get(code, code)}"
+
+
 def family_of(topic: str, families: dict[str, str]) -> str:
     if ":" in topic:
         return topic.split(":")[0]
@@ -231,6 +247,9 @@ def main() -> int:
                 results += [{**r, "set": path.stem} for r in score(bot, examples, path.stem)]
         finally:
             bot.stop()
+    entries = code_entries()
+    for r in results:
+        r["topic"], r["got"] = canonical(r["topic"], entries), canonical(r["got"], entries)
     REPORTS.mkdir(exist_ok=True)
     text = report(results, families)
     table = side_by_side(results, baseline_predictions(results))

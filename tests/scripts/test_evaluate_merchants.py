@@ -1,0 +1,38 @@
+"""The merchant-set scorer counts an answer right when the merchant got the right explanation."""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+import evaluate_merchants as scorer
+
+
+def test_codes_of_one_kb_entry_are_the_same_answer():
+    entries = scorer.code_entries()
+    # 04 and 43 share the 没收卡 entry, 99 and A0 the PIN/MAC entry: one explanation each.
+    assert scorer.canonical("code:43", entries) == scorer.canonical("code:04", entries)
+    assert scorer.canonical("code:a0", entries) == scorer.canonical("code:99", entries)
+    # Codes of different entries stay different; other labels are untouched.
+    assert scorer.canonical("code:51", entries) != scorer.canonical("code:05", entries)
+    assert scorer.canonical("code:?", entries) == "code:?"
+    assert scorer.canonical("walk:printer", entries) == "walk:printer"
+
+
+def test_every_code_of_the_kb_maps_to_its_entry(tmp_path):
+    path = tmp_path / "error_codes.yml"
+    path.write_text(yaml.safe_dump({"error_codes": [
+        {"codes": ["13", "61"]}, {"codes": ["14"]}]}), encoding="utf-8")
+    assert scorer.code_entries(path) == {"13": "13", "61": "13", "14": "14"}
+
+
+def test_report_scores_a_shared_entry_code_as_right():
+    entries = scorer.code_entries()
+    results = [{"set": "s", "text": "报43", "intent": "error_code", "topic": "code:43",
+                "got_intent": "error_code", "got": "code:04", "offered": []}]
+    for r in results:
+        r["topic"], r["got"] = (scorer.canonical(r["topic"], entries),
+                                scorer.canonical(r["got"], entries))
+    assert "Topic accuracy 1.000" in scorer.report(results, {})
