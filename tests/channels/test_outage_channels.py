@@ -12,6 +12,7 @@ it again and the calculator goes on with the amount it had.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any, AsyncIterator
 
@@ -21,10 +22,11 @@ import socketio
 from sanic import Sanic
 
 from bot.channels.rest import RestInput
+from bot.channels.wechat import RedisStore
 from bot.outage import SERVICE_UNAVAILABLE
-from tests.bot.outage_kit import ASK_AMOUNT, ASK_RATE, Outage, outage  # noqa: F401
+from tests.bot.outage_kit import ASK_AMOUNT, ASK_RATE, REDIS_DB, Outage, outage  # noqa: F401
 from tests.channels.test_web import _free_port, _QuickPingWebChatInput, make_app
-from tests.channels.test_wechat import USER, harness, reply_content, text_xml
+from tests.channels.wechat.kit import USER, harness, reply_content, text_xml
 
 pytestmark = [pytest.mark.postgres]
 RESULT = "10,000 元 × 0.6% = 60 元"
@@ -205,5 +207,39 @@ async def test_wechat_outage_polite_reply_then_the_calculator_goes_on(
     assert reply_content(await h.post_plain(failed)) == SERVICE_UNAVAILABLE
     restore(outage, service)
     assert await h.say("10000元") == ASK_RATE
+    assert await h.say("0.6") == RESULT
+    assert outage.users(USER) == ["算一下手续费", "10000元", "0.6"]
+
+
+@pytest.mark.asyncio
+async def test_wechat_redis_outage_logs_one_line_per_failure_kind_not_a_traceback_per_message(
+        outage: Outage, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    """The channel's state lives in the same Redis as the conversation locks (POSBOT_REDIS_URL).
+    While it is down every message gets the polite text; the log says what fails once per kind,
+    without tracebacks (those are at DEBUG), and once that Redis is back."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{outage.redis.port}/{REDIS_DB}",
+                                prefix=f"posbot-test-wechat:{uuid.uuid4().hex}:")
+    h = harness(outage.handle, store=store)  # type: ignore[arg-type]
+    assert await h.say("算一下手续费") == ASK_AMOUNT
+    outage.redis.cut()
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):
+            assert await h.say("10000元") == SERVICE_UNAVAILABLE
+    shown = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [f"{r.name}: {r.getMessage()}" for r in shown if r.exc_info] == []
+    wechat = [r.getMessage() for r in shown if r.name.startswith("bot.channels.wechat")]
+    assert len(wechat) == len(set(wechat)) == 3  # retries, kept messages, menus and pages
+    assert all(line.startswith("Redis unavailable for the WeChat channel's state (ConnectionError")
+               for line in wechat)
+    assert any(r.name.startswith("bot.channels.wechat") and r.levelno == logging.DEBUG
+               and r.exc_info for r in caplog.records)
+    assert len([r for r in shown if r.name == "bot.outage"]) == 3  # one line per message
+
+    outage.redis.restore()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bot.channels.wechat"):
+        assert await h.say("10000元") == ASK_RATE
+    back = [r.getMessage() for r in caplog.records if r.name.startswith("bot.channels.wechat")]
+    assert len(back) == 1 and back[0].startswith("Redis reachable again")
     assert await h.say("0.6") == RESULT
     assert outage.users(USER) == ["算一下手续费", "10000元", "0.6"]

@@ -29,7 +29,7 @@ from bot.channels.wechat import WeChatInput
 from bot.handoff import ReleaseError
 from kb.records import RecordStore
 from kb.staff import MAX_FAILURES, StaffStore
-from tests.channels.test_wechat import FakeMessageApi, FakeWeChatClient, make_settings
+from tests.channels.wechat.kit import FakeMessageApi, FakeWeChatClient, make_settings
 
 PASSWORD = "correct horse battery"
 HOST = "127.0.0.1:5005"

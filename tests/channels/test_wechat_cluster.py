@@ -2,7 +2,8 @@
 Redis, so it does not matter which server WeChat's request reaches.
 
 Two channel instances ("server A", "server B") share one Redis store, as two Rasa servers with
-the same POSBOT_REDIS_URL do. Uses the helpers and the Redis fixture of test_wechat.py.
+the same POSBOT_REDIS_URL do. Uses the helpers (tests/channels/wechat/kit.py) and the Redis
+fixture (tests/channels/wechat/conftest.py) of the channel's own tests.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import json
 import pytest
 
 from bot.channels.wechat import RedisStore
-from tests.channels.test_wechat import (  # noqa: F401  (redis_store is a fixture)
+from tests.channels.wechat.conftest import redis_store  # noqa: F401  (a fixture)
+from tests.channels.wechat.kit import (
     TEXTS,
     FakeBot,
-    _long_answer,
     harness,
-    redis_store,
+    long_answer,
     reply_content,
     text_xml,
 )
@@ -48,7 +49,7 @@ async def test_a_retry_reaching_the_other_server_is_not_answered_twice(
 @pytest.mark.asyncio
 async def test_pages_continue_on_the_other_server(
         redis_store: RedisStore) -> None:  # noqa: F811
-    answer = _long_answer()
+    answer = long_answer()
     a = harness(FakeBot(script={"怎么排查": [{"text": answer}]}), store=redis_store)
     b = harness(FakeBot(), store=redis_store)
     servers = [a, b]
@@ -94,7 +95,7 @@ class SlowRedisStore(RedisStore):
 async def test_two_continues_at_once_on_two_servers_show_two_different_pages(
         redis_store: RedisStore) -> None:  # noqa: F811
     """A merchant taps "继续" twice; the requests reach A and B at the same moment."""
-    answer = _long_answer()
+    answer = long_answer()
     slow = SlowRedisStore(redis_store)
     a = harness(FakeBot(script={"怎么排查": [{"text": answer}]}), store=slow)
     b = harness(FakeBot(), store=slow)
