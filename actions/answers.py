@@ -37,7 +37,7 @@ class ActionAnswerTopic(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
-        if is_brand_statement(tracker):
+        if await is_brand_statement(tracker):
             dispatcher.utter_message(response="utter_brand_noted",
                                      brand=current_or_slot(tracker, "brand"))
             return [SlotSet("answered_topic", None)]

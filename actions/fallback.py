@@ -36,7 +36,7 @@ class ActionClarify(Action):
         if not any(ch.isalnum() for ch in latest_text(tracker)):
             dispatcher.utter_message(response="utter_ask_describe")
             return []
-        if is_brand_statement(tracker):
+        if await is_brand_statement(tracker):
             dispatcher.utter_message(response="utter_brand_noted",
                                      brand=current_or_slot(tracker, "brand"))
             return []

@@ -102,6 +102,12 @@ def response_text(domain: Dict[str, Any], name: str) -> Optional[str]:
     return variants[0].get("text") if variants else None
 
 
+def response_buttons(domain: Dict[str, Any], name: str) -> List[Dict[str, str]]:
+    """The buttons of a domain response, for an action that sends them after its own."""
+    variants = (domain.get("responses") or {}).get(name) or []
+    return [dict(button) for button in variants[0].get("buttons") or []] if variants else []
+
+
 async def related_buttons(topic: TopicView, matches: List[Match],
                           domain: Dict[str, Any]) -> List[Dict[str, str]]:
     """The topic's flow, then the next nearest topics worth offering."""
@@ -138,9 +144,8 @@ async def answer(dispatcher: CollectingDispatcher, topic: TopicView, brands: Lis
     dispatcher.utter_message(text=render_topic(topic, brands))
     buttons = await related_buttons(topic, matches, domain)
     if ask_feedback:
-        feedback = (domain.get("responses") or {}).get("utter_ask_feedback") or [{}]
-        dispatcher.utter_message(text=feedback[0].get("text"),
-                                 buttons=list(feedback[0].get("buttons") or []) + buttons)
+        dispatcher.utter_message(text=response_text(domain, "utter_ask_feedback"),
+                                 buttons=response_buttons(domain, "utter_ask_feedback") + buttons)
     elif buttons:
         dispatcher.utter_message(response="utter_related", buttons=buttons)
 

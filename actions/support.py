@@ -9,12 +9,15 @@ from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import brands_named
-from actions.faq import TICKET_FORM, answer, best_topic, response_text, retrieve, wants_ticket
+from actions.faq import TICKET_FORM, answer, best_topic, response_buttons, retrieve, wants_ticket
 from actions.store import query
 
 LIST_SEPARATOR = "、"
 #: The KB topic this action's own answer stands for (reports and ratings name it).
 CONTACT_TOPIC = "contact_support"
+#: The domain response whose button comes after the brand buttons: "其他品牌" (title and payload
+#: are data in bot/domain/responses.yml).
+OTHER_BRAND_BUTTON = "utter_button_other_brand"
 
 
 class ActionContactSupport(Action):
@@ -47,8 +50,7 @@ class ActionContactSupport(Action):
                 {"title": b.name, "payload": f'/contact_support{{"brand": "{b.name}"}}'}
                 for b in brands if b.hotline
             ]
-            buttons.append({"title": response_text(domain, "utter_button_other_brand") or "",
-                            "payload": '/contact_support{"brand": "其他"}'})
+            buttons += response_buttons(domain, OTHER_BRAND_BUTTON)
             dispatcher.utter_message(response="utter_ask_brand", buttons=buttons)
             return []
         events: List[Dict[str, Any]] = []

@@ -9,28 +9,43 @@ The walk is a Rasa form (``troubleshoot_form``, required slots ``symptom`` and `
   with its first stage ("read the code") already done by the code's explanation.
 * ``validate_troubleshoot_form`` reads each answer: 解决了/谢谢 → ``solved``; 还没有/还是不行 → the
   next stage, or ``unsolved`` after the last one; 算了/不用了 → ``stopped``; a new fault
-  description switches the symptom; anything else rejects the form so the rules in
-  data/rules/leave_flows.yml answer the new question instead.
+  description switches the symptom; a brand alone ("拉卡拉的") is noted and the question asked
+  again; anything else rejects the form so the rules in data/rules/leave_flows.yml answer the
+  new question instead.
 * ``ts_solved`` picks the ending (rules): a prevention tip, an offer of a ticket or a human, or a
   short "ok".
 
-The repair ticket is ``ticket_form`` (contact phone + terminal SN), validated here and stored in
-the ``tickets`` table through ``kb.records.RecordStore``.
+An unsolved walk ends in ``action_offer_repair``: a repair ticket (``ticket_form``, actions/
+ticket.py) or a human. The helpers that read the merchant's message (intent, buttons, stop words,
+"好的" after the steps) are in actions/common.py.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Dict, List, Optional, Text
 
-from rasa_sdk import Action, ActionExecutionRejection, FormValidationAction, Tracker
+from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.answers import brands_named
-from actions.common import current_or_slot, entity_values, latest_text, numbered, value_before_message
+from actions.common import (
+    NEW_QUESTION_CONFIDENCE,
+    current_or_slot,
+    entity_values,
+    intent_confidence,
+    intent_of,
+    is_brand_statement,
+    is_new_answer,
+    is_payload,
+    latest_text,
+    numbered,
+    only_acknowledges,
+    value_before_message,
+    wants_to_stop,
+)
 from actions.faq import (
     TICKET_FORM,
     answer,
@@ -41,7 +56,6 @@ from actions.faq import (
     wants_ticket,
 )
 from actions.store import query
-from kb.records import RecordStore
 from kb.retrieval import SYMPTOM_AT, VAGUE, WALK, Match, sure
 from kb.store import CATEGORY_INTENTS, SymptomView, TopicView
 
@@ -57,90 +71,18 @@ CODE_STAGES_EXPLAINED = 2
 CODE_GROUPS_NEEDING_ACTION = ("operator", "system")
 
 SOLVED, UNSOLVED, STOPPED = "solved", "unsolved", "stopped"
-#: What a merchant types to leave a flow ("算了", "不用了"). NLU calls all of these `deny`, like
-#: "还没有"; these words tell "stop" apart from "not solved yet".
-STOP_WORDS = ("算了", "不用了", "不要了", "不需要了", "不需要", "不修了", "不排查了", "不弄了", "不想",
-              "不留", "先这样", "以后再说", "下次再说", "取消", "退出", "结束")
 SOLVED_INTENTS = ("affirm", "thanks")
-#: "好的" / "收到" / "谢谢" right after a stage's steps: the merchant has read them, not tried them.
-#: Ending the walk on these ("太好了，问题解决了！") would leave a broken terminal without its next
-#: steps; asking once more costs a click on 解决了.
-ACKNOWLEDGEMENTS = {"好", "好的", "好滴", "好嘞", "好吧", "ok", "okay", "行", "收到", "明白", "明白了",
-                    "知道了", "懂了", "了解", "谢谢", "谢了", "多谢", "感谢", "谢谢你", "好的谢谢",
-                    "ok谢谢", "好的收到", "收到谢谢", "好的知道了"}
-#: "我去试试" / "稍等我试一下": about to try; "试了" / "好了" / "可以了" report a result instead.
-WILL_TRY = ("试试", "试一下", "试一试", "去试", "先试", "试看", "马上试", "等会试", "待会试", "稍后试")
-TRIED = ("试了", "试过", "好了", "可以了", "解决", "能用", "正常", "行了", "成功")
+#: "好的" / "收到" / "谢谢" right after a stage's steps (vocabulary.yml ``acknowledgements``): the
+#: merchant has read them, not tried them. Ending the walk on these ("太好了，问题解决了！") would
+#: leave a broken terminal without its next steps; asking once more costs a click on 解决了.
 #: NLU has no "about to try" intent: "好的 我去试试" comes as affirm, thanks, out_of_scope …
 #: but never as deny ("还是不行 我再试试") or a fault ("试试重启 还是一样"), which are results.
 ACK_INTENTS = (*SOLVED_INTENTS, "out_of_scope", "nlu_fallback", "goodbye", "greet")
-#: Below this confidence a message is an attempt at an answer, not a new question.
-NEW_QUESTION_CONFIDENCE = 0.6
-NOT_A_NEW_QUESTION = ("affirm", "deny", "nlu_fallback")
 
 FLOW_RESET: Dict[str, Any] = {"ts_stage": 0, "ts_shown": None, "ts_solved": None, "ts_code": None}
 
-MOBILE_RE = re.compile(r"(?<!\d)(1[3-9]\d{9})(?!\d)")
-LANDLINE_RE = re.compile(r"(?<!\d)(0(?:10|2\d|[3-9]\d{2}))-?(\d{7,8})(?!\d)")
-SN_TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*[A-Za-z0-9]|[A-Za-z0-9]")
-SN_LABEL_RE = re.compile(r"^(?:S/?N|SN号|序列号)[:：]?", re.IGNORECASE)
-SN_MIN, SN_MAX = 6, 32
 
-
-# ---------------------------------------------------------------- reading the merchant's message
-def intent_of(tracker: Tracker) -> str:
-    return str((tracker.latest_message.get("intent") or {}).get("name") or "")
-
-
-def intent_confidence(tracker: Tracker) -> float:
-    return float((tracker.latest_message.get("intent") or {}).get("confidence") or 0.0)
-
-
-def is_payload(tracker: Tracker) -> bool:
-    return latest_text(tracker).startswith("/")
-
-
-def wants_to_stop(tracker: Tracker) -> bool:
-    """"算了" / "不用了": typed words only, a button never means stop."""
-    text = latest_text(tracker)
-    return not text.startswith("/") and any(word in text for word in STOP_WORDS)
-
-
-def only_acknowledges(tracker: Tracker) -> bool:
-    """A typed "好的" / "谢谢" / "我去试试": the steps were read, there is no result yet."""
-    text = latest_text(tracker)
-    if text.startswith("/"):
-        return False  # the 解决了 button
-    bare = "".join(ch for ch in text.lower() if ch.isalnum())
-    if bare in ACKNOWLEDGEMENTS:
-        return True
-    return any(word in bare for word in WILL_TRY) and not any(word in bare for word in TRIED)
-
-
-def asks_something_else(tracker: Tracker, text: str) -> bool:
-    """A confident other intent and no digits: a new question, not a (wrong) phone or SN."""
-    return (intent_of(tracker) not in NOT_A_NEW_QUESTION
-            and intent_confidence(tracker) >= NEW_QUESTION_CONFIDENCE
-            and not any(ch.isdigit() for ch in text))
-
-
-def is_new_answer(tracker: Tracker) -> bool:
-    """True when the form validates a message the merchant just sent.
-
-    The form also validates when it is re-entered after action_start_troubleshooting (a new fault
-    while the form is active); then the message was already handled and must not count as an
-    answer. Rasa inserts the form's own ActionExecuted before calling the validation action, so a
-    fresh answer has exactly one action after the latest user message.
-    """
-    actions = 0
-    for event in reversed(tracker.events):
-        if event.get("event") == "user":
-            return actions <= 1
-        if event.get("event") == "action" and event.get("name") != "action_listen":
-            actions += 1
-    return False
-
-
+# ---------------------------------------------------------------- stages
 def stage_index(value: Any) -> int:
     try:
         return max(int(float(value)), 0)
@@ -195,12 +137,6 @@ async def symptom_of(tracker: Tracker) -> Optional[SymptomView]:
     if not symptom_id:
         return None
     return await query(lambda kb: kb.symptom(str(symptom_id)))
-
-
-def steps_tried(symptom: Optional[SymptomView], stage: int) -> List[str]:
-    if symptom is None:
-        return []
-    return [s.title for s in symptom.stages[: stage + 1]]
 
 
 def events_from(values: Dict[str, Any]) -> List[EventType]:
@@ -383,6 +319,9 @@ class ValidateTroubleshootForm(FormValidationAction):
             return {}  # activation, a re-entry, or a button (mapped from the entity)
         intent = intent_of(tracker)
         if requested == "symptom":
+            if await is_brand_statement(tracker):
+                self._note_brand(dispatcher, tracker)
+                return {"symptom": None}  # the symptom buttons again
             if intent in INTENT_CATEGORIES or intent == "nlu_fallback":
                 symptom = await find_symptom(tracker)
                 if symptom is not None:
@@ -391,7 +330,7 @@ class ValidateTroubleshootForm(FormValidationAction):
                 return {"symptom": None}
             if intent == "deny":
                 # 算了 → stop; "都不是/不是这些" → none of the listed symptoms: offer a ticket/human.
-                return {"ts_solved": STOPPED if wants_to_stop(tracker) else UNSOLVED}
+                return {"ts_solved": STOPPED if await wants_to_stop(tracker) else UNSOLVED}
             if intent == "affirm":
                 return {"symptom": None}  # "好的" is not a choice: ask again
             return {}
@@ -409,20 +348,31 @@ class ValidateTroubleshootForm(FormValidationAction):
             return {}
         if tracker.get_slot("symptom") != value_before_message(tracker, "symptom"):
             return {}  # the symptom just changed: its first stage is asked next
+        if await is_brand_statement(tracker):
+            self._note_brand(dispatcher, tracker)
+            return {"ts_solved": None}  # the form asks again: no stage is skipped
         intent = intent_of(tracker)
-        if intent in ACK_INTENTS and only_acknowledges(tracker):
+        if intent in ACK_INTENTS and await only_acknowledges(tracker):
             dispatcher.utter_message(response="utter_ts_try_first")
             return {"ts_solved": None}  # the form asks again, with the 解决了 / 还没有 buttons
         if intent in SOLVED_INTENTS:
             return {"ts_solved": SOLVED}
         if intent == "deny":
-            return {"ts_solved": STOPPED if wants_to_stop(tracker) else UNSOLVED}
+            return {"ts_solved": STOPPED if await wants_to_stop(tracker) else UNSOLVED}
         if intent in INTENT_CATEGORIES and intent_confidence(tracker) >= NEW_QUESTION_CONFIDENCE:
             return {"ts_solved": UNSOLVED}  # "重启了还是一样": still broken
         if intent == "nlu_fallback" or intent in INTENT_CATEGORIES:  # unsure ("正常了" → fault?)
             dispatcher.utter_message(response="utter_ts_not_understood")
             return {"ts_solved": None}
         return {}  # another question: the form is rejected and the rules answer it
+
+    @staticmethod
+    def _note_brand(dispatcher: CollectingDispatcher, tracker: Tracker) -> None:
+        """"拉卡拉的" mid-walk: not an answer and not a new question. Rasa's slot mapping
+        (from_entity, bot/domain/core.yml) has put the brand in its slot before the form runs;
+        its hotline comes with the last stage. The merchant hears that it is noted."""
+        dispatcher.utter_message(response="utter_brand_noted_in_walk",
+                                 brand=current_or_slot(tracker, "brand"))
 
     async def validate_symptom(self, value: Any, dispatcher: CollectingDispatcher,
                                tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
@@ -493,91 +443,3 @@ class ActionLeaveFlow(Action):
         logger.debug("leaving %s for intent %s", tracker.active_loop.get("name"), intent_of(tracker))
         return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("ts_solved", None),
                 SlotSet("contact_phone", None), SlotSet("terminal_sn", None)]
-
-
-# ---------------------------------------------------------------- the repair ticket
-def parse_phone(text: str) -> Optional[str]:
-    """A mainland mobile (13812345678) or a landline with area code (010-12345678), normalised."""
-    compact = re.sub(r"[\s()（）]", "", text).replace("－", "-").replace("—", "-")
-    mobile = MOBILE_RE.search(compact.replace("-", ""))
-    if mobile:
-        return mobile.group(1)
-    landline = LANDLINE_RE.search(compact)
-    if landline:
-        return f"{landline.group(1)}-{landline.group(2)}"
-    return None
-
-
-def parse_sn(text: str) -> Optional[str]:
-    """A plausible terminal serial number: 6–32 letters/digits/hyphens with at least one digit."""
-    candidates = []
-    for token in SN_TOKEN_RE.findall(text.strip()):
-        token = SN_LABEL_RE.sub("", token) if len(token) > 2 else token
-        if SN_MIN <= len(token) <= SN_MAX and any(ch.isdigit() for ch in token):
-            candidates.append(token.upper())
-    if len(candidates) != 1:
-        return None
-    return candidates[0]
-
-
-class ValidateTicketForm(FormValidationAction):
-    """Phone and SN: accept what is valid, re-ask clearly, let the merchant leave or ask anew."""
-
-    def name(self) -> Text:
-        return "validate_ticket_form"
-
-    def _not_valid(self, slot: str, response: str, dispatcher: CollectingDispatcher,
-                   tracker: Tracker, text: str) -> Dict[Text, Any]:
-        if wants_to_stop(tracker):
-            return {slot: None, "requested_slot": None}  # the form ends; nothing is stored
-        if asks_something_else(tracker, text):
-            raise ActionExecutionRejection(self.name(), f"{intent_of(tracker)} while asking {slot}")
-        dispatcher.utter_message(response=response)
-        return {slot: None}
-
-    async def validate_contact_phone(self, value: Any, dispatcher: CollectingDispatcher,
-                                     tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
-        text = str(value or "")
-        phone = parse_phone(text)
-        if phone:
-            return {"contact_phone": phone}
-        return self._not_valid("contact_phone", "utter_invalid_contact_phone", dispatcher, tracker,
-                               text)
-
-    async def validate_terminal_sn(self, value: Any, dispatcher: CollectingDispatcher,
-                                   tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
-        text = str(value or "")
-        sn = parse_sn(text)
-        phone = str(tracker.get_slot("contact_phone") or "")
-        if sn and sn.replace("-", "") != phone.replace("-", ""):
-            return {"terminal_sn": sn}
-        return self._not_valid("terminal_sn", "utter_invalid_terminal_sn", dispatcher, tracker, text)
-
-
-class ActionSubmitTicket(Action):
-    """Store the ticket and tell its number; a form the merchant left stores nothing."""
-
-    def name(self) -> Text:
-        return "action_submit_ticket"
-
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: DomainDict) -> List[EventType]:
-        phone, sn = tracker.get_slot("contact_phone"), tracker.get_slot("terminal_sn")
-        clear = [SlotSet("contact_phone", None), SlotSet("terminal_sn", None)]
-        if not (phone and sn):
-            dispatcher.utter_message(response="utter_ticket_cancelled")
-            return clear
-        symptom = await symptom_of(tracker)
-        tried = steps_tried(symptom, stage_index(tracker.get_slot("ts_stage")))
-        brand = current_or_slot(tracker, "brand")
-        try:
-            ticket = await query(lambda kb: RecordStore(kb.engine).add_ticket(
-                tracker.sender_id, brand=brand, symptom=symptom.id if symptom else None,
-                steps_tried=tried, contact=str(phone), sn=str(sn)))
-        except Exception:
-            logger.exception("could not store the ticket of %s", tracker.sender_id)
-            dispatcher.utter_message(response="utter_ticket_failed")
-            return []
-        dispatcher.utter_message(response="utter_ticket_created", number=ticket.number,
-                                 contact=ticket.contact)
-        return clear

@@ -44,7 +44,8 @@ SYMPTOM_CATEGORIES = ("hardware", "software", "network")
 
 #: vocabulary.yml lists the actions read at run time (kb/store.py ``KnowledgeStore.mentions``).
 WORD_LISTS = ("fee_calc_requests", "info_question_markers", "other_finance", "pos_markers",
-              "vague_fault_reports", "ticket_requests", "handoff_cancel")
+              "vague_fault_reports", "ticket_requests", "handoff_cancel", "flow_stop_words",
+              "acknowledgements", "will_try_markers", "tried_markers", "brand_statement_fillers")
 
 
 @dataclass(frozen=True)

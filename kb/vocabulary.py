@@ -3,15 +3,23 @@
 ``jieba_lines`` feeds the JiebaTokenizer's dictionary directory, ``entity_patterns`` the spaCy
 EntityRuler; both come from the same aliases, so a brand or component added to kb/content is
 segmented as one word and recognised as an entity after the next training.
+
+The merchant-language word lists the actions read at run time (stop words, acknowledgements …)
+live in vocabulary.yml too: their names are below, ``stored_words`` reads one back.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
 from kb.content import Content
+from kb.schema import KbMeta
 
 #: jieba frequency for domain words: high enough that "拉卡拉" beats "拉/卡拉" and "POS机" beats
 #: "POS/机", low enough not to swallow longer everyday words.
@@ -19,6 +27,28 @@ WORD_FREQ = 50000
 # Two characters with at least one digit (00-99, A0): "QR码", "OK了" are not codes.
 CODE_TOKEN = r"^(?=.*[0-9])[0-9A-Za-z]{2}$"
 FILLERS = ["的", "是", "了", ":", ":", "为", "个", "出"]
+
+# Word lists of vocabulary.yml the actions read at run time (kb/content.py WORD_LISTS declares
+# every list, `posbot kb lint` checks each is there and not empty, `posbot kb build` stores them):
+#: "算了" / "不用了": the merchant leaves the walk or the repair ticket (typed words only).
+FLOW_STOP_WORDS = "flow_stop_words"
+#: "好的" / "收到" / "谢谢" as the whole reply after a stage's steps: read, not tried yet.
+ACKNOWLEDGEMENTS = "acknowledgements"
+#: "我去试试": about to try; unless a word of ``TRIED_MARKERS`` ("试了", "好了") reports a result.
+WILL_TRY_MARKERS = "will_try_markers"
+TRIED_MARKERS = "tried_markers"
+#: What may be left of "我用的是拉卡拉的机器" once the brand is removed for it to only name a brand.
+BRAND_STATEMENT_FILLERS = "brand_statement_fillers"
+
+
+def stored_words(engine: Engine, name: str) -> list[str]:
+    """The word list ``name`` as `posbot kb build` stored it, lower-cased ([] before a build).
+
+    For an exact match ("好的" is an acknowledgement, "好的 我试了" is not); whether a text
+    *contains* a word of a list is kb/store.py ``KnowledgeStore.mentions``."""
+    with Session(engine) as session:
+        row = session.get(KbMeta, name)
+        return [str(word).lower() for word in json.loads(row.value)] if row else []
 
 
 @dataclass

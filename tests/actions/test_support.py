@@ -54,6 +54,8 @@ async def test_no_brand_asks_with_brand_buttons(action_store, domain) -> None:
     titles = [b["title"] for b in message["buttons"]]
     assert titles == ["银联", "支付宝", "拉卡拉", "京东金融", "其他品牌"]
     assert message["buttons"][2]["payload"] == '/contact_support{"brand": "拉卡拉"}'
+    # 其他品牌: its entity value is no KB brand (next test: the general route)
+    assert message["buttons"][-1]["payload"] == '/contact_support{"brand": "其他"}'
 
 
 @pytest.mark.asyncio

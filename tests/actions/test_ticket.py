@@ -7,7 +7,7 @@ from rasa_sdk import ActionExecutionRejection
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.troubleshooting import ActionSubmitTicket, ValidateTicketForm, parse_phone, parse_sn
+from actions.ticket import ActionSubmitTicket, ValidateTicketForm, parse_phone, parse_sn
 from kb.records import RecordStore
 from tests.actions.conftest import answer
 from tests.conftest import load_tracker, render

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy.orm import Session
 
 from actions.troubleshooting import (
     ActionAskSymptom,
@@ -15,6 +18,7 @@ from actions.troubleshooting import (
     ActionTroubleshootSolved,
     ValidateTroubleshootForm,
 )
+from kb.schema import KbMeta
 from tests.actions.conftest import answer, response_buttons
 from tests.conftest import load_tracker, render
 
@@ -268,6 +272,19 @@ async def test_stop_words_end_the_walk(action_store, flow_domain, text) -> None:
 
 
 @pytest.mark.asyncio
+async def test_stop_words_are_the_kbs(action_store, flow_domain) -> None:
+    """Staff add a word to vocabulary.yml ``flow_stop_words``; after `posbot kb build` it ends the
+    walk (before, "不搞了" was a plain "not solved": the next stage)."""
+    tracker = answer("troubleshoot_answer", "不搞了", "deny")
+    assert (await validate(tracker, flow_domain))[0] == [SlotSet("ts_solved", None),
+                                                          SlotSet("ts_stage", 1)]
+    with Session(action_store.engine) as session, session.begin():
+        row = session.get(KbMeta, "flow_stop_words")
+        row.value = json.dumps([*json.loads(row.value), "不搞了"], ensure_ascii=False)
+    assert (await validate(tracker, flow_domain))[0] == [SlotSet("ts_solved", "stopped")]
+
+
+@pytest.mark.asyncio
 async def test_a_different_question_is_not_taken_as_an_answer(action_store, flow_domain) -> None:
     # No slot at all: Rasa's form rejects itself and data/rules/leave_flows.yml answers instead.
     events, said = await validate(answer("troubleshoot_answer", "手续费怎么算", "fees", 0.99),
@@ -294,6 +311,61 @@ async def test_a_new_fault_description_switches_the_symptom(action_store, flow_d
                       SlotSet("ts_shown", None), SlotSet("ts_code", None)]
 
 
+def brand_said(text: str, brand: str = "拉卡拉") -> list[dict]:
+    start = text.index(brand)
+    return [{"entity": "brand", "value": brand, "start": start, "end": start + len(brand)}]
+
+
+@pytest.mark.parametrize(("text", "intent", "confidence"), [("拉卡拉的", "nlu_fallback", 0.4),
+                                                              ("我用的是拉卡拉的机器！", "choose_brand", 0.9),
+                                                              ("拉卡拉", "fault_hardware", 0.55)])
+@pytest.mark.asyncio
+async def test_a_brand_named_mid_walk_is_noted_and_the_walk_asks_again(
+        action_store, flow_domain, text, intent, confidence) -> None:
+    # Rasa's slot mapping (from_entity) has already put the brand in its slot.
+    tracker = answer("troubleshoot_answer", text, intent, confidence, entities=brand_said(text),
+                     candidate=("brand", "拉卡拉"))
+    dispatcher = CollectingDispatcher()
+    events = await ValidateTroubleshootForm().run(dispatcher, tracker, flow_domain)
+    assert events == [SlotSet("ts_solved", None)]  # no ending, no next stage, not rejected
+    tracker.add_slots(events)
+    await ActionAskTsSolved().run(dispatcher, tracker, flow_domain)  # the form's next question
+    assert render(flow_domain, dispatcher.messages) == ["好的，已记下您用的是拉卡拉。",
+                                                        "按上面的方法处理后，问题解决了吗？"]
+    assert response_buttons(flow_domain, dispatcher.messages[1]) == SOLVED_BUTTONS
+
+
+def test_rasa_fills_the_brand_slot_while_a_form_runs(flow_domain) -> None:
+    """The validation above only acknowledges: the slot itself is Rasa's from_entity mapping,
+    which applies during a form as long as it has no conditions."""
+    mappings = flow_domain["slots"]["brand"]["mappings"]
+    assert mappings == [{"type": "from_entity", "entity": "brand"}]
+
+
+@pytest.mark.asyncio
+async def test_a_brand_noted_mid_walk_brings_its_hotline_with_the_last_stage(
+        action_store, flow_domain) -> None:
+    tracker = answer("troubleshoot_answer", "拉卡拉的", "nlu_fallback", 0.4,
+                     entities=brand_said("拉卡拉的"), candidate=("brand", "拉卡拉"), ts_stage=3,
+                     ts_shown=2)
+    dispatcher = CollectingDispatcher()
+    tracker.add_slots(await ValidateTroubleshootForm().run(dispatcher, tracker, flow_domain))
+    await ActionAskTsSolved().run(dispatcher, tracker, flow_domain)
+    texts = render(flow_domain, dispatcher.messages)
+    assert texts[:2] == ["好的，已记下您用的是拉卡拉。", "您用的是拉卡拉，也可以直接拨打官方客服热线 95016。"]
+    assert texts[2].startswith("第4步（共4步）：联系客服报修")
+
+
+@pytest.mark.asyncio
+async def test_a_fault_with_a_brand_is_still_an_answer(action_store, flow_domain) -> None:
+    """"拉卡拉的机器还是打不出来": a result of the walk that names the brand, not a brand statement."""
+    text = "拉卡拉的机器还是打不出来"
+    tracker = answer("troubleshoot_answer", text, "fault_hardware", 0.9,
+                     entities=brand_said(text), candidate=("brand", "拉卡拉"))
+    events, said = await validate(tracker, flow_domain)
+    assert SlotSet("ts_stage", 1) in events and said == []
+
+
 # ---------------------------------------------------------------- choosing the symptom
 @pytest.mark.asyncio
 async def test_symptom_button_is_accepted_and_starts_at_the_first_stage(action_store,
@@ -318,6 +390,17 @@ async def test_unrecognised_description_asks_again(action_store, flow_domain) ->
     events, said = await validate(tracker, flow_domain)
     assert events == [SlotSet("symptom", None)]
     assert said == ["抱歉，我没能从您的描述判断出是哪一类问题。"]
+
+
+@pytest.mark.asyncio
+async def test_a_brand_named_instead_of_a_symptom_is_noted_and_asked_again(action_store,
+                                                                          flow_domain) -> None:
+    text = "我用的是拉卡拉"
+    tracker = answer("troubleshoot_choose_symptom", text, "nlu_fallback", 0.4,
+                     entities=brand_said(text), candidate=("symptom", None))
+    events, said = await validate(tracker, flow_domain)
+    assert events == [SlotSet("symptom", None)]
+    assert said == ["好的，已记下您用的是拉卡拉。"]  # then the symptom buttons again
 
 
 @pytest.mark.parametrize(("text", "ending"), [("都不是", "unsolved"), ("算了", "stopped")])

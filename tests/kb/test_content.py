@@ -184,3 +184,40 @@ def test_learned_phrasings_are_optional_and_change_the_digest(content_copy: Path
     assert with_one.ok and with_one.digest != without.digest
     assert with_one.learned == [{"text": "我刷了一万 到手多少", "answer": "flow:fee_calc",
                                  "intent": "fees"}]
+
+
+#: vocabulary.yml word lists the actions read (kb/vocabulary.py names them).
+ACTION_WORD_LISTS = ["flow_stop_words", "acknowledgements", "will_try_markers", "tried_markers",
+                     "brand_statement_fillers"]
+
+
+@pytest.mark.parametrize("name", ACTION_WORD_LISTS)
+def test_an_action_word_list_left_empty_is_reported_on_its_line(content_copy: Path, name: str,
+                                                                 capsys) -> None:
+    vocabulary = content_copy / "vocabulary.yml"
+    line = _line_of(vocabulary, f"{name}: [")
+    text = vocabulary.read_text(encoding="utf-8").splitlines()
+    text[line - 1] = f"{name}: []"
+    vocabulary.write_text("\n".join(text) + "\n", encoding="utf-8")
+    assert main(["kb", "lint", "--content", str(content_copy)]) == 1
+    assert f"vocabulary.yml:{line}: `{name}` is empty: give at least one item" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ACTION_WORD_LISTS)
+def test_a_missing_action_word_list_says_what_to_write(content_copy: Path, name: str) -> None:
+    vocabulary = content_copy / "vocabulary.yml"
+    kept = [row for row in vocabulary.read_text(encoding="utf-8").splitlines()
+            if not row.startswith(f"{name}:")]
+    vocabulary.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    problems = [str(p) for p in load_content(content_copy).problems]
+    assert [p for p in problems if name in p] == [
+        f"vocabulary.yml:{_line_of(vocabulary, 'components:')}: missing field `{name}`: "
+        f"write `{name}: [……, ……]`"]
+
+
+def test_the_shipped_action_word_lists_hold_the_words_the_walk_relies_on() -> None:
+    lists = load_content(CONTENT_DIR).word_lists
+    assert {"算了", "不用了"} <= set(lists["flow_stop_words"])
+    assert {"好的", "收到", "ok"} <= set(lists["acknowledgements"])
+    assert "试试" in lists["will_try_markers"] and "好了" in lists["tried_markers"]
+    assert "的" in lists["brand_statement_fillers"]
