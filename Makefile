@@ -18,6 +18,7 @@ CREDENTIALS ?= bot/credentials.yml
 TRAINING_INPUTS := $(CONFIG) $(shell find $(DOMAIN) data kb/content -type f -name '*.yml' 2>/dev/null) \
 	$(shell find bot/nlu -name '*.py' 2>/dev/null)
 KB_INPUTS := $(shell find kb/content -type f -name '*.yml' 2>/dev/null)
+LINT_PATHS := bot actions kb tests scripts
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
@@ -79,17 +80,19 @@ $(MODEL): $(VENV)/.installed var/jieba/posbot.dict.txt var/nlu/kb.yml $(TRAINING
 train: $(MODEL) ## train the model when config, domain, data or KB changed
 
 run: install var/.kb-built $(MODEL) ## start the action server (5055) and Rasa (5005); Ctrl-C stops both
-	ENDPOINTS=$(ENDPOINTS) CREDENTIALS=$(CREDENTIALS) MODEL=$(MODEL) scripts/run.sh
+	ENDPOINTS=$(ENDPOINTS) CREDENTIALS=$(CREDENTIALS) MODEL=$(MODEL) $(BIN)/python -m bot.launcher run
 
 cluster: install install-cluster var/.kb-built $(MODEL) ## nginx on CLUSTER_PORT (8080) before 2 Rasa servers + actions, PostgreSQL/Redis; Ctrl-C stops all
 	MODEL=$(MODEL) $(BIN)/python -m bot.cluster
 
-shell: install var/.kb-built $(MODEL) ## chat with the bot in the terminal
-	ENDPOINTS=$(ENDPOINTS) MODEL=$(MODEL) scripts/run.sh shell
+shell: install var/.kb-built $(MODEL) ## chat with the bot in the terminal (the same bot as make run; /stop ends)
+	ENDPOINTS=$(ENDPOINTS) MODEL=$(MODEL) $(BIN)/python -m bot.launcher shell
 
-lint: $(VENV)/.installed ## ruff and the KB linter
-	$(BIN)/ruff check bot actions kb tests scripts
+lint: $(VENV)/.installed ## ruff, mypy (typed modules: [tool.mypy] in pyproject.toml), KB linter, format check
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
 	$(BIN)/posbot kb lint
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 validate: $(VENV)/.installed var/nlu/kb.yml ## rasa data validate (domain, rules, stories, NLU)
 	$(RASA) data validate --config $(CONFIG) --domain $(DOMAIN) --data data var/nlu

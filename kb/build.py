@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 from sqlalchemy import delete, inspect
@@ -118,7 +118,7 @@ def _vectors(content: Content, encoder: SentenceEncoder) -> list[object]:
     texts += [(f"{SYMPTOM_OWNER}{VAGUE}", q) for q in content.word_lists.get("vague_fault_reports", [])]
     texts += [(_learned_owner(item["answer"]), item["text"]) for item in content.learned
               if _learned_owner(item["answer"])]
-    vectors = encoder.encode([q for _, q in texts]) if texts else []
+    vectors: Iterable[Any] = encoder.encode([q for _, q in texts]) if texts else []
     return [QuestionVector(topic_id=topic_id, text=text, encoder=encoder.name,
                            vector=np.asarray(vector, dtype=np.float32).tobytes())
             for (topic_id, text), vector in zip(texts, vectors, strict=True)]

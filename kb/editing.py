@@ -162,8 +162,9 @@ class Saved:
 # ------------------------------------------------------------------ YAML
 def _yaml() -> YAML:
     yaml = YAML()
-    yaml.width = 4096
-    yaml.preserve_quotes = True
+    # ruamel.yaml 0.17 leaves these attributes unannotated (``= None``): mypy reads them as None.
+    yaml.width = 4096  # type: ignore[assignment]
+    yaml.preserve_quotes = True  # type: ignore[assignment]
     yaml.indent(mapping=2, sequence=4, offset=2)
     return yaml
 

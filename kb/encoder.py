@@ -20,7 +20,7 @@ import threading
 import unicodedata
 from collections import OrderedDict
 from functools import lru_cache
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class SentenceEncoder(Protocol):
 
 
 @lru_cache(maxsize=1)
-def _t2s():  # type: ignore[no-untyped-def]
+def _t2s() -> Any:  # an opencc.OpenCC (untyped)
     from opencc import OpenCC
 
     return OpenCC("t2s")

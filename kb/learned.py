@@ -223,7 +223,7 @@ def _lint(directory: Path, learned: Optional[bytes]) -> Content:
 def _entry(text: str, answer: str, indent: str) -> str:
     """One learned.yml entry, quoted by ruamel.yaml only where YAML needs it."""
     yaml = YAML()
-    yaml.width = 4096
+    yaml.width = 4096  # type: ignore[assignment]  # unannotated in ruamel.yaml 0.17 (None)
     buffer = io.StringIO()
     yaml.dump({"text": text, "answer": answer}, buffer)
     lines = buffer.getvalue().splitlines()
@@ -247,8 +247,8 @@ def _appended(before: bytes, texts: Sequence[str], answer: str, note: str) -> by
 def _round_trip(before: bytes, texts: Sequence[str], answer: str) -> bytes:
     """``before`` loaded and dumped by ruamel.yaml with the entries added to ``learned:``."""
     yaml = YAML()
-    yaml.width = 4096
-    yaml.preserve_quotes = True
+    yaml.width = 4096  # type: ignore[assignment]  # unannotated in ruamel.yaml 0.17 (None)
+    yaml.preserve_quotes = True  # type: ignore[assignment]
     yaml.indent(mapping=2, sequence=4, offset=2)
     doc = yaml.load(before.decode("utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("learned"), list):

@@ -13,7 +13,7 @@ import logging
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import (
     JSON,
@@ -94,7 +94,7 @@ class Feedback(Base):
     created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
 
 
-RECORD_TABLES = [Ticket, Handoff, Feedback]
+RECORD_TABLES: list[type[Any]] = [Ticket, Handoff, Feedback]
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ parent row, so a child table would only add joins.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, Column, Float, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import declarative_base
 
-Base = declarative_base()
+# SQLAlchemy 1.4 ships no type information: the declarative base is a class made at run time.
+Base: Any = declarative_base()
 
 
 def utcnow() -> datetime:
@@ -136,4 +138,5 @@ class KbMeta(Base):
     value = Column(Text, nullable=False)
 
 
-KB_TABLES = [Topic, QuestionVector, Brand, Alias, ErrorCode, FeeRule, FeeItem, Symptom, KbMeta]
+KB_TABLES: list[type[Any]] = [Topic, QuestionVector, Brand, Alias, ErrorCode, FeeRule, FeeItem, Symptom,
+                               KbMeta]

@@ -13,7 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import Any, Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, declarative_base
 
 from kb.schema import utcnow
 
-Base = declarative_base()
+Base: Any = declarative_base()  # a class made at run time (see kb/schema.py)
 
 #: Roles, weakest first: an agent answers merchants, an editor also edits the knowledge base,
 #: an admin also manages accounts and reads the audit log.

@@ -267,7 +267,7 @@ class Learning:
         keys = sorted(by_key, key=lambda k: (-len(by_key[k]), -max(o.at for o in by_key[k])))
         keys = keys[:MAX_DISTINCT]
         spelling = {k: Counter(o.text for o in by_key[k]).most_common(1)[0][0] for k in keys}
-        groups = []
+        groups: list[dict[str, Any]] = []
         for members in group_questions([spelling[k] for k in keys], self.encoder, self.threshold):
             member_keys = [keys[i] for i in members]  # most frequent first
             asked = sorted((o for k in member_keys for o in by_key[k]), key=lambda o: -o.at)

@@ -29,7 +29,7 @@ import logging
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Optional, Text
+from typing import Any, Awaitable, Callable, Dict, Optional, Text, Union
 from urllib.parse import quote, urlparse
 
 import requests
@@ -184,17 +184,25 @@ class StaffConsole(InputChannel):
             return True
         return urlparse(origin).netloc.lower() == str(request.host).lower()
 
-    def _guard(self, request: Request, role: str, *, changes: bool) -> tuple[
-            Optional[SessionView], Optional[HTTPResponse]]:
+    def _signed_in(self, request: Request, role: str, *,
+                   changes: bool) -> Union[SessionView, HTTPResponse]:
+        """The caller's session when it may do this (``role``; ``changes``: a same-origin
+        request with the CSRF token), else the refusal to answer with (401 or 403)."""
         session = self._session(request)
         if session is None:
-            return None, _error(401, "请先登录")
+            return _error(401, "请先登录")
         if changes and not (self._same_origin(request)
                             and session.csrf_ok(request.headers.get(CSRF_HEADER))):
-            return None, _error(403, "请求缺少有效的 CSRF 令牌，请刷新页面后重试")
+            return _error(403, "请求缺少有效的 CSRF 令牌，请刷新页面后重试")
         if not session.user.can(role):
-            return None, _error(403, "您的账号没有这个权限")
-        return session, None
+            return _error(403, "您的账号没有这个权限")
+        return session
+
+    def _guard(self, request: Request, role: str, *, changes: bool) -> tuple[
+            Optional[SessionView], Optional[HTTPResponse]]:
+        """:meth:`_signed_in` as ``(session, None)`` or ``(None, refusal)``."""
+        found = self._signed_in(request, role, changes=changes)
+        return (None, found) if isinstance(found, HTTPResponse) else (found, None)
 
     @staticmethod
     def _address(request: Request) -> str:
@@ -296,9 +304,9 @@ class StaffConsole(InputChannel):
 
         @bp.route("/api/logout", methods=["POST"])
         async def logout(request: Request) -> HTTPResponse:
-            session, refused = self._guard(request, "agent", changes=True)
-            if refused:
-                return refused
+            session = self._signed_in(request, "agent", changes=True)
+            if isinstance(session, HTTPResponse):
+                return session
             self.store.end_session(request.cookies.get(COOKIE))
             self.store.audit(session.user.name, "logout")
             reply = _json({"ok": True})
@@ -307,17 +315,17 @@ class StaffConsole(InputChannel):
 
         @bp.route("/api/me", methods=["GET"])
         async def me(request: Request) -> HTTPResponse:
-            session, refused = self._guard(request, "agent", changes=False)
-            if refused:
-                return refused
+            session = self._signed_in(request, "agent", changes=False)
+            if isinstance(session, HTTPResponse):
+                return session
             return _json({"name": session.user.name, "role": session.user.role,
                           "csrf": session.csrf})
 
         @bp.route("/api/handoffs", methods=["GET"])
         async def handoffs(request: Request) -> HTTPResponse:
-            session, refused = self._guard(request, "agent", changes=False)
-            if refused:
-                return refused
+            session = self._signed_in(request, "agent", changes=False)
+            if isinstance(session, HTTPResponse):
+                return session
             status = request.args.get("status", "open")
             if status == "open":  # waiting, being answered, or asked while nobody was on duty
                 rows = sorted(self.records.handoffs(HANDOFF_WAITING)
@@ -340,9 +348,9 @@ class StaffConsole(InputChannel):
 
         @bp.route("/api/handoffs/<handoff_id:int>/release", methods=["POST"])
         async def release_handoff(request: Request, handoff_id: int) -> HTTPResponse:
-            session, refused = self._guard(request, "agent", changes=True)
-            if refused:
-                return refused
+            session = self._signed_in(request, "agent", changes=True)
+            if isinstance(session, HTTPResponse):
+                return session
             if self.records.handoff(handoff_id) is None:
                 return _error(404, "没有这个转人工记录")
             try:
@@ -356,9 +364,9 @@ class StaffConsole(InputChannel):
 
         @bp.route("/api/handoffs/<handoff_id:int>/claim", methods=["POST"])
         async def claim(request: Request, handoff_id: int) -> HTTPResponse:
-            session, refused = self._guard(request, "agent", changes=True)
-            if refused:
-                return refused
+            session = self._signed_in(request, "agent", changes=True)
+            if isinstance(session, HTTPResponse):
+                return session
             if self.records.handoff(handoff_id) is None:
                 return _error(404, "没有这个转人工记录")
             claimed = self.records.claim(handoff_id, session.user.name)
@@ -375,11 +383,13 @@ class StaffConsole(InputChannel):
 
         @bp.route("/api/handoffs/<handoff_id:int>/reply", methods=["POST"])
         async def reply(request: Request, handoff_id: int) -> HTTPResponse:
-            session, refused = self._guard(request, "agent", changes=True)
-            if refused:
-                return refused
+            session = self._signed_in(request, "agent", changes=True)
+            if isinstance(session, HTTPResponse):
+                return session
             body = request.json if isinstance(request.json, dict) else {}
-            text = body.get("text") if isinstance(body.get("text"), str) else ""
+            text = body.get("text")
+            if not isinstance(text, str):
+                text = ""
             if not text.strip() or len(text) > MAX_REPLY:
                 return _error(400, f"请输入 1 到 {MAX_REPLY} 个字的回复")
             row = self.records.handoff(handoff_id)
@@ -398,9 +408,9 @@ class StaffConsole(InputChannel):
 
         @bp.route("/api/audit", methods=["GET"])
         async def audit(request: Request) -> HTTPResponse:
-            _, refused = self._guard(request, "admin", changes=False)
-            if refused:
-                return refused
+            session = self._signed_in(request, "admin", changes=False)
+            if isinstance(session, HTTPResponse):
+                return session
             return _json({"entries": [
                 {"at": e.at.isoformat() + "Z", "staff": e.staff, "action": e.action,
                  "target": e.target} for e in self.store.audit_entries()]})

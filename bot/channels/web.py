@@ -33,7 +33,7 @@ import json
 import logging
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Text
+from typing import Any, Awaitable, Callable, Coroutine, Dict, Iterable, List, Mapping, Optional, Text
 from urllib.parse import urlsplit
 
 import rasa.core.channels.channel
@@ -417,7 +417,7 @@ async def _serve(
 
 def _file_handler(
     path: Path, content_type: str, cache: str
-) -> Callable[[Request], Awaitable[HTTPResponse]]:
+) -> Callable[[Request], Coroutine[Any, Any, HTTPResponse]]:
     async def handler(_: Request) -> HTTPResponse:
         return await _serve(path, content_type, cache)
 
@@ -426,7 +426,7 @@ def _file_handler(
 
 def _vendor_handler(
     path: Path, content_type: str, cache: str
-) -> Callable[[Request], Awaitable[HTTPResponse]]:
+) -> Callable[[Request], Coroutine[Any, Any, HTTPResponse]]:
     """The npm-installed socket.io client; a 503 that says what to run if it is absent."""
 
     async def handler(_: Request) -> HTTPResponse:

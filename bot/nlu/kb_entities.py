@@ -58,12 +58,14 @@ def kb_vocabulary(content_dir: Path) -> Vocabulary:
 def build_nlp(patterns: List[Dict[str, Any]], words: List[str]) -> Any:
     """A blank Chinese spaCy pipeline, jieba-segmented, with the KB EntityRuler."""
     import spacy
+    from spacy.pipeline import EntityRuler
 
     for word in words:
         jieba.add_word(word, freq=50000)
     nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
     ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER",
                                                   "overwrite_ents": True})
+    assert isinstance(ruler, EntityRuler)
     ruler.add_patterns(patterns)
     return nlp
 

@@ -12,7 +12,7 @@ loaded once per process and caches recent texts, so warm-up and repeated questio
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, Iterable, List, Optional, Text
 
 import numpy as np
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -57,7 +57,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         if not todo and not blank:
             return
         encoder = get_encoder()
-        vectors = encoder.encode([str(texts[i]) for i in todo]) if todo else []
+        vectors: Iterable[Any] = encoder.encode([str(texts[i]) for i in todo]) if todo else []
         scale = float(self._config["scale"])
         for i, vector in [*zip(todo, vectors, strict=True),
                           *((i, np.zeros(encoder.dim, dtype=np.float32)) for i in blank)]:

@@ -159,11 +159,12 @@ def test_the_token_is_not_on_the_rasa_command_line(live_bot: RunningBot) -> None
 
 
 def test_make_run_generates_the_secret_and_starts_rasa_with_it(tmp_path: Path) -> None:
-    """scripts/run.sh, exactly as `make run` calls it, on free ports with its own token file."""
+    """The launcher, exactly as `make run` calls it, on free ports with its own token file."""
     import os
     import signal
     import stat
     import subprocess
+    import sys
 
     from bot.launcher import free_port
 
@@ -173,8 +174,9 @@ def test_make_run_generates_the_secret_and_starts_rasa_with_it(tmp_path: Path) -
            "POSBOT_RASA_TOKEN_FILE": str(token_file)}
     env.pop("POSBOT_RASA_TOKEN", None)
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(["scripts/run.sh"], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bot.launcher", "run"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     output: list[str] = []
     try:
         assert proc.stdout is not None
