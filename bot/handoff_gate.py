@@ -98,8 +98,12 @@ def gate(on_new_message: OnNewMessage) -> OnNewMessage:
 
         try:  # in a worker thread: a slow database must not stall other merchants
             records, open_handoff, cancels = await asyncio.to_thread(look)
-        except Exception:  # the records database is down: never block the merchant
-            logger.exception("handoff gate: could not read the handoff of %s", message.sender_id)
+        except Exception as error:  # the records database is down: never block the merchant
+            # one line per message during an outage; the traceback (with its SQL) only at DEBUG
+            cause = getattr(error, "orig", None) or error
+            logger.warning("handoff gate: could not read the handoff of %s (%s), passing the "
+                           "message on", message.sender_id, type(cause).__name__)
+            logger.debug("handoff gate: the failure in full", exc_info=True)
             return await on_new_message(message)
         if open_handoff is None:
             if cancels:

@@ -13,10 +13,15 @@ What one job does, started from the staff console (bot/channels/publish.py):
 3. **the NLU guard**: intent accuracy of the new and of the serving model on the held-out sets
    (tests/nlu/holdout/, never trained on; tests/nlu/merchants/ is never used here), each in
    its own process; a new model scoring lower is refused and deleted;
-4. **publish**: ``PUT {rasa}/model?token=…`` with ``{"model_file": …}`` to every Rasa server
-   (``POSBOT_RASA_URLS``, default this one) — Rasa loads it beside the old one and swaps, so
-   nothing is refused meanwhile — then the new file becomes ``models/posbot.tar.gz`` (hard link
-   and atomic rename, dated when training started, as the Makefile does) for the next start.
+4. **publish**, one Rasa server after the other (``POSBOT_RASA_URLS``, default this one):
+   ``PUT {rasa}/staff/api/model/load?token=…`` with ``{"model_file": …}``
+   (bot/channels/model_load.py: the server loads the model in a worker thread and keeps answering
+   with the old one, then swaps), and the next server only once ``GET {rasa}/status`` reports
+   the new file. The first server that serves it makes the new file ``models/posbot.tar.gz``
+   (hard link and atomic rename, dated when training started, as the Makefile does) for the
+   next start. A server that fails stops the roll-out: the servers after it keep the old model,
+   the state says which server has which (``partial``), and ``retry`` publishes the same file
+   again to the servers that do not serve it (docs/deploy.md).
 
 One job at a time on a machine: an exclusive ``flock`` on ``var/model-train.lock``, held by the
 thread that runs the job. The kernel drops it when the process dies, so a crash never blocks the
@@ -56,15 +61,22 @@ logger = logging.getLogger(__name__)
 
 IDLE, TRAINING, GUARD, PUBLISHING = "idle", "training", "guard", "publishing"
 PUBLISHED, REFUSED, FAILED = "published", "refused", "failed"
+#: Some servers serve the new model, others do not (a server failed to load it): retry.
+PARTIAL = "partial"
 RUNNING = (TRAINING, GUARD, PUBLISHING)
+#: One server in a publish: not yet asked, loading, serving the new model, failed, not asked
+#: because an earlier server failed.
+WAITING, LOADING, LOADED, LOAD_FAILED, SKIPPED = "waiting", "loading", "loaded", "failed", "skipped"
 SERVING_NAME = "posbot.tar.gz"
 #: The files of the models this module trains (other files in models/ are never touched).
 TRAINED = re.compile(r"^posbot-\d{8}-\d{6}\.tar\.gz$")
 #: Trained files kept besides the serving one (older ones are deleted after a publish).
 KEEP = 3
 LOG_TAIL = 40
-#: Rasa loads the model before it answers PUT /model: that takes a while on a busy machine.
+#: The server loads the model before it answers the load: that takes a while on a busy machine.
 PUT_TIMEOUT_S = 600
+#: bot/channels/model_load.py's route, on each Rasa server.
+LOAD_PATH = "/staff/api/model/load"
 HOLDOUT = Path("tests") / "nlu" / "holdout"
 #: The Makefile's TRAINING_INPUTS: (folder or file, pattern) relative to the project root.
 INPUTS = (("bot/config.yml", ""), ("bot/domain", "*.yml"), ("data", "*.yml"),
@@ -80,6 +92,10 @@ class Busy(RuntimeError):
 
 class NothingToTrain(RuntimeError):
     """The training inputs are those of the serving model."""
+
+
+class NothingToRetry(RuntimeError):
+    """The latest job is not a publish that some server missed (or its model file is gone)."""
 
 
 # ---------------------------------------------------------------------- inputs
@@ -214,7 +230,7 @@ class Trainer:
     """Starts jobs, runs them in a thread, and says where they are."""
 
     def __init__(self, root: Path = PROJECT_ROOT, commands: Optional[Commands] = None,
-                 put: Optional[Callable[[str, str, Path], Optional[str]]] = None,
+                 put: Optional[Callable[[str, str, Path], dict[str, Any]]] = None,
                  on_finish: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
         self.paths = Paths(root)
         self.commands = commands or Commands(root)
@@ -286,13 +302,23 @@ class Trainer:
             self._thread.join(timeout)
 
     # ------------------------------------------------------------------ running
-    def _run(self, fd: int, state: dict[str, Any], model: Path, token: str) -> None:
+    def _run(self, fd: int, state: dict[str, Any], model: Path, token: str,
+             retry: bool = False) -> None:
         try:
-            self._job(state, model, token)
+            if retry:
+                self._publish(state, model, token)
+            else:
+                self._job(state, model, token)
         except Exception as error:  # the job's own failure, never the server's
             logger.exception("model training job failed")
-            state.update(state=FAILED, message=f"出错了，没有发布：{type(error).__name__}: {error}")
-            _remove(model)
+            if any(i.get("ok") for i in state.get("instances") or []) or retry:
+                state.update(state=PARTIAL if any(i.get("ok") for i in state["instances"])
+                             else FAILED,
+                             message=f"发布中出错：{type(error).__name__}: {error}；可以重试发布")
+            else:
+                state.update(state=FAILED, message=f"出错了，没有发布：{type(error).__name__}: {error}")
+                _remove(model)
+                _remove(record_of(model))
         finally:
             state["finished"] = time.time()
             state["pid"] = None
@@ -337,23 +363,79 @@ class Trainer:
                 f"{old['accuracy']:.3f}，没有发布；正在使用的模型保持不变"))
             _remove(model)
             return
-        state.update(state=PUBLISHING, message="新模型通过检查，正在加载到机器人")
+        # what retry needs to finish the job later: the inputs this file was trained on
+        _write_json(record_of(model), {"model": identity(model), "trained": model.name,
+                                       "files": inputs})
+        self._publish(state, model, token)
+
+    def _publish(self, state: dict[str, Any], model: Path, token: str) -> None:
+        """Load ``model`` on each server of ``state["urls"]``, one after the other; stop at the
+        first that fails. On a retry, a server that loaded it in the previous attempt keeps it
+        (and one restarted since then started with it: it is the serving file by then)."""
+        done = {i["url"]: i for i in state.get("instances") or [] if i.get("ok")}
+        state.update(state=PUBLISHING, message="新模型通过检查，正在逐台加载到机器人（加载时照常回复商户）")
+        instances = [done.get(url) or {"url": url, "state": WAITING, "ok": False, "error": None}
+                     for url in state["urls"]]
+        state["instances"] = instances
         self._write_state(state)
-        instances = []
-        for url in state["urls"]:
-            error = self.put(url, token, model.resolve())
-            instances.append({"url": url, "ok": error is None, "error": error})
-            state["instances"] = instances
+        for i, instance in enumerate(instances):
+            if instance["ok"]:
+                continue
+            instance.update(state=LOADING, since=time.time())
             self._write_state(state)
-        self._make_serving(model, inputs)
-        failed = [i["url"] for i in instances if not i["ok"]]
-        if failed:
-            state.update(state=FAILED, message=(
-                "新模型已设为下次启动使用的模型，但这些机器人实例没有加载成功："
-                + "、".join(failed) + "；请重启它们"))
-        else:
+            result = self.put(instance["url"], token, model.resolve())
+            instance.update(result, state=LOADED if result.get("ok") else LOAD_FAILED)
+            if instance["ok"] and not state.get("serving_set"):
+                # the first server serves it: the next start anywhere serves it too
+                record = _read_json(record_of(model))
+                self._make_serving(model, record.get("files") or fingerprint(self.paths.root))
+                state["serving_set"] = True
+            if not instance["ok"]:
+                for later in instances[i + 1:]:
+                    later["state"] = SKIPPED
+                self._write_state(state)
+                break
+            self._write_state(state)
+        loaded = [i["url"] for i in instances if i["ok"]]
+        failed = [i for i in instances if i["state"] == LOAD_FAILED]
+        if not failed:
+            _remove(record_of(model))
             state.update(state=PUBLISHED, message=(
-                f"已发布：{len(instances)} 个机器人实例已加载新模型，下次启动也用它"))
+                f"已发布：{len(instances)} 个机器人实例逐台加载了新模型（加载期间照常回复），下次启动也用它"))
+        elif not loaded:
+            state.update(state=FAILED, message=(
+                f"{failed[0]['url']} 没有加载新模型（{failed[0].get('error') or '?'}），已停止发布："
+                "所有机器人实例仍在用原来的模型，models/posbot.tar.gz 没有变；可以重试发布"))
+        else:
+            waiting = [i["url"] for i in instances if not i["ok"]]
+            state.update(state=PARTIAL, message=(
+                f"只发布了一部分：{'、'.join(loaded)} 已在用新模型，{'、'.join(waiting)} 还在用原来的模型"
+                f"（{failed[0]['url']}：{failed[0].get('error') or '?'}）。新模型已是下次启动使用的模型；"
+                "请重试发布，或重启这些实例"))
+
+    def retry(self, by: str, urls: list[str], token: str) -> dict[str, Any]:
+        """Publish the latest job's model again (state ``partial``, or ``failed`` while
+        publishing) to ``urls``; ``Busy`` when a job runs, ``NothingToRetry`` otherwise."""
+        fd = self._try_lock()
+        if fd is None:
+            raise Busy()
+        try:
+            state = self._recover()
+            model = self.paths.models / str(state.get("model") or "-")
+            if not (state.get("state") in (PARTIAL, FAILED) and state.get("instances")
+                    and TRAINED.match(model.name) and model.is_file()):
+                raise NothingToRetry()
+            state.update(by=by, urls=urls, retried=time.time(), finished=None, pid=None,
+                         host=socket.gethostname())
+            self._write_state(state)
+        except BaseException:
+            os.close(fd)
+            raise
+        thread = threading.Thread(target=self._run, args=(fd, state, model, token, True),
+                                  name="posbot-model-publish", daemon=True)
+        self._thread = thread
+        thread.start()
+        return state
 
     def _call(self, command: list[str], log: Any, state: dict[str, Any]) -> int:
         log.write("$ " + " ".join(command) + "\n")
@@ -425,6 +507,7 @@ class Trainer:
         trained = sorted(p for p in self.paths.models.iterdir() if TRAINED.match(p.name))
         for old in trained[:-KEEP]:
             _remove(old)
+            _remove(record_of(old))
 
     def _stop_child(self) -> None:
         child = self._child
@@ -455,9 +538,13 @@ class Trainer:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.get("started") or 0))
         if state.get("state") == PUBLISHING:
             # some servers may have loaded it: keep the file, say what is known
-            state.update(state=FAILED, pid=None, message=(
-                f"{when} 开始的训练在发布时中断（服务重启或进程被终止）：有的机器人实例可能已加载新模型 "
-                f"{model}，models/posbot.tar.gz 没有更新；请重新训练，或重启各实例以统一用旧模型"))
+            loaded = any(i.get("ok") for i in state.get("instances") or [])
+            for instance in state.get("instances") or []:
+                if instance.get("state") == LOADING:
+                    instance.update(state=LOAD_FAILED, error="发布中断，不知道是否加载完")
+            state.update(state=PARTIAL if loaded else FAILED, pid=None, message=(
+                f"{when} 开始的发布中断了（服务重启或进程被终止）：有的机器人实例可能已加载新模型 "
+                f"{model}，请重试发布"))
         else:
             if model and TRAINED.match(model):
                 _remove(self.paths.models / model)
@@ -474,20 +561,32 @@ class Trainer:
         _write_json(self.paths.state, state)
 
 
-def put_model(url: str, token: str, model: Path) -> Optional[str]:
-    """Ask one Rasa server to load ``model`` (``PUT /model``); None, or what went wrong."""
+def put_model(url: str, token: str, model: Path) -> dict[str, Any]:
+    """Ask one Rasa server to load ``model`` off its event loop (bot/channels/model_load.py),
+    then check with ``GET /status`` that it serves that file. ``{"ok": True, "model_file",
+    "model_id", "seconds"}``, or ``{"ok": False, "error": what went wrong}``."""
+    base, params = url.rstrip("/"), {"token": token}
+    started = time.monotonic()
     try:
-        reply = requests.put(url.rstrip("/") + "/model", params={"token": token},
-                             json={"model_file": str(model)}, timeout=PUT_TIMEOUT_S)
+        reply = requests.put(base + LOAD_PATH, params=params, json={"model_file": str(model)},
+                             timeout=PUT_TIMEOUT_S)
     except requests.RequestException as error:
-        return f"连不上：{type(error).__name__}"
-    if reply.status_code in (200, 204):
-        return None
+        return {"ok": False, "error": f"连不上：{type(error).__name__}"}
+    if reply.status_code != 200:
+        try:
+            detail = str(reply.json().get("message") or "")[:200]
+        except ValueError:
+            detail = reply.text[:200]
+        return {"ok": False, "error": f"HTTP {reply.status_code} {detail}".strip()}
     try:
-        detail = str(reply.json().get("message") or "")[:200]
-    except ValueError:
-        detail = reply.text[:200]
-    return f"HTTP {reply.status_code} {detail}".strip()
+        status = requests.get(base + "/status", params=params, timeout=30)
+        serving = status.json() if status.ok else {}
+    except (requests.RequestException, ValueError) as error:
+        return {"ok": False, "error": f"加载后读不到 /status：{type(error).__name__}"}
+    if serving.get("model_file") != model.name:
+        return {"ok": False, "error": f"加载后 /status 仍是 {serving.get('model_file') or '?'}"}
+    return {"ok": True, "error": None, "model_file": serving.get("model_file"),
+            "model_id": serving.get("model_id"), "seconds": round(time.monotonic() - started, 1)}
 
 
 def _command_line_has(pid: int, text: str) -> bool:

@@ -62,7 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = _handle
+    do_GET = do_POST = do_PUT = _handle
 
     def log_message(self, *_: object) -> None:
         pass
@@ -113,6 +113,17 @@ def test_the_generated_configuration(tmp_path: Path) -> None:
     assert "@@" not in conf
     with pytest.raises(ValueError):
         render_nginx_conf(tmp_path, "127.0.0.1:8080", [])
+
+
+def test_the_model_load_route_is_not_reachable_through_the_balancer(tmp_path: Path) -> None:
+    """Publishing loads a model on each server at its own address, never through nginx."""
+    a = Stub("a")
+    with running(a), balancer(tmp_path, [a.server_address[1]]) as url:
+        refused = requests.put(f"{url}/staff/api/model/load", params={"token": "x" * 20},
+                               json={"model_file": "/tmp/model.tar.gz"}, timeout=20)
+        assert refused.status_code == 403
+        assert requests.get(f"{url}/staff/api/model", timeout=20).json()["server"] == "a"
+    assert a.seen == [("GET", "/staff/api/model")]
 
 
 def test_settings_for_the_servers() -> None:

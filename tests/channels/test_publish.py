@@ -4,7 +4,7 @@ The trainer and the guard are replaced by small Python commands (``FakeCommands`
 ``Trainer`` — nothing of Rasa is patched): the fake training writes a model file holding the
 accuracy the test chose, the fake guard reads it back. The project is a temporary folder with
 the training inputs the Makefile knows, and the Rasa servers are small local HTTP servers that
-record each ``PUT /model``.
+record each model load (bot/channels/model_load.py's route) and answer ``GET /status``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
+from bot.channels.model_load import LOAD_PATH
 from bot.channels.publish import Publish
 from bot.channels.staff import COOKIE, StaffConsole
 from bot.training import Commands, Trainer, fingerprint, identity, record_of
@@ -39,7 +40,7 @@ from kb.staff import StaffStore
 PASSWORD = "correct horse battery"
 HOST = "127.0.0.1:5005"
 TOKEN = "test-rasa-token-" + uuid.uuid4().hex
-STATE, TRAIN = "/staff/api/model", "/staff/api/model/train"
+STATE, TRAIN, RETRY = "/staff/api/model", "/staff/api/model/train", "/staff/api/model/retry"
 SERVING_BYTES = b"accuracy=0.90"
 
 TRAIN_SCRIPT = """
@@ -85,27 +86,50 @@ class FakeCommands(Commands):
 
 
 class FakeRasa:
-    """A Rasa server's ``PUT /model``: records what it was sent, answers ``status``."""
+    """A Rasa server as the publish sees it: the model load route (bot/channels/model_load.py),
+    which records what it was sent and answers ``status`` after ``load_s`` seconds, and
+    ``GET /status`` naming the file it serves."""
 
-    def __init__(self, status: int = 204) -> None:
+    def __init__(self, status: int = 200, load_s: float = 0.0) -> None:
         self.calls: list[dict[str, Any]] = []
-        calls, answer = self.calls, status
+        self.status, self.load_s = status, load_s
+        self.serving = "posbot.tar.gz"
+        self.keeps_old = False  # answers the load but keeps serving the old file
+        fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            def reply(self, code: int, payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_PUT(self) -> None:
                 url = urlparse(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                calls.append({"path": url.path, "query": parse_qs(url.query),
-                              "body": json.loads(body or b"null")})
-                self.send_response(answer)
-                if answer == 204:
-                    self.end_headers()
+                call = {"path": url.path, "query": parse_qs(url.query),
+                        "body": json.loads(body or b"null"), "at": time.monotonic()}
+                fake.calls.append(call)
+                time.sleep(fake.load_s)
+                call["done"] = time.monotonic()
+                if fake.status != 200:
+                    self.reply(fake.status, {"status": "failure", "message": "LoadingError"})
                     return
-                payload = json.dumps({"message": "LoadingError"}).encode()
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                loaded = Path(call["body"]["model_file"]).name
+                if not fake.keeps_old:
+                    fake.serving = loaded
+                self.reply(200, {"model_file": loaded, "model_id": "id-" + loaded})
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                fake.calls.append({"path": url.path, "query": parse_qs(url.query),
+                                   "at": time.monotonic()})
+                if url.path != "/status" or parse_qs(url.query).get("token") != [TOKEN]:
+                    self.reply(401, {"status": "failure"})
+                    return
+                self.reply(200, {"model_file": fake.serving, "model_id": "id-" + fake.serving})
 
             def log_message(self, *_: Any) -> None:
                 pass
@@ -113,6 +137,11 @@ class FakeRasa:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def loads(self) -> list[dict[str, Any]]:
+        """The load requests, as sent."""
+        return [{k: c[k] for k in ("path", "query", "body")} for c in self.calls
+                if c["path"] == LOAD_PATH]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -202,7 +231,7 @@ def engine() -> Iterator[Engine]:
 
 @pytest.fixture()
 def rasa() -> Iterator[list[FakeRasa]]:
-    servers = [FakeRasa(), FakeRasa()]
+    servers = [FakeRasa(load_s=0.2), FakeRasa(load_s=0.2)]
     yield servers
     for server in servers:
         server.close()
@@ -247,7 +276,7 @@ def test_starting_a_training_needs_the_csrf_token_and_a_same_site_origin(
                                origin="https://evil.example")
     assert response.status == 403 and "CSRF" in response.json["error"]
     assert console.request("GET", STATE, cookie=cookie).json["state"] == "idle"
-    assert console.trained_files() == [] and rasa[0].calls == []
+    assert console.trained_files() == [] and rasa[0].loads() == []
     assert console.actions() == ["login"]
 
 
@@ -281,9 +310,14 @@ def test_a_better_model_is_published_to_every_server_with_the_token(
                               "serving": {"accuracy": 0.9, "correct": 180, "examples": 200}}
     trained = console.root / "models" / model
     for server in rasa:  # every instance was asked to load the new file, with the token
-        assert server.calls == [{"path": "/model", "query": {"token": [TOKEN]},
-                                 "body": {"model_file": str(trained.resolve())}}]
-    assert [i["ok"] for i in state["instances"]] == [True, True]
+        assert server.loads() == [{"path": LOAD_PATH, "query": {"token": [TOKEN]},
+                                   "body": {"model_file": str(trained.resolve())}}]
+    assert [(i["state"], i["ok"], i["model_file"]) for i in state["instances"]] == [
+        ("loaded", True, model), ("loaded", True, model)]
+    # one at a time: the second was asked only after the first confirmed the new model
+    first_status = next(c for c in rasa[0].calls if c["path"] == "/status")
+    second_load = next(c for c in rasa[1].calls if c["path"] == LOAD_PATH)
+    assert rasa[0].calls[0]["done"] <= first_status["at"] <= second_load["at"]
     # the new file is what `make run` serves next; dated when training started (as make does)
     assert console.serving.read_bytes() == b"accuracy=0.95"
     assert os.path.samefile(console.serving, trained)
@@ -316,7 +350,7 @@ def test_the_guard_refuses_a_worse_model_and_the_serving_model_stays(
     assert state["state"] == "refused"
     assert state["guard"]["new"]["accuracy"] == 0.85 and state["guard"]["serving"]["accuracy"] == 0.9
     assert "0.850" in state["message"] and "0.900" in state["message"]
-    assert [s.calls for s in rasa] == [[], []]  # nothing was sent to the bots
+    assert [s.loads() for s in rasa] == [[], []]  # nothing was sent to the bots
     assert console.serving.read_bytes() == SERVING_BYTES
     assert console.serving.stat().st_mtime_ns == serving_mtime
     assert console.trained_files() == []  # the refused model is deleted
@@ -340,7 +374,7 @@ def test_a_second_training_is_a_409_while_one_runs(tmp_path: Path, engine: Engin
     gate.touch()
     assert console.finish()["state"] == "published"
     assert console.actions().count("model_train") == 1
-    assert len(rasa[0].calls) == 1
+    assert len(rasa[0].loads()) == 1
 
 
 def test_a_training_held_by_another_process_is_a_409(console: Console) -> None:
@@ -372,27 +406,98 @@ def test_a_failed_training_publishes_nothing_and_shows_the_log(
     assert state["state"] == "failed" and "退出码 1" in state["message"]
     body = console.request("GET", STATE, cookie=cookie).json
     assert "ERROR: training data is broken" in body["log"]
-    assert rasa[0].calls == [] and console.serving.read_bytes() == SERVING_BYTES
+    assert rasa[0].loads() == [] and console.serving.read_bytes() == SERVING_BYTES
     assert console.commands.evaluated == [] and console.trained_files() == []
 
 
-def test_a_server_that_does_not_load_the_model_is_named(tmp_path: Path, engine: Engine,
-                                                        rasa: list[FakeRasa]) -> None:
+def test_a_server_that_fails_stops_the_roll_out_and_a_retry_finishes_it(
+        tmp_path: Path, engine: Engine, rasa: list[FakeRasa]) -> None:
     broken = FakeRasa(status=500)
     try:
-        console = Console(tmp_path, engine, urls=[rasa[0].url, broken.url])
+        console = Console(tmp_path, engine, urls=[rasa[0].url, broken.url, rasa[1].url])
+        console.teach()
+        cookie, csrf = console.login("boss")
+        assert console.request("POST", TRAIN, cookie=cookie, csrf=csrf).status == 202
+        state = console.finish()
+        model = state["model"]
+        assert state["state"] == "partial" and broken.url in state["message"]
+        assert [(i["url"], i["state"]) for i in state["instances"]] == [
+            (rasa[0].url, "loaded"), (broken.url, "failed"), (rasa[1].url, "skipped")]
+        assert "HTTP 500" in state["instances"][1]["error"]
+        assert rasa[1].loads() == []  # not asked after the failure
+        # one server serves it: it is what the next start serves
+        assert console.serving.read_bytes() == b"accuracy=0.95"
+        # the console shows the mixed cluster, server by server, and offers a retry
+        body = console.request("GET", STATE, cookie=cookie).json
+        assert body["state"] == "partial" and body["can_retry"] is True and body["mixed"] is True
+        assert [(s["url"], s["model_file"]) for s in body["servers"]] == [
+            (rasa[0].url, model), (broken.url, "posbot.tar.gz"), (rasa[1].url, "posbot.tar.gz")]
+        # the broken server is fixed: retry publishes to the two that miss it, not the first
+        broken.status = 200
+        retried = console.request("POST", RETRY, cookie=cookie, csrf=csrf)
+        assert retried.status == 202, retried.text
+        state = console.finish()
+        assert state["state"] == "published", state
+        assert [len(s.loads()) for s in (rasa[0], broken, rasa[1])] == [1, 2, 1]
+        body = console.request("GET", STATE, cookie=cookie).json
+        assert body["mixed"] is False and body["can_retry"] is False
+        assert {s["model_file"] for s in body["servers"]} == {model}
+        again = console.request("POST", RETRY, cookie=cookie, csrf=csrf)
+        assert again.status == 409 and "没有需要重试" in again.json["error"]
+        assert console.actions()[-3:] == ["model_partial", "model_retry", "model_published"]
+    finally:
+        broken.close()
+
+
+def test_when_the_first_server_fails_nothing_changes_and_retry_is_possible(
+        tmp_path: Path, engine: Engine, rasa: list[FakeRasa]) -> None:
+    broken = FakeRasa(status=500)
+    try:
+        console = Console(tmp_path, engine, urls=[broken.url, rasa[0].url])
+        console.teach()
+        cookie, csrf = console.login("boss")
+        assert console.request("POST", TRAIN, cookie=cookie, csrf=csrf).status == 202
+        state = console.finish()
+        assert state["state"] == "failed" and "所有机器人实例仍在用原来的模型" in state["message"]
+        assert [i["state"] for i in state["instances"]] == ["failed", "skipped"]
+        assert rasa[0].loads() == [] and console.serving.read_bytes() == SERVING_BYTES
+        assert console.trained_files() == [state["model"]]  # kept for the retry
+        editor_cookie, editor_csrf = console.login("editor1")
+        assert console.request("POST", RETRY, cookie=editor_cookie,
+                               csrf=editor_csrf).status == 403
+        assert console.request("POST", RETRY, cookie=cookie).status == 403  # no CSRF token
+        broken.status = 200
+        assert console.request("POST", RETRY, cookie=cookie, csrf=csrf).status == 202
+        assert console.finish()["state"] == "published"
+        assert console.serving.read_bytes() == b"accuracy=0.95"
+        assert console.request("GET", STATE, cookie=cookie).json["pending"] == []
+    finally:
+        broken.close()
+
+
+def test_a_server_that_answers_but_does_not_serve_the_file_is_a_failure(
+        tmp_path: Path, engine: Engine) -> None:
+    """The load said yes, but ``GET /status`` still names the old file: not published there."""
+    liar = FakeRasa()
+    liar.keeps_old = True
+    try:
+        console = Console(tmp_path, engine, urls=[liar.url])
         console.teach()
         cookie, csrf = console.login("boss")
         assert console.request("POST", TRAIN, cookie=cookie, csrf=csrf).status == 202
         state = console.finish()
     finally:
-        broken.close()
-    assert state["state"] == "failed" and broken.url in state["message"]
-    assert [(i["url"], i["ok"]) for i in state["instances"]] == [(rasa[0].url, True),
-                                                                 (broken.url, False)]
-    assert "HTTP 500" in state["instances"][1]["error"]
-    # the guard passed: the new model is the one the next start serves
-    assert console.serving.read_bytes() == b"accuracy=0.95"
+        liar.close()
+    assert state["state"] == "failed"
+    assert state["instances"][0]["error"] == "加载后 /status 仍是 posbot.tar.gz"
+
+
+def test_retry_refuses_without_a_session_and_when_nothing_was_published(
+        console: Console) -> None:
+    assert console.request("POST", RETRY).status == 401
+    cookie, csrf = console.login("boss")
+    refused = console.request("POST", RETRY, cookie=cookie, csrf=csrf)
+    assert refused.status == 409 and "没有需要重试" in refused.json["error"]
 
 
 def test_after_a_crash_the_job_is_reported_interrupted_and_a_new_one_can_start(
@@ -441,3 +546,4 @@ def test_the_page_has_the_model_view(console: Console) -> None:
     _, script = console.app.test_client.get("/staff/model.js", headers={"Host": HOST})
     assert script.status == 200 and 'register("model"' in script.text
     assert 'api("POST", "model/train"' in script.text
+    assert 'api("POST", "model/retry"' in script.text and "model-retry" in script.text

@@ -12,8 +12,17 @@
     guard: "正在检查（留出测试集）",
     publishing: "正在发布到机器人",
     published: "已发布",
+    partial: "只发布了一部分：机器人实例用的模型不一致",
     refused: "没有发布：新模型不如正在使用的",
     failed: "失败",
+  };
+  // One server of a publish (bot/training.py): servers are loaded one after the other.
+  const INSTANCE = {
+    waiting: "等待加载",
+    loading: "正在加载新模型（照常回复商户）",
+    loaded: "已加载新模型",
+    failed: "没有加载",
+    skipped: "没有发布（前面的实例失败，已停止）",
   };
   let timer = null;
 
@@ -42,8 +51,27 @@
     if (s.guard) line(box, "意图准确率（留出测试集）", "新模型 " + accuracy(s.guard.new)
       + "，原来的模型 " + accuracy(s.guard.serving));
     for (const i of s.instances || []) {
-      line(box, "机器人 " + i.url, i.ok ? "已加载新模型" : "没有加载：" + (i.error || ""), i.ok ? "ok" : "bad");
+      const label = INSTANCE[i.state] || (i.ok ? INSTANCE.loaded : INSTANCE.failed);
+      line(box, "发布到 " + i.url, label + (i.seconds ? "，用时 " + i.seconds + " 秒" : "")
+        + (i.error ? "：" + i.error : ""), i.ok ? "ok" : i.state === "failed" ? "bad" : "");
     }
+    for (const v of s.servers || []) {
+      line(box, "机器人 " + v.url + " 现在用", v.error ? "（" + v.error + "）" : (v.model_file || "没有模型"),
+        v.error ? "bad" : "");
+    }
+    if (s.mixed) line(box, "注意", "各机器人实例用的模型不一致，请重试发布或重启落后的实例", "bad");
+    let retry = $("model-retry");
+    if (!retry) {
+      retry = document.createElement("button");
+      retry.id = "model-retry";
+      retry.type = "button";
+      retry.dataset.testid = "model-retry";
+      retry.textContent = "重试发布";
+      retry.addEventListener("click", republish);
+      $("model-train").after(retry);
+    }
+    retry.hidden = !s.can_retry;
+    retry.disabled = RUNNING.includes(s.state);
     line(box, "正在使用的模型", s.serving.exists
       ? s.serving.file + "（" + when(s.serving.trained_at) + " 训练）" : "没有（" + s.serving.file + " 不存在）");
     line(box, "自那以后改动的训练数据", s.pending_count
@@ -76,6 +104,15 @@
     const result = $("model-result");
     const { status, data } = await api("POST", "model/train", {});
     result.className = "result " + (status === 202 || status === 200 ? "ok" : "error");
+    result.textContent = data.message || data.error || "出错了（" + status + "）";
+    load();
+  }
+
+  async function republish() {
+    $("model-retry").disabled = true;
+    const result = $("model-result");
+    const { status, data } = await api("POST", "model/retry", {});
+    result.className = "result " + (status === 202 ? "ok" : "error");
     result.textContent = data.message || data.error || "出错了（" + status + "）";
     load();
   }
