@@ -33,6 +33,7 @@ ADMIN_ROUTES = [
     ("POST", f"/conversations/{MERCHANT}/messages", {"text": "你好", "sender": "user"}),
     ("GET", f"/conversations/{MERCHANT}/story", None),
     ("PUT", "/model", {"model_file": "/tmp/attacker.tar.gz"}),
+    ("PUT", "/staff/api/model/load", {"model_file": "/tmp/attacker.tar.gz"}),
     ("DELETE", "/model", None),
     ("POST", "/model/train", {"nlu": "version: '3.1'"}),
     ("POST", "/model/parse", {"text": "你好"}),
