@@ -9,9 +9,11 @@ copy that is never read again. A lock store failure (Redis down) raises ``LockEr
 Here instead:
 
 * ``bot/stores.py`` raises :class:`StoreUnavailable` when the database fails, and
-  :func:`install` lets exactly that exception through ``FailSafeTrackerStore`` (its two error
-  hooks re-raise it; every other error keeps Rasa's behaviour). A failed read stops the turn
-  before NLU and actions run; a failed save stores nothing (one transaction).
+  bot/speedups/outage.py lets exactly that exception through ``FailSafeTrackerStore`` (its two
+  error hooks re-raise it; every other error keeps Rasa's behaviour). It is installed with the
+  speed-ups by bot/serve.py at start (registry entries ``outage-read`` and ``outage-save``).
+  A failed read stops the turn before NLU and actions run; a failed save stores nothing (one
+  transaction).
 * :func:`guard` wraps each merchant channel's ``on_new_message`` (REST, widget, WeChat): on
   ``StoreUnavailable`` or ``LockError`` it drops whatever the turn had produced so far (a
   collecting output channel's messages, the widget's held messages) and sends ONE polite text
@@ -31,7 +33,6 @@ from typing import Any, Awaitable, Callable, Optional
 import yaml
 from rasa.core.channels.channel import UserMessage
 from rasa.core.lock_store import LockError
-from rasa.core.tracker_store import FailSafeTrackerStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,29 +62,6 @@ def load_text(path: Path = TEXTS_PATH) -> str:
 
 
 SERVICE_UNAVAILABLE = load_text()
-
-
-def install() -> None:
-    """Let :class:`StoreUnavailable` through Rasa's ``FailSafeTrackerStore`` (idempotent).
-
-    ``FailSafeTrackerStore.retrieve`` / ``save`` / ``keys`` catch every exception and call
-    ``on_tracker_store_retrieve_error`` or ``on_tracker_store_error`` with it before falling back;
-    re-raising from those hooks ends the fallback for this one exception type.
-    """
-    if FailSafeTrackerStore.__dict__.get("_posbot_outages_pass"):
-        return
-    for name in ("on_tracker_store_error", "on_tracker_store_retrieve_error"):
-        original = getattr(FailSafeTrackerStore, name)
-
-        def hook(self: FailSafeTrackerStore, error: Exception,
-                 _original: Callable[[Any, Exception], None] = original) -> None:
-            if isinstance(error, StoreUnavailable):
-                raise error
-            _original(self, error)
-
-        hook.__name__ = name
-        setattr(FailSafeTrackerStore, name, hook)
-    FailSafeTrackerStore._posbot_outages_pass = True  # type: ignore[attr-defined]
 
 
 def describe(error: BaseException) -> str:

@@ -20,13 +20,16 @@ and inserts the new rows with one prepared Core statement. The rows are exactly 
 
 The tracker handed out for a remembered session is not rebuilt by replaying every event of the
 session (as ``from_events`` does on each turn): the store keeps that replayed tracker, brings it
-up to date with the events of each save, and hands out a clone (bot/perf.py ``clone_tracker``).
+up to date with the events of each save, and hands out a clone (``clone_tracker`` of
+bot/speedups/tracker.py).
 
 When the database cannot be reached, every read and save raises ``bot.outage.StoreUnavailable``
 (logged once per outage) instead of letting Rasa's ``FailSafeTrackerStore`` answer from an empty
-conversation or keep the turn in memory: the channels then ask the merchant to send the message
-again (docs/deploy.md). A read that meets a connection the database closed meanwhile (after a
-restart) is tried once more on a fresh one; a save is never repeated.
+conversation or keep the turn in memory (the registry entries ``outage-read`` and ``outage-save``
+of bot/speedups/registry.py let it through; installed by bot/serve.py at start, and by this
+store when it is built, wherever that is): the channels then ask the merchant to send the
+message again (docs/deploy.md). A read that meets a connection the database closed meanwhile
+(after a restart) is tried once more on a fresh one; a save is never repeated.
 
 Configured in bot/endpoints.yml and bot/endpoints.production.yml:
 ``tracker_store: {type: bot.stores.CachedSQLTrackerStore, dialect: ..., ...}``.
@@ -37,7 +40,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 from typing import Any, Dict, Optional, Sequence, Text, Tuple
 
 import sqlalchemy as sa
@@ -46,16 +48,14 @@ from rasa.shared.core.events import Event, SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
-from bot import outage, perf
-from bot.lru import LRU, continues
+from bot import outage
 from bot.outage import StoreUnavailable
+from bot.settings import Settings
+from bot.speedups import registry
+from bot.speedups.lru import LRU, continues
+from bot.speedups.tracker import clone_tracker, remember_replay
 
 logger = logging.getLogger(__name__)
-perf.apply()
-outage.install()  # StoreUnavailable passes through Rasa's FailSafeTrackerStore
-
-DEFAULT_CACHED_CONVERSATIONS = 512
-
 
 def current_session(events: Sequence[Event]) -> Tuple[Event, ...]:
     """The events Rasa's SQL query returns for the latest session of these events.
@@ -88,6 +88,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     def __init__(self, *args: Any, cached_conversations: Optional[int] = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        registry.install_fixes()  # StoreUnavailable must pass Rasa's FailSafeTrackerStore
         if self.engine.dialect.name == "sqlite":
             # Rasa's engine opens a new SQLite connection for each of the 3-4 queries of a
             # turn (NullPool); one connection per thread (all of them run on the event loop's).
@@ -97,8 +98,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
         if cached_conversations is None:
-            cached_conversations = int(os.environ.get("POSBOT_TRACKER_CACHE",
-                                                      DEFAULT_CACHED_CONVERSATIONS))
+            cached_conversations = Settings.from_env().tracker_cache  # POSBOT_TRACKER_CACHE
         self.cached_conversations = max(0, int(cached_conversations))
         # sender → (newest id, session events, (domain, the session's events replayed) or None)
         self._sessions = LRU(self.cached_conversations)
@@ -158,17 +158,17 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             if newest_id is not None and self._newest_event_id(sender_id) == newest_id:
                 self.hits += 1
                 if replayed is not None and replayed[0] is self.domain:
-                    tracker = perf.clone_tracker(replayed[1])
+                    tracker = clone_tracker(replayed[1])
                 else:
                     tracker = DialogueStateTracker.from_events(sender_id, list(events),
                                                                self.domain.slots)
-                perf.remember_replay(tracker)  # copies of it need not replay the session
+                remember_replay(tracker)  # copies of it need not replay the session
                 return tracker
             self._sessions.pop(sender_id, None)
         self.misses += 1
         tracker = await super()._retrieve(sender_id, fetch_events_from_all_sessions)
         if tracker is not None:
-            perf.remember_replay(tracker)
+            remember_replay(tracker)
         return tracker
 
     # --- outages: the database unreachable ----------------------------------------------------

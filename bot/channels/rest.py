@@ -32,14 +32,14 @@ from sanic.exceptions import InvalidUsage
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from bot import perf
 from bot.channels.delivery import REST_POLL, Delivery, agent_said
 from bot.channels.limits import limited
 from bot.handoff_gate import gate
 from bot.outage import StoreUnavailable, guard
+from bot.speedups.actions import close_sessions
+from bot.speedups.startup import freeze_loaded_objects
 
 logger = logging.getLogger(__name__)
-perf.apply()
 
 MAX_SENDER_CHARS = 128
 #: Messages per poll: ``limit`` may ask for fewer; ``more`` says when others follow.
@@ -137,10 +137,10 @@ class RestInput(RasaRestInput):
         blueprint.add_route(poll_messages, "/messages", methods=["GET"])
 
         async def close_action_sessions(_app: Any, _loop: Any) -> None:
-            await perf.close_sessions()
+            await close_sessions()
 
         blueprint.after_server_stop(close_action_sessions)
-        blueprint.after_server_start(perf.freeze_loaded_objects)
+        blueprint.after_server_start(freeze_loaded_objects)
         return blueprint
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The first-come-first-served gate in front of Rasa's message handling (bot/admission.py)."""
+"""The first-come-first-served gate in front of Rasa's message handling (bot/speedups/admission.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from rasa.core.channels.channel import UserMessage
 
-from bot import admission
+from bot.settings import Settings, SettingsError
+from bot.speedups import admission, registry
 
 
 async def _run_through(gate: admission.FifoGate, names: list[str], entered: list[str],
@@ -172,17 +173,30 @@ async def test_rasa_handles_at_most_the_configured_messages_at_once_in_arrival_o
 
 @pytest.mark.parametrize("value, slots", [("2", 2), ("0", 0), (" 5 ", 5)])
 def test_the_setting_is_read_as_a_count(value: str, slots: int) -> None:
-    assert admission.configured_slots({"POSBOT_MAX_INFLIGHT": value}) == slots
+    assert Settings.from_env({"POSBOT_MAX_INFLIGHT": value}).max_inflight == slots
 
 
 @pytest.mark.parametrize("value", ["two", "-1", "1.5", ""])
 def test_a_wrong_setting_is_named(value: str) -> None:
-    with pytest.raises(ValueError, match="POSBOT_MAX_INFLIGHT"):
-        admission.configured_slots({"POSBOT_MAX_INFLIGHT": value})
+    with pytest.raises(SettingsError, match="POSBOT_MAX_INFLIGHT"):
+        Settings.from_env({"POSBOT_MAX_INFLIGHT": value})
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-2"])
 def test_a_wrong_wait_is_named(value: str) -> None:
-    assert admission.configured_max_wait({"POSBOT_GATE_MAX_WAIT_S": "0.5"}) == 0.5
-    with pytest.raises(ValueError, match="POSBOT_GATE_MAX_WAIT_S"):
-        admission.configured_max_wait({"POSBOT_GATE_MAX_WAIT_S": value})
+    assert Settings.from_env({"POSBOT_GATE_MAX_WAIT_S": "0.5"}).gate_max_wait_s == 0.5
+    with pytest.raises(SettingsError, match="POSBOT_GATE_MAX_WAIT_S"):
+        Settings.from_env({"POSBOT_GATE_MAX_WAIT_S": value})
+
+
+@pytest.mark.asyncio
+async def test_installing_the_speed_ups_sets_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate takes its settings when the server installs the speed-ups, not at import."""
+    monkeypatch.setattr(admission, "SLOTS", admission.SLOTS)
+    monkeypatch.setattr(admission, "MAX_WAIT_S", admission.MAX_WAIT_S)
+    registry.configure(Settings.from_env({"POSBOT_MAX_INFLIGHT": "3",
+                                          "POSBOT_GATE_MAX_WAIT_S": "0.25"}))
+    current = admission.gate()
+    assert (current.slots, current.max_wait) == (3, 0.25)
+    registry.configure(Settings.from_env({"POSBOT_MAX_INFLIGHT": "0"}))
+    assert admission.gate() is None

@@ -3,7 +3,7 @@
 In production (make cluster, docs/deploy.md) two or more Rasa servers share one PostgreSQL
 tracker store, and nginx sends each message of a merchant to whichever server is least busy.
 Each server keeps the sessions it wrote (bot/stores.py) and the dialogue-state folds
-(bot/states.py) in memory. Here two "servers" (two stores, two fold caches) serve the recorded
+(bot/speedups/states.py) in memory. Here two "servers" (two stores, two fold caches) serve the recorded
 conversations in turns A, A, B, B, A, A …: at every turn the serving server must see exactly
 what PostgreSQL holds (Rasa's own SQL store reading it), and compute Rasa's own dialogue states,
 whether its memory is current (a hit) or the other server wrote since (must be a miss).
@@ -22,7 +22,7 @@ from rasa.shared.core.events import Event, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 from sqlalchemy import create_engine, text
 
-from bot import states
+from bot.speedups import states
 from bot.settings import PROJECT_ROOT
 from bot.stores import CachedSQLTrackerStore
 

@@ -16,11 +16,17 @@ from rasa.core.lock_store import LockError
 from rasa.core.tracker_store import FailSafeTrackerStore, InMemoryTrackerStore
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from bot import outage as outage_module
 from bot.outage import SERVICE_UNAVAILABLE, StoreUnavailable, guard, load_text
+from bot.speedups import registry
 from tests.bot.outage_kit import ASK_AMOUNT, ASK_RATE, Outage, domain, outage  # noqa: F401
 
 pytestmark = [pytest.mark.postgres]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _as_served() -> None:
+    """Rasa patched as bot/serve.py patches it at start (the outage fix and the speed-ups)."""
+    registry.install()
 
 
 def sender() -> str:
@@ -71,7 +77,7 @@ async def test_other_errors_keep_rasas_fallback() -> None:
 
     failsafe = FailSafeTrackerStore(Broken(domain()))
     assert await failsafe.retrieve("anyone") is None  # Rasa's behaviour, unchanged
-    outage_module.install()  # idempotent: installing twice does not wrap the hooks twice
+    registry.install()  # idempotent: installing twice does not wrap the hooks twice
     assert await failsafe.retrieve("anyone") is None
 
 

@@ -1,4 +1,8 @@
-"""The speed-ups in bot/perf.py give the same results as the Rasa code they replace."""
+"""The speed-ups in bot/speedups give the same results as the Rasa code they replace.
+
+Each test here is named by an entry of bot/speedups/registry.py (tests/bot/test_speedups.py
+checks that every entry has one).
+"""
 
 from __future__ import annotations
 
@@ -21,14 +25,16 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.utils.common import all_subclasses
 from rasa.utils.endpoints import EndpointConfig
 
-from bot import perf
 from bot.settings import PROJECT_ROOT
+from bot.speedups import actions, dialogue, nlu, registry, startup
+from bot.speedups import tracker as tracker_speedups
 
 
 def test_event_type_lookup_gives_the_same_class_as_rasa() -> None:
-    perf.apply()
+    registry.install()
     for cls in all_subclasses(Event):
-        assert Event.resolve_by_type(cls.type_name) is perf._original_resolve_by_type(cls.type_name)
+        rasas = tracker_speedups._original_resolve_by_type(cls.type_name)
+        assert Event.resolve_by_type(cls.type_name) is rasas
     assert Event.resolve_by_type("topic") is None
     assert Event.resolve_by_type("no-such-event", default=SlotSet) is SlotSet
     with pytest.raises(ValueError):
@@ -37,7 +43,7 @@ def test_event_type_lookup_gives_the_same_class_as_rasa() -> None:
 
 @pytest.mark.asyncio
 async def test_action_calls_reuse_one_connection_and_send_the_same_json() -> None:
-    perf.apply()
+    registry.install()
     peers: list[object] = []
 
     async def echo(request: web.Request) -> web.Response:
@@ -59,7 +65,7 @@ async def test_action_calls_reuse_one_connection_and_send_the_same_json() -> Non
         first = await endpoint.request(json=payload, method="post")
         second = await endpoint.request(json=payload, method="post")
     finally:
-        await perf.close_sessions()
+        await actions.close_sessions()
         await runner.cleanup()
     assert first == payload and second == payload
     assert len(peers) == 2 and peers[0] == peers[1]
@@ -71,9 +77,9 @@ async def test_an_idle_action_connection_is_dropped_before_the_action_server_dro
     """The ticket form once lost the merchant's SN: a pooled connection the action server
     (Sanic, 5 s keep-alive) had just closed was reused. Ours closes first."""
     from sanic.config import DEFAULT_CONFIG
-    assert perf.ACTION_KEEPALIVE_S < DEFAULT_CONFIG["KEEP_ALIVE_TIMEOUT"]
-    perf.apply()
-    monkeypatch.setattr(perf, "ACTION_KEEPALIVE_S", 0.3)
+    assert actions.ACTION_KEEPALIVE_S < DEFAULT_CONFIG["KEEP_ALIVE_TIMEOUT"]
+    registry.install()
+    monkeypatch.setattr(actions, "ACTION_KEEPALIVE_S", 0.3)
     peers: list[object] = []
 
     async def echo(request: web.Request) -> web.Response:
@@ -94,7 +100,7 @@ async def test_an_idle_action_connection_is_dropped_before_the_action_server_dro
         await asyncio.sleep(1.2)  # aiohttp drops expired connections on a 1 s tick at most
         replies.append(await endpoint.request(json={"n": 3}, method="post"))
     finally:
-        await perf.close_sessions()
+        await actions.close_sessions()
         await runner.cleanup()
     assert replies == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert peers[0] == peers[1] and peers[2] != peers[1]
@@ -123,15 +129,15 @@ def test_action_responses_are_judged_as_rasas_full_schema_judges_them() -> None:
         {"events": ["slot"]},
     ]
     for response in responses:
-        assert perf._valid_response(response) == perf._response_validator().is_valid(response), (
+        assert actions._valid_response(response) == actions._response_validator().is_valid(response), (
             response)
     with pytest.raises(ValidationError, match="Failed to validate Action server response"):
-        perf._validate_action_result(None, {"events": [{"event": "slot", "name": "brand"}]})
+        actions._validate_action_result(None, {"events": [{"event": "slot", "name": "brand"}]})
 
 
 def test_applied_events_follow_the_tracker_as_it_grows() -> None:
     """Event by event through all recorded conversations in a row (forms, restarts, sessions)."""
-    perf.apply()
+    registry.install()
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
     events = [Event.from_parameters(e) for e in CONVERSATION_EVENTS]
     tracker = DialogueStateTracker.from_events("m", [], domain.slots)
@@ -139,11 +145,11 @@ def test_applied_events_follow_the_tracker_as_it_grows() -> None:
         tracker.update(event)
         first = tracker.applied_events()
         first.append("changed by a caller")
-        assert tracker.applied_events() == perf._original_applied_events(tracker)
+        assert tracker.applied_events() == tracker_speedups._original_applied_events(tracker)
 
 
 def test_pruned_prediction_graphs_are_rasas() -> None:
-    perf.apply()
+    registry.install()
     schema = GraphSchema({
         "a": SchemaNode(needs={}, uses=object, constructor_name="create", fn="run", config={}),
         "b": SchemaNode(needs={"x": "a"}, uses=object, constructor_name="create", fn="run",
@@ -152,12 +158,12 @@ def test_pruned_prediction_graphs_are_rasas() -> None:
     })
     for targets in (["b"], ["a"], None, ["a"]):
         assert (schema.minimal_graph_schema(targets).nodes
-                == perf._original_minimal_graph_schema(schema, targets).nodes)
+                == dialogue._original_minimal_graph_schema(schema, targets).nodes)
 
 
 def test_skipped_copies_are_only_ever_debug_log_arguments() -> None:
     """Every use of ``copy`` in the modules whose copies are skipped is a debug-call argument."""
-    for module in perf.LOG_ONLY_COPY_MODULES:
+    for module in dialogue.LOG_ONLY_COPY_MODULES:
         tree = ast.parse(Path(inspect.getsourcefile(module)).read_text(encoding="utf-8"))
         in_debug = {id(node) for call in ast.walk(tree) if isinstance(call, ast.Call)
                     and isinstance(call.func, ast.Attribute) and call.func.attr == "debug"
@@ -169,12 +175,12 @@ def test_skipped_copies_are_only_ever_debug_log_arguments() -> None:
 
 def test_with_debug_logging_the_log_copies_are_made() -> None:
     value = {"slots": ["brand"]}
-    assert perf._LogOnlyCopy().deepcopy(value) is value
+    assert dialogue._LogOnlyCopy().deepcopy(value) is value
     rasa_logger = logging.getLogger("rasa")
     level = rasa_logger.level
     rasa_logger.setLevel(logging.DEBUG)
     try:
-        copied = perf._LogOnlyCopy().deepcopy(value)
+        copied = dialogue._LogOnlyCopy().deepcopy(value)
     finally:
         rasa_logger.setLevel(level)
     assert copied == value and copied is not value
@@ -186,10 +192,10 @@ async def test_start_up_objects_are_frozen_out_of_garbage_collection(monkeypatch
 
     try:
         monkeypatch.setenv("POSBOT_GC_FREEZE", "0")
-        await perf.freeze_loaded_objects()
+        await startup.freeze_loaded_objects()
         assert gc.get_freeze_count() == 0
         monkeypatch.setenv("POSBOT_GC_FREEZE", "1")
-        await perf.freeze_loaded_objects()
+        await startup.freeze_loaded_objects()
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
@@ -210,7 +216,7 @@ def test_action_server_requests_are_rasas_byte_for_byte() -> None:
     import ujson
     from rasa.core.actions.action import RemoteAction
 
-    perf.apply()
+    registry.install()
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
     action = RemoteAction("action_start_troubleshooting", EndpointConfig("http://localhost:5055"))
     trackers = _recorded_prefixes(domain)
@@ -218,8 +224,8 @@ def test_action_server_requests_are_rasas_byte_for_byte() -> None:
     # Growing as in a conversation, then shrinking and jumping (kept JSON must not leak).
     for order in (trackers, trackers[::-1], shuffled):
         for tracker in order:
-            ours = ujson.dumps(perf._action_call_format(action, tracker, domain))
-            rasas = perf._original_action_call_format(action, tracker, domain)
+            ours = ujson.dumps(actions._action_call_format(action, tracker, domain))
+            rasas = actions._original_action_call_format(action, tracker, domain)
             assert ours == ujson.dumps(rasas)
             assert json.loads(ours) == json.loads(json.dumps(rasas))
 
@@ -231,7 +237,7 @@ def test_applicable_rules_are_the_ones_rasa_finds(tmp_path: Path) -> None:
     from rasa.engine.storage.local_model_storage import LocalModelStorage
     from rasa.engine.storage.resource import Resource
 
-    perf.apply()
+    registry.install()
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
     trackers = _recorded_prefixes(domain)
     policy = RulePolicy(RulePolicy.get_default_config(), LocalModelStorage(tmp_path),
@@ -245,10 +251,37 @@ def test_applicable_rules_are_the_ones_rasa_finds(tmp_path: Path) -> None:
     for tracker in trackers[::3]:
         window = domain.states_for_tracker_history(tracker)[-6:]
         for _ in range(2):
-            assert policy._get_possible_keys(rules, window) == perf._original_get_possible_keys(
+            assert policy._get_possible_keys(rules, window) == dialogue._original_get_possible_keys(
                 policy, rules, window)
-            tried += bool(perf._original_get_possible_keys(policy, rules, window))
+            tried += bool(dialogue._original_get_possible_keys(policy, rules, window))
     assert tried > 10  # some windows do match some rules
+
+
+def test_rule_applicability_is_rasas(tmp_path: Path) -> None:
+    """Every rule against every turn of the recorded conversations' state windows."""
+    from rasa.core.policies.rule_policy import RulePolicy
+    from rasa.engine.graph import ExecutionContext
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+    from rasa.engine.storage.resource import Resource
+
+    domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
+    trackers = _recorded_prefixes(domain)
+    policy = RulePolicy(RulePolicy.get_default_config(), LocalModelStorage(tmp_path),
+                        Resource("rules"), ExecutionContext(GraphSchema({}), "test"))
+    states = domain.states_for_tracker_history(trackers[len(trackers) // 2])
+    rules = [policy._create_feature_key(states[i:i + n]) for n in (1, 2, 3, 5)
+             for i in range(len(states) - n)]
+    outcomes = set()
+    for tracker in trackers[::7]:
+        window = domain.states_for_tracker_history(tracker)[-6:]
+        for rule in rules:
+            for turn_index, state in enumerate(reversed(window)):
+                for _ in range(2):  # the second time from the kept reversed states
+                    ours = dialogue._is_rule_applicable(policy, rule, turn_index, state)
+                    assert ours == dialogue._original_is_rule_applicable(
+                        policy, rule, turn_index, state), (rule, turn_index)
+                outcomes.add(ours)
+    assert outcomes == {True, False}
 
 
 @pytest.mark.integration
@@ -267,22 +300,26 @@ async def test_the_trained_diet_model_answers_the_same_without_tf_function_dispa
                        .read_text(encoding="utf-8"), flags=re.M)[::3]
     agent = Agent.load(str(DEFAULT_MODEL))
     calls = []
-    original = perf._original_rasa_predict
+    original = nlu._original_rasa_predict
 
     def counting(model, batch):
         calls.append(model)
         return original(model, batch)
 
-    monkeypatch.setattr(perf, "_original_rasa_predict", counting)  # where ours falls back
+    monkeypatch.setattr(nlu, "_original_rasa_predict", counting)  # where ours falls back
     try:
-        perf.revert()
+        registry.revert()
+        rasas_own = RasaModel.__dict__["_rasa_predict"]
         RasaModel._rasa_predict = counting
-        rasas = [await agent.parse_message(text) for text in texts]
+        try:
+            rasas = [await agent.parse_message(text) for text in texts]
+        finally:
+            RasaModel._rasa_predict = rasas_own  # the guard installs only over Rasa's own code
         through_rasa = len(calls)
-        perf.apply()
+        assert "diet-traced-graph" in registry.install()
         ours = [await agent.parse_message(text) for text in texts]
     finally:
-        perf.apply()
+        registry.install()
     assert len(texts) > 40 and through_rasa == len(texts)
     assert len(calls) == through_rasa  # the traced graph answered every message itself
     for text, mine, theirs in zip(texts, ours, rasas, strict=True):
@@ -305,16 +342,16 @@ def _tracker_state(tracker: DialogueStateTracker) -> dict:
 def test_tracker_copies_are_the_replayed_state_and_stay_independent() -> None:
     """Along every recorded conversation, as the processor does it: a live tracker that grows
     event by event (and loses its follow-up action without an event), copied after each one."""
-    perf.apply()
+    registry.install()
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
     for sender, recorded in RECORDED.items():
         events = [Event.from_parameters(e) for e in recorded]
         live = DialogueStateTracker.from_events(sender, events[:3], domain.slots)
-        perf.remember_replay(live)
+        tracker_speedups.remember_replay(live)
         for event in events[3:]:
             live.update(event)
             live.clear_followup_action()  # as the processor does, without an event
-            ours, rasas = live.copy(), perf._original_copy(live)
+            ours, rasas = live.copy(), tracker_speedups._original_copy(live)
             assert _tracker_state(ours) == _tracker_state(rasas), sender
             before = _tracker_state(live.copy())
             ours.update(SlotSet("brand", "银联"))  # an action's events on the copy only
@@ -331,27 +368,27 @@ def test_an_event_copied_and_changed_is_sent_as_changed() -> None:
     from rasa.core.actions.action import RemoteAction
     from rasa.shared.core.events import ActionExecuted, UserUttered
 
-    perf.apply()
+    registry.install()
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
     action = RemoteAction("action_clarify", EndpointConfig("http://localhost:5055"))
     first = UserUttered("打印机", {"name": "fault_hardware", "confidence": 0.4}, timestamp=1.0)
     later = UserUttered("好的", {"name": "affirm", "confidence": 0.9}, timestamp=3.0)
     tracker = DialogueStateTracker.from_events(
         "m", [first, ActionExecuted("action_listen", timestamp=2.0), later], domain.slots)
-    perf._action_call_format(action, tracker, domain)  # first's JSON is now kept
+    actions._action_call_format(action, tracker, domain)  # first's JSON is now kept
     changed = copy_module.deepcopy(first)
     changed.parse_data["intent"]["confidence"] = 1.0
     again = DialogueStateTracker.from_events(
         "m", [changed, ActionExecuted("action_listen", timestamp=2.0), later], domain.slots)
-    assert ujson.dumps(perf._action_call_format(action, again, domain)) == ujson.dumps(
-        perf._original_action_call_format(action, again, domain))
+    assert ujson.dumps(actions._action_call_format(action, again, domain)) == ujson.dumps(
+        actions._original_action_call_format(action, again, domain))
 
 
 def test_copies_of_odd_trackers_are_rasas() -> None:
     """No domain slots (slots appear as they are set), and no user message yet (placeholders)."""
     from rasa.shared.core.events import EntitiesAdded
 
-    perf.apply()
+    registry.install()
     loose = DialogueStateTracker("m", None)
     loose.update(SlotSet("a", 1))
     loose.copy()
@@ -360,10 +397,10 @@ def test_copies_of_odd_trackers_are_rasas() -> None:
 
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
     fresh = DialogueStateTracker.from_events("m", [SlotSet("brand", "银联")], domain.slots)
-    perf.remember_replay(fresh)
+    tracker_speedups.remember_replay(fresh)
     one = fresh.copy()
     one.update(EntitiesAdded([{"entity": "brand", "value": "银联", "start": 0, "end": 2}]))
-    assert fresh.copy().latest_message.entities == perf._original_copy(
+    assert fresh.copy().latest_message.entities == tracker_speedups._original_copy(
         fresh).latest_message.entities == []
 
 
@@ -373,7 +410,7 @@ def test_states_that_cannot_be_kept_are_judged_by_rasa(tmp_path: Path) -> None:
     from rasa.engine.storage.local_model_storage import LocalModelStorage
     from rasa.engine.storage.resource import Resource
 
-    perf.apply()
+    registry.install()
     policy = RulePolicy(RulePolicy.get_default_config(), LocalModelStorage(tmp_path),
                         Resource("rules"), ExecutionContext(GraphSchema({}), "test"))
     states = [{"user": {"intent": "greet", "entities": ["brand"]}}]  # a list: unhashable

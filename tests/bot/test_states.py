@@ -1,4 +1,4 @@
-"""Resumed dialogue states (bot/states.py) equal Rasa's own, at every point of real conversations.
+"""Resumed dialogue states (bot/speedups/states.py) equal Rasa's own, at every point of real conversations.
 
 tests/data/conversations.json holds seven conversations recorded from the running bot
 (`GET /conversations/<id>/tracker`): guided troubleshooting answered step by step (a form whose
@@ -16,8 +16,8 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import Event
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from bot import states
 from bot.settings import PROJECT_ROOT
+from bot.speedups import registry, states
 
 CONVERSATIONS = json.loads((PROJECT_ROOT / "tests" / "data" / "conversations.json")
                            .read_text(encoding="utf-8"))
@@ -93,7 +93,6 @@ async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_
     from rasa.core.agent import Agent
     from rasa.shared.core.events import ActionExecuted
 
-    from bot import perf
     from bot.launcher import DEFAULT_MODEL
 
     agent = Agent.load(str(DEFAULT_MODEL))
@@ -106,10 +105,10 @@ async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_
                     and e.policy and i > 0]
             for cut in cuts:
                 # Prediction may change the tracker (it clears a follow-up action): one each.
-                perf.revert()
+                registry.revert()
                 rasas = processor._predict_next_with_tracker(
                     DialogueStateTracker.from_events(sender, events[:cut], domain.slots))
-                perf.apply()
+                registry.install()
                 ours = processor._predict_next_with_tracker(
                     DialogueStateTracker.from_events(sender, events[:cut], domain.slots))
                 assert (ours.policy_name, ours.probabilities, ours.events, ours.hide_rule_turn) == (
@@ -117,5 +116,5 @@ async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_
                     f"{sender}, before event {cut}")
                 predicted += 1
     finally:
-        perf.apply()
+        registry.install()
     assert predicted > 60

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rasa.core.tracker_store import SQLTrackerStore
+from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
     ActionExecuted,
@@ -18,7 +18,9 @@ from rasa.shared.core.events import (
 )
 from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 
-from bot.settings import PROJECT_ROOT
+from bot.outage import StoreUnavailable
+from bot.settings import PROJECT_ROOT, SettingsError
+from bot.speedups import registry
 from bot.stores import CachedSQLTrackerStore
 
 
@@ -118,6 +120,30 @@ async def test_memory_is_bounded_and_can_be_switched_off(rasa_domain, tmp_path, 
     await off.save(conversation(rasa_domain, "d", *turn("你好", "greet", "您好")))
     assert (await off.retrieve("d")).latest_message.text == "你好"
     assert (off.hits, off.misses) == (0, 1)
+
+
+def test_a_bad_memory_setting_stops_the_store_naming_it(rasa_domain, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("POSBOT_TRACKER_CACHE", "lots")
+    with pytest.raises(SettingsError, match="POSBOT_TRACKER_CACHE='lots'"):
+        cached(rasa_domain, tmp_path / "t.db")
+
+
+@pytest.mark.asyncio
+async def test_the_store_brings_the_outage_fix_wherever_it_is_built(rasa_domain, tmp_path) -> None:
+    """Without bot/serve.py (``rasa shell``, a test): an unreachable database still reaches the
+    channels as ``StoreUnavailable`` instead of Rasa's empty conversation."""
+    registry.revert()
+    try:
+        store = cached(rasa_domain, tmp_path / "t.db")
+        failsafe = FailSafeTrackerStore(store)
+        store.engine.dispose()
+        (tmp_path / "t.db").unlink()
+        (tmp_path / "t.db").mkdir()  # the database file cannot be opened any more
+        with pytest.raises(StoreUnavailable):
+            await failsafe.retrieve("m")
+        assert registry.installed() == ["outage-save", "outage-read"]
+    finally:
+        registry.install()
 
 
 @pytest.mark.asyncio

@@ -73,7 +73,7 @@ def test_only_the_rasa_server_loads_tensorflow(live_bot) -> None:
 
 
 def test_ten_merchants_at_once_each_get_their_own_answers(live_bot) -> None:
-    """Messages wait their turn at the gate (bot/admission.py); nobody's answer goes astray."""
+    """Messages wait their turn at the gate (bot/speedups/admission.py); nobody's answer goes astray."""
     from concurrent.futures import ThreadPoolExecutor
 
     questions = [("拉卡拉客服电话多少", "95016"), ("刷卡显示A0", "应答码 A0"),

@@ -22,15 +22,15 @@ events before it. This module keeps that fold per conversation and resumes it:
 
 Callers get fresh state dicts (featurizers delete keys from them), so the kept fold never changes.
 tests/bot/test_states.py compares every prefix of recorded conversations with Rasa's own code.
-``POSBOT_STATES_CACHE`` sets how many (conversation, policy settings) folds are kept (0 = off).
-Installed by bot/perf.py with the other speed-ups.
+``POSBOT_STATES_CACHE`` (``Settings.states_cache``) sets how many (conversation, policy settings)
+folds are kept (0 = off); :func:`configure` applies it when the speed-ups are installed
+(bot/speedups/registry.py).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Text
 
@@ -39,7 +39,7 @@ from rasa.shared.core.domain import Domain, State
 from rasa.shared.core.events import ActionExecuted, Event, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from bot.lru import LRU, shared_prefix
+from bot.speedups.lru import LRU, shared_prefix
 
 DEFAULT_KEPT_FOLDS = 256
 #: Checkpoints kept per fold: one before each user message and each run of a form (Rasa folds a
@@ -89,13 +89,20 @@ def _fresh(state: State) -> State:
 
 
 class _Folds(LRU):
-    def __init__(self) -> None:
-        super().__init__(int(os.environ.get("POSBOT_STATES_CACHE", DEFAULT_KEPT_FOLDS)))
+    def __init__(self, limit: int = DEFAULT_KEPT_FOLDS) -> None:
+        super().__init__(limit)
         self.resumed_events = 0
         self.replayed_events = 0
 
 
 FOLDS = _Folds()
+
+
+def configure(kept_folds: int) -> None:
+    """How many folds are kept (``POSBOT_STATES_CACHE``); 0 computes every call with Rasa's code."""
+    FOLDS.limit = max(0, int(kept_folds))
+    while len(FOLDS) > FOLDS.limit:
+        FOLDS.popitem(last=False)
 
 
 def states_for_tracker_history(

@@ -1,8 +1,8 @@
 """What the Rasa server remembers between turns: bounded maps and event-list prefixes.
 
 Used by the tracker store (bot/stores.py: sessions it wrote) and the dialogue states
-(bot/states.py: folds per conversation). Both hand out the same event objects turn after turn,
-so "is this still the conversation I remember" is an identity check on the events.
+(bot/speedups/states.py: folds per conversation). Both hand out the same event objects turn
+after turn, so "is this still the conversation I remember" is an identity check on the events.
 """
 
 from __future__ import annotations

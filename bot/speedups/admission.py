@@ -23,7 +23,6 @@ gate: a stall then slows the messages that need the stalled part, not every merc
 from __future__ import annotations
 
 import asyncio
-import os
 import weakref
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Text
@@ -33,32 +32,6 @@ from rasa.core.processor import MessageProcessor
 
 DEFAULT_SLOTS = 2
 DEFAULT_MAX_WAIT_S = 2.0
-
-
-def configured_slots(env: Optional[Dict[Text, Text]] = None) -> int:
-    """``POSBOT_MAX_INFLIGHT``, read once when the server starts (a wrong value stops it)."""
-    raw = (os.environ if env is None else env).get("POSBOT_MAX_INFLIGHT", str(DEFAULT_SLOTS))
-    try:
-        slots = int(raw)
-    except ValueError:
-        raise ValueError(f"POSBOT_MAX_INFLIGHT must be a whole number, not {raw!r}") from None
-    if slots < 0:
-        raise ValueError(f"POSBOT_MAX_INFLIGHT must be 0 (no limit) or more, not {slots}")
-    return slots
-
-
-def configured_max_wait(env: Optional[Dict[Text, Text]] = None) -> float:
-    """``POSBOT_GATE_MAX_WAIT_S``: seconds a message waits for a place before it goes ahead."""
-    raw = (os.environ if env is None else env).get("POSBOT_GATE_MAX_WAIT_S",
-                                                   str(DEFAULT_MAX_WAIT_S))
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ValueError(f"POSBOT_GATE_MAX_WAIT_S must be a number of seconds, not {raw!r}"
-                         ) from None
-    if not seconds > 0:
-        raise ValueError(f"POSBOT_GATE_MAX_WAIT_S must be more than 0, not {raw!r}")
-    return seconds
 
 
 class FifoGate:
@@ -128,8 +101,9 @@ class FifoGate:
         self.release()
 
 
-SLOTS = configured_slots()
-MAX_WAIT_S = configured_max_wait()
+#: Set from ``Settings`` when the speed-ups are installed (:func:`configure`).
+SLOTS = DEFAULT_SLOTS
+MAX_WAIT_S = DEFAULT_MAX_WAIT_S
 _gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its gate
 _rasa_handle_message = MessageProcessor.handle_message
 
@@ -154,3 +128,9 @@ async def handle_message(self: MessageProcessor, message: UserMessage
         return await _rasa_handle_message(self, message)
     finally:
         current.release()
+
+
+def configure(slots: int, max_wait_s: float) -> None:
+    """``POSBOT_MAX_INFLIGHT`` and ``POSBOT_GATE_MAX_WAIT_S`` (validated by ``bot.settings``)."""
+    global SLOTS, MAX_WAIT_S
+    SLOTS, MAX_WAIT_S = slots, max_wait_s
