@@ -18,7 +18,7 @@ CREDENTIALS ?= bot/credentials.yml
 TRAINING_INPUTS := $(CONFIG) $(shell find $(DOMAIN) data kb/content -type f -name '*.yml' 2>/dev/null) \
 	$(shell find bot/nlu -name '*.py' 2>/dev/null)
 KB_INPUTS := $(shell find kb/content -type f -name '*.yml' 2>/dev/null)
-LINT_PATHS := bot actions kb tests scripts
+LINT_PATHS := bot actions kb records staff ops tests scripts
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
@@ -80,13 +80,13 @@ $(MODEL): $(VENV)/.installed var/jieba/posbot.dict.txt var/nlu/kb.yml $(TRAINING
 train: $(MODEL) ## train the model when config, domain, data or KB changed
 
 run: install var/.kb-built $(MODEL) ## start the action server (5055) and Rasa (5005); Ctrl-C stops both
-	ENDPOINTS=$(ENDPOINTS) CREDENTIALS=$(CREDENTIALS) MODEL=$(MODEL) $(BIN)/python -m bot.launcher run
+	ENDPOINTS=$(ENDPOINTS) CREDENTIALS=$(CREDENTIALS) MODEL=$(MODEL) $(BIN)/python -m ops.launcher run
 
 cluster: install install-cluster var/.kb-built $(MODEL) ## nginx on CLUSTER_PORT (8080) before 2 Rasa servers + actions, PostgreSQL/Redis; Ctrl-C stops all
-	MODEL=$(MODEL) $(BIN)/python -m bot.cluster
+	MODEL=$(MODEL) $(BIN)/python -m ops.cluster
 
 shell: install var/.kb-built $(MODEL) ## chat with the bot in the terminal (the same bot as make run; /stop ends)
-	ENDPOINTS=$(ENDPOINTS) MODEL=$(MODEL) $(BIN)/python -m bot.launcher shell
+	ENDPOINTS=$(ENDPOINTS) MODEL=$(MODEL) $(BIN)/python -m ops.launcher shell
 
 lint: $(VENV)/.installed ## ruff, mypy (typed modules: [tool.mypy] in pyproject.toml), KB linter, format check
 	$(BIN)/ruff check $(LINT_PATHS)

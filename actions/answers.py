@@ -38,12 +38,10 @@ class ActionAnswerTopic(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[Dict[str, Any]]:
         if await is_brand_statement(tracker):
-            dispatcher.utter_message(response="utter_brand_noted",
-                                     brand=current_or_slot(tracker, "brand"))
+            dispatcher.utter_message(response="utter_brand_noted", brand=current_or_slot(tracker, "brand"))
             return [SlotSet("answered_topic", None)]
         if await declines_other_finance(dispatcher, tracker):
             return [SlotSet("answered_topic", None)]
         if await wants_ticket(tracker):  # "麻烦帮我申请上门修机器", whatever the intent
             return [FollowupAction(TICKET_FORM)]
-        return await answer_or_offer(dispatcher, tracker, domain, brands_named(tracker),
-                                     ask_feedback=True)
+        return await answer_or_offer(dispatcher, tracker, domain, brands_named(tracker), ask_feedback=True)

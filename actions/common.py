@@ -73,7 +73,7 @@ def _bare(text: str) -> str:
 
 
 async def wants_to_stop(tracker: Tracker) -> bool:
-    """"算了" / "不用了" (vocabulary.yml ``flow_stop_words``): typed words only, a button never
+    """ "算了" / "不用了" (vocabulary.yml ``flow_stop_words``): typed words only, a button never
     means stop."""
     text = latest_text(tracker)
     if not text.strip() or is_payload(tracker):
@@ -90,15 +90,18 @@ async def only_acknowledges(tracker: Tracker) -> bool:
         return False
     if bare in await query(lambda kb: stored_words(kb.engine, ACKNOWLEDGEMENTS)):
         return True
-    return (await query(lambda kb: kb.mentions(bare, WILL_TRY_MARKERS))
-            and not await query(lambda kb: kb.mentions(bare, TRIED_MARKERS)))
+    return await query(lambda kb: kb.mentions(bare, WILL_TRY_MARKERS)) and not await query(
+        lambda kb: kb.mentions(bare, TRIED_MARKERS)
+    )
 
 
 def asks_something_else(tracker: Tracker, text: str) -> bool:
     """A confident other intent and no digits: a new question, not a (wrong) phone or SN."""
-    return (intent_of(tracker) not in NOT_A_NEW_QUESTION
-            and intent_confidence(tracker) >= NEW_QUESTION_CONFIDENCE
-            and not any(ch.isdigit() for ch in text))
+    return (
+        intent_of(tracker) not in NOT_A_NEW_QUESTION
+        and intent_confidence(tracker) >= NEW_QUESTION_CONFIDENCE
+        and not any(ch.isdigit() for ch in text)
+    )
 
 
 def is_new_answer(tracker: Tracker) -> bool:
@@ -128,7 +131,7 @@ async def is_brand_statement(tracker: Tracker) -> bool:
         return False
     text = latest_text(tracker)
     for entity in sorted(brands, key=lambda e: -int(e.get("start", 0))):
-        text = text[: int(entity["start"])] + text[int(entity["end"]):]
+        text = text[: int(entity["start"])] + text[int(entity["end"]) :]
     rest = _bare(text)
     if not rest:
         return True

@@ -22,7 +22,7 @@ def typed_codes(tracker: Tracker) -> Set[str]:
             continue
         value = str(entity["value"]).upper()
         start, end = entity.get("start"), entity.get("end")
-        span = text[int(start):int(end)] if start is not None and end is not None else ""
+        span = text[int(start) : int(end)] if start is not None and end is not None else ""
         if value in span:
             typed.add(value)
     return typed
@@ -54,12 +54,19 @@ class ActionExplainErrorCode(Action):
             if entry is None:
                 dispatcher.utter_message(response="utter_error_code_unknown", code=code)
                 continue
-            dispatcher.utter_message(response="utter_error_code", code=code, name=entry.name,
-                                     meaning=entry.meaning, cause=entry.cause, action=entry.action)
+            dispatcher.utter_message(
+                response="utter_error_code",
+                code=code,
+                name=entry.name,
+                meaning=entry.meaning,
+                cause=entry.cause,
+                action=entry.action,
+            )
             if entry.high_risk:
                 dispatcher.utter_message(response="utter_error_code_high_risk")
             elif entry.group != "success":
                 dispatcher.utter_message(
-                    response="utter_error_code_retry" if entry.retry else "utter_error_code_no_retry")
+                    response="utter_error_code_retry" if entry.retry else "utter_error_code_no_retry"
+                )
         codes = [code for code, _ in chosen.values()]
         return [SlotSet("error_code", codes[-1])]

@@ -20,8 +20,14 @@ MIN_CANDIDATE_CONFIDENCE = 0.1
 
 def _previous_action(tracker: Tracker) -> Optional[str]:
     """The last action the bot ran before this user message."""
-    return next((str(e.get("name")) for e in previous_turn(tracker)
-                 if e.get("event") == "action" and e.get("name") != "action_listen"), None)
+    return next(
+        (
+            str(e.get("name"))
+            for e in previous_turn(tracker)
+            if e.get("event") == "action" and e.get("name") != "action_listen"
+        ),
+        None,
+    )
 
 
 class ActionClarify(Action):
@@ -37,8 +43,7 @@ class ActionClarify(Action):
             dispatcher.utter_message(response="utter_ask_describe")
             return []
         if await is_brand_statement(tracker):
-            dispatcher.utter_message(response="utter_brand_noted",
-                                     brand=current_or_slot(tracker, "brand"))
+            dispatcher.utter_message(response="utter_brand_noted", brand=current_or_slot(tracker, "brand"))
             return []
         if _previous_action(tracker) == self.name():
             dispatcher.utter_message(response="utter_rephrase_failed")
@@ -49,15 +54,17 @@ class ActionClarify(Action):
         if is_confident(matches):
             topic = await query(lambda store: store.topic(matches[0].topic_id))
             if topic is not None and not walk_does_better(topic):
-                await answer(dispatcher, topic, brands_named(tracker), matches, domain,
-                             ask_feedback=False)
+                await answer(dispatcher, topic, brands_named(tracker), matches, domain, ask_feedback=False)
                 return [SlotSet("answered_topic", topic.id)]
         if await offer_choices(dispatcher, matches, domain):
             return []
         ranking = tracker.latest_message.get("intent_ranking") or []
-        candidates = [r["name"] for r in ranking
-                      if r.get("name") not in NOT_CANDIDATES
-                      and float(r.get("confidence") or 0) >= MIN_CANDIDATE_CONFIDENCE]
+        candidates = [
+            r["name"]
+            for r in ranking
+            if r.get("name") not in NOT_CANDIDATES
+            and float(r.get("confidence") or 0) >= MIN_CANDIDATE_CONFIDENCE
+        ]
         buttons = []
         for intent in candidates[:MAX_CANDIDATES]:
             title = response_text(domain, f"utter_title_{intent}")
@@ -66,7 +73,6 @@ class ActionClarify(Action):
         if not buttons:
             dispatcher.utter_message(response="utter_rephrase_failed")
             return []
-        buttons.append({"title": response_text(domain, "utter_clarify_none") or "",
-                        "payload": "/deny"})
+        buttons.append({"title": response_text(domain, "utter_clarify_none") or "", "payload": "/deny"})
         dispatcher.utter_message(response="utter_clarify", buttons=buttons)
         return []

@@ -28,8 +28,10 @@ RELATED = 2
 #: The repair-ticket form (data/rules/troubleshooting.yml), opened by a request to file one.
 TICKET_FORM = "ticket_form"
 #: Flows a topic's answer links to with a button (entity ``flow``): its title, the intent sent.
-FLOW_BUTTONS = {"fee_calc": ("utter_button_fee_calc", "fees"),
-                "ticket": ("utter_button_ticket", "contact_support")}
+FLOW_BUTTONS = {
+    "fee_calc": ("utter_button_fee_calc", "fees"),
+    "ticket": ("utter_button_ticket", "contact_support"),
+}
 
 
 def intent_probabilities(tracker: Tracker) -> Dict[str, float]:
@@ -72,8 +74,10 @@ def render_topic(topic: TopicView, brands: List[str]) -> str:
 
 
 def topic_button(topic: TopicView) -> Dict[str, str]:
-    return {"title": topic.title,
-            "payload": f"/{topic.intent}{json.dumps({'kb_topic': topic.id}, ensure_ascii=False)}"}
+    return {
+        "title": topic.title,
+        "payload": f"/{topic.intent}{json.dumps({'kb_topic': topic.id}, ensure_ascii=False)}",
+    }
 
 
 async def flow_button(topic: TopicView, domain: Dict[str, Any]) -> Optional[Dict[str, str]]:
@@ -85,15 +89,18 @@ async def flow_button(topic: TopicView, domain: Dict[str, Any]) -> Optional[Dict
             return None
         intent = CATEGORY_INTENTS.get(symptom.category, "fault_hardware")
         title = response_text(domain, "utter_button_walk") or ""
-        return {"title": title.format(label=symptom.label),
-                "payload": f"/{intent}{json.dumps({'symptom': symptom.id})}"}
+        return {
+            "title": title.format(label=symptom.label),
+            "payload": f"/{intent}{json.dumps({'symptom': symptom.id})}",
+        }
     if flow == "handoff":
-        return {"title": response_text(domain, "utter_button_handoff") or "",
-                "payload": "/human_handoff"}
+        return {"title": response_text(domain, "utter_button_handoff") or "", "payload": "/human_handoff"}
     if flow in FLOW_BUTTONS:
         response, intent = FLOW_BUTTONS[flow]
-        return {"title": response_text(domain, response) or "",
-                "payload": f"/{intent}{json.dumps({'flow': flow})}"}
+        return {
+            "title": response_text(domain, response) or "",
+            "payload": f"/{intent}{json.dumps({'flow': flow})}",
+        }
     return None
 
 
@@ -108,8 +115,9 @@ def response_buttons(domain: Dict[str, Any], name: str) -> List[Dict[str, str]]:
     return [dict(button) for button in variants[0].get("buttons") or []] if variants else []
 
 
-async def related_buttons(topic: TopicView, matches: List[Match],
-                          domain: Dict[str, Any]) -> List[Dict[str, str]]:
+async def related_buttons(
+    topic: TopicView, matches: List[Match], domain: Dict[str, Any]
+) -> List[Dict[str, str]]:
     """The topic's flow, then the next nearest topics worth offering."""
     buttons = []
     flow = await flow_button(topic, domain)
@@ -122,9 +130,10 @@ async def related_buttons(topic: TopicView, matches: List[Match],
     return buttons
 
 
-async def offer_choices(dispatcher: CollectingDispatcher, matches: List[Match],
-                        domain: Dict[str, Any]) -> bool:
-    """"您是想问：" with the nearest topics and 都不是; False when nothing is near enough."""
+async def offer_choices(
+    dispatcher: CollectingDispatcher, matches: List[Match], domain: Dict[str, Any]
+) -> bool:
+    """ "您是想问：" with the nearest topics and 都不是; False when nothing is near enough."""
     buttons = []
     for match in suggestions(matches):
         topic = await query(lambda store, t=match.topic_id: store.topic(t))
@@ -137,15 +146,24 @@ async def offer_choices(dispatcher: CollectingDispatcher, matches: List[Match],
     return True
 
 
-async def answer(dispatcher: CollectingDispatcher, topic: TopicView, brands: List[str],
-                 matches: List[Match], domain: Dict[str, Any], *, ask_feedback: bool) -> None:
+async def answer(
+    dispatcher: CollectingDispatcher,
+    topic: TopicView,
+    brands: List[str],
+    matches: List[Match],
+    domain: Dict[str, Any],
+    *,
+    ask_feedback: bool,
+) -> None:
     """Send the topic; then its flow and related topics as buttons (with 有帮助/没帮助 when
     ``ask_feedback``, i.e. when action_answer_topic answers and the feedback rules apply)."""
     dispatcher.utter_message(text=render_topic(topic, brands))
     buttons = await related_buttons(topic, matches, domain)
     if ask_feedback:
-        dispatcher.utter_message(text=response_text(domain, "utter_ask_feedback"),
-                                 buttons=response_buttons(domain, "utter_ask_feedback") + buttons)
+        dispatcher.utter_message(
+            text=response_text(domain, "utter_ask_feedback"),
+            buttons=response_buttons(domain, "utter_ask_feedback") + buttons,
+        )
     elif buttons:
         dispatcher.utter_message(response="utter_related", buttons=buttons)
 
@@ -162,9 +180,14 @@ async def best_topic(tracker: Tracker, matches: List[Match]) -> Optional[TopicVi
     return topic
 
 
-async def answer_or_offer(dispatcher: CollectingDispatcher, tracker: Tracker,
-                          domain: Dict[str, Any], brands: List[str], *,
-                          ask_feedback: bool) -> List[Dict[str, Any]]:
+async def answer_or_offer(
+    dispatcher: CollectingDispatcher,
+    tracker: Tracker,
+    domain: Dict[str, Any],
+    brands: List[str],
+    *,
+    ask_feedback: bool,
+) -> List[Dict[str, Any]]:
     """Answer the nearest topic when retrieval is sure enough; otherwise say so and offer the
     nearest topics ("您是想问"), or ask to rephrase when nothing is near. Never a default topic."""
     matches = await retrieve(tracker)
@@ -178,7 +201,7 @@ async def answer_or_offer(dispatcher: CollectingDispatcher, tracker: Tracker,
 
 
 async def wants_ticket(tracker: Tracker) -> bool:
-    """"我要报修", "帮我登记一下维修": the merchant asks to file a repair request now
+    """ "我要报修", "帮我登记一下维修": the merchant asks to file a repair request now
     (words: vocabulary.yml ``ticket_requests``); the action then hands over to ticket_form."""
     text = latest_text(tracker)
     if not text.strip() or text.startswith("/"):
@@ -187,7 +210,7 @@ async def wants_ticket(tracker: Tracker) -> bool:
 
 
 async def declines_other_finance(dispatcher: CollectingDispatcher, tracker: Tracker) -> bool:
-    """"买股票手续费怎么算", "花呗怎么还款": finance outside card acquiring gets the polite
+    """ "买股票手续费怎么算", "花呗怎么还款": finance outside card acquiring gets the polite
     out-of-scope answer, never the POS fee formula or a POS topic (words: vocabulary.yml)."""
     text = latest_text(tracker)
     if not text.strip() or text.startswith("/"):

@@ -16,7 +16,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import previous_turn
 from actions.store import query
-from kb.records import RecordStore
+from records.store import RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ class ActionRecordFeedback(Action):
     def name(self) -> Text:
         return "action_record_feedback"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: Dict[str, Any]) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[EventType]:
         topic_id = tracker.get_slot("answered_topic")
         helpful = (tracker.latest_message.get("intent") or {}).get("name") == "affirm"
         none_of_these = not helpful and not topic_id and offered_choices(tracker)
@@ -54,14 +55,21 @@ class ActionRecordFeedback(Action):
         # 都不是 after "您是想问": the question is recorded (no topic) for staff to answer.
         question, intent = rated_question(tracker)
         try:
-            await query(lambda kb: RecordStore(kb.engine).add_feedback(
-                tracker.sender_id, topic_id=str(topic_id) if topic_id else None, intent=intent,
-                question=question, helpful=helpful))
+            await query(
+                lambda kb: RecordStore(kb.engine).add_feedback(
+                    tracker.sender_id,
+                    topic_id=str(topic_id) if topic_id else None,
+                    intent=intent,
+                    question=question,
+                    helpful=helpful,
+                )
+            )
         except Exception:
             logger.exception("could not store feedback of %s", tracker.sender_id)
         if none_of_these:
             dispatcher.utter_message(response="utter_none_of_these")
         else:
             dispatcher.utter_message(
-                response="utter_feedback_helpful" if helpful else "utter_feedback_unhelpful")
+                response="utter_feedback_helpful" if helpful else "utter_feedback_unhelpful"
+            )
         return [SlotSet("answered_topic", None)]

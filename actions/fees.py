@@ -76,20 +76,21 @@ class ActionAnswerFees(Action):
         # or card type on its own ("0.6的费率正常吗", "信用卡手续费国家有上限吗")
         # is a question about the rules.
         has_values = any(entity_values(tracker, e) for e in FEE_ENTITIES)
-        calculating = (asks_to_calculate or "fee_calc" in entity_values(tracker, "flow")
-                       or _has_transaction_amount(tracker)
-                       or (has_values and (value_before_message(tracker, "amount") is not None
-                                           or _only_values(tracker))))
+        calculating = (
+            asks_to_calculate
+            or "fee_calc" in entity_values(tracker, "flow")
+            or _has_transaction_amount(tracker)
+            or (has_values and (value_before_message(tracker, "amount") is not None or _only_values(tracker)))
+        )
         if not calculating:
             # A question about fees, not a calculation: the nearest topic (a rule, hidden fees,
             # QR fees, a deposit …), or the nearest topics to choose from.
-            return await answer_or_offer(dispatcher, tracker, domain, brands_named(tracker),
-                                         ask_feedback=False)
+            return await answer_or_offer(
+                dispatcher, tracker, domain, brands_named(tracker), ask_feedback=False
+            )
         return await self._calculate(dispatcher, tracker)
 
-    async def _calculate(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker
-    ) -> List[Dict[str, Any]]:
+    async def _calculate(self, dispatcher: CollectingDispatcher, tracker: Tracker) -> List[Dict[str, Any]]:
         amount_text = current_or_slot(tracker, "amount")
         rate_text = current_or_slot(tracker, "rate")
         card_type = current_or_slot(tracker, "card_type")
@@ -114,8 +115,12 @@ class ActionAnswerFees(Action):
             dispatcher.utter_message(response="utter_ask_card_type")
             return []
         result = calculate(amount, rate)
-        dispatcher.utter_message(response="utter_fee_result", amount=money(result.amount),
-                                 rate=percent(result.rate), fee=money(result.fee))
+        dispatcher.utter_message(
+            response="utter_fee_result",
+            amount=money(result.amount),
+            rate=percent(result.rate),
+            fee=money(result.fee),
+        )
         if rule.issuer_fee_cap is None:
             dispatcher.utter_message(response="utter_fee_credit_note")
         else:
@@ -129,12 +134,16 @@ class ActionAnswerFees(Action):
             )
         for item in market:
             if item.rate is not None and Decimal(str(item.rate)) == result.rate:
-                dispatcher.utter_message(response="utter_fee_market_rate_note",
-                                         rate=percent(result.rate), label=item.label)
+                dispatcher.utter_message(
+                    response="utter_fee_market_rate_note", rate=percent(result.rate), label=item.label
+                )
                 break
         dispatcher.utter_message(response="utter_fee_contract_reminder")
-        return [SlotSet("amount", str(amount)), SlotSet("rate", percent(rate)),
-                SlotSet("card_type", rule.card_type)]
+        return [
+            SlotSet("amount", str(amount)),
+            SlotSet("rate", percent(rate)),
+            SlotSet("card_type", rule.card_type),
+        ]
 
 
 #: Words right before an amount that make it a deduction, not the sale: "被扣了99元服务费",
@@ -148,24 +157,26 @@ def _has_transaction_amount(tracker: Tracker) -> bool:
         if entity.get("entity") != "amount":
             continue
         start = entity.get("start")
-        if start is None or not _DEDUCTION_BEFORE.search(text[:int(start)]):
+        if start is None or not _DEDUCTION_BEFORE.search(text[: int(start)]):
             return True
     return False
 
 
 def _only_values(tracker: Tracker) -> bool:
-    """"0.6%", "信用卡": the message is nothing but the values (the calculator's own prompts)."""
+    """ "0.6%", "信用卡": the message is nothing but the values (the calculator's own prompts)."""
     text = latest_text(tracker)
-    for entity in sorted(tracker.latest_message.get("entities", []),
-                         key=lambda e: -int(e.get("start", 0))):
+    for entity in sorted(tracker.latest_message.get("entities", []), key=lambda e: -int(e.get("start", 0))):
         if entity.get("entity") in FEE_ENTITIES and "start" in entity and "end" in entity:
-            text = text[: int(entity["start"])] + text[int(entity["end"]):]
+            text = text[: int(entity["start"])] + text[int(entity["end"]) :]
     return not _FILLER.sub("", text)
 
 
 def _rate_buttons(market: List[FeeItemView]) -> List[Dict[str, str]]:
     return [
-        {"title": f"{percent(Decimal(str(item.rate)))}%（{item.label}）",
-         "payload": f'/fees{{"rate": "{percent(Decimal(str(item.rate)))}"}}'}
-        for item in market if item.rate is not None
+        {
+            "title": f"{percent(Decimal(str(item.rate)))}%（{item.label}）",
+            "payload": f'/fees{{"rate": "{percent(Decimal(str(item.rate)))}"}}',
+        }
+        for item in market
+        if item.rate is not None
     ]

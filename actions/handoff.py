@@ -1,12 +1,12 @@
 """Human handoff: record the request, tell the merchant how to reach a person, pause the bot.
 
-Only when an agent is on duty (a staff console seen in the last two minutes, kb/staff.py): with
+Only when an agent is on duty (a staff console seen in the last two minutes, staff/accounts.py): with
 nobody there the merchant is told so, gets the hotline route and a repair-ticket button, and the
 bot keeps answering — never a silent chat. The request is still recorded (status ``no_agent``)
 so staff can call back.
 
 The bot stays silent for the conversation (Rasa's ConversationPaused) until staff release it with
-``posbot handoff release ID`` (bot/handoff.py), which resumes the conversation over Rasa's HTTP
+``posbot handoff release ID`` (staff/handoff.py), which resumes the conversation over Rasa's HTTP
 API. The web widget shows a banner on the custom message ``{"posbot": {"handoff": "started"}}``.
 Contact details come only from the KB brand (a cited hotline) or the generic channels text.
 """
@@ -22,8 +22,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.common import current_or_slot
 from actions.store import query
-from kb.records import HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
-from kb.staff import StaffStore
+from records.store import HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
+from staff.accounts import StaffStore
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ class ActionHandoff(Action):
     def name(self) -> Text:
         return "action_handoff"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: Dict[str, Any]) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[EventType]:
         name = current_or_slot(tracker, "brand")
         brand = await query(lambda kb: kb.brand(name)) if name else None
         try:
@@ -62,10 +63,15 @@ class ActionHandoff(Action):
             logger.exception("could not tell whether an agent is on duty")
             on_duty = 0
         try:
-            record = await query(lambda kb: RecordStore(kb.engine).add_handoff(
-                tracker.sender_id, brand=brand.name if brand else name,
-                symptom=tracker.get_slot("symptom"), question=recent_questions(tracker),
-                status=HANDOFF_WAITING if on_duty else HANDOFF_NO_AGENT))
+            record = await query(
+                lambda kb: RecordStore(kb.engine).add_handoff(
+                    tracker.sender_id,
+                    brand=brand.name if brand else name,
+                    symptom=tracker.get_slot("symptom"),
+                    question=recent_questions(tracker),
+                    status=HANDOFF_WAITING if on_duty else HANDOFF_NO_AGENT,
+                )
+            )
         except Exception:
             # Without a record no one would ever release the pause: stay active, give the route.
             logger.exception("could not record the handoff of %s", tracker.sender_id)
@@ -85,7 +91,8 @@ class ActionHandoff(Action):
     def _route(dispatcher: CollectingDispatcher, brand: Any) -> None:
         """The brand's cited hotline, else the generic channels text."""
         if brand is not None and brand.hotline:
-            dispatcher.utter_message(response="utter_handoff_hotline", brand=brand.name,
-                                     hotline=brand.hotline)
+            dispatcher.utter_message(
+                response="utter_handoff_hotline", brand=brand.name, hotline=brand.hotline
+            )
         else:
             dispatcher.utter_message(response="utter_human_handoff")

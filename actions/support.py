@@ -35,20 +35,21 @@ class ActionContactSupport(Action):
         matches = await retrieve(tracker)
         topic = await best_topic(tracker, matches)
         if topic is not None and topic.id != CONTACT_TOPIC:
-            await answer(dispatcher, topic, brands_named(tracker), matches, domain,
-                         ask_feedback=False)
+            await answer(dispatcher, topic, brands_named(tracker), matches, domain, ask_feedback=False)
             return [SlotSet("answered_topic", topic.id)]
         return [*await self._contact(dispatcher, tracker, domain), SlotSet("answered_topic", CONTACT_TOPIC)]
 
-    async def _contact(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                       domain: Dict[str, Any]) -> List[Dict[str, Any]]:
+    async def _contact(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[Dict[str, Any]]:
         # "拉卡拉和银联的客服电话分别多少": every brand named gets its own answer.
         names = brands_named(tracker)
         if not names:
             brands = await query(lambda store: store.brands())
             buttons = [
                 {"title": b.name, "payload": f'/contact_support{{"brand": "{b.name}"}}'}
-                for b in brands if b.hotline
+                for b in brands
+                if b.hotline
             ]
             buttons += response_buttons(domain, OTHER_BRAND_BUTTON)
             dispatcher.utter_message(response="utter_ask_brand", buttons=buttons)
@@ -65,11 +66,12 @@ class ActionContactSupport(Action):
             dispatcher.utter_message(response="utter_support_unknown_brand")
             return [SlotSet("brand", None)]
         channels = LIST_SEPARATOR.join(
-            c for c in brand.channels if not (brand.hotline and brand.hotline in c))
+            c for c in brand.channels if not (brand.hotline and brand.hotline in c)
+        )
         if brand.hotline:
-            dispatcher.utter_message(response="utter_hotline", brand=brand.name,
-                                     hotline=brand.hotline, channels=channels)
+            dispatcher.utter_message(
+                response="utter_hotline", brand=brand.name, hotline=brand.hotline, channels=channels
+            )
         else:
-            dispatcher.utter_message(response="utter_support_general", brand=brand.name,
-                                     channels=channels)
+            dispatcher.utter_message(response="utter_support_general", brand=brand.name, channels=channels)
         return [SlotSet("brand", brand.name)]

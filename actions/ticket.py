@@ -5,7 +5,7 @@ troubleshooting.py) or by a request to file one ("我要报修", vocabulary.yml 
 ``validate_ticket_form`` accepts a valid number or SN, re-asks clearly otherwise, ends the form on
 "算了", and rejects it for a new question so the rules answer that instead.
 ``action_submit_ticket`` stores the ticket (brand, the walk's symptom and the steps tried) in the
-``tickets`` table through ``kb.records.RecordStore`` and tells its number.
+``tickets`` table through ``records.store.RecordStore`` and tells its number.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from rasa_sdk.types import DomainDict
 from actions.common import asks_something_else, current_or_slot, intent_of, wants_to_stop
 from actions.store import query
 from actions.troubleshooting import stage_index, symptom_of
-from kb.records import RecordStore
 from kb.store import SymptomView
+from records.store import RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,9 @@ class ValidateTicketForm(FormValidationAction):
     def name(self) -> Text:
         return "validate_ticket_form"
 
-    async def _not_valid(self, slot: str, response: str, dispatcher: CollectingDispatcher,
-                         tracker: Tracker, text: str) -> Dict[Text, Any]:
+    async def _not_valid(
+        self, slot: str, response: str, dispatcher: CollectingDispatcher, tracker: Tracker, text: str
+    ) -> Dict[Text, Any]:
         if await wants_to_stop(tracker):
             return {slot: None, "requested_slot": None}  # the form ends; nothing is stored
         if asks_something_else(tracker, text):
@@ -81,24 +82,26 @@ class ValidateTicketForm(FormValidationAction):
         dispatcher.utter_message(response=response)
         return {slot: None}
 
-    async def validate_contact_phone(self, value: Any, dispatcher: CollectingDispatcher,
-                                     tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
+    async def validate_contact_phone(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
         text = str(value or "")
         phone = parse_phone(text)
         if phone:
             return {"contact_phone": phone}
-        return await self._not_valid("contact_phone", "utter_invalid_contact_phone", dispatcher,
-                                     tracker, text)
+        return await self._not_valid(
+            "contact_phone", "utter_invalid_contact_phone", dispatcher, tracker, text
+        )
 
-    async def validate_terminal_sn(self, value: Any, dispatcher: CollectingDispatcher,
-                                   tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
+    async def validate_terminal_sn(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
         text = str(value or "")
         sn = parse_sn(text)
         phone = str(tracker.get_slot("contact_phone") or "")
         if sn and sn.replace("-", "") != phone.replace("-", ""):
             return {"terminal_sn": sn}
-        return await self._not_valid("terminal_sn", "utter_invalid_terminal_sn", dispatcher,
-                                     tracker, text)
+        return await self._not_valid("terminal_sn", "utter_invalid_terminal_sn", dispatcher, tracker, text)
 
 
 class ActionSubmitTicket(Action):
@@ -107,8 +110,9 @@ class ActionSubmitTicket(Action):
     def name(self) -> Text:
         return "action_submit_ticket"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: DomainDict) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
         phone, sn = tracker.get_slot("contact_phone"), tracker.get_slot("terminal_sn")
         clear = [SlotSet("contact_phone", None), SlotSet("terminal_sn", None)]
         if not (phone and sn):
@@ -118,13 +122,21 @@ class ActionSubmitTicket(Action):
         tried = steps_tried(symptom, stage_index(tracker.get_slot("ts_stage")))
         brand = current_or_slot(tracker, "brand")
         try:
-            ticket = await query(lambda kb: RecordStore(kb.engine).add_ticket(
-                tracker.sender_id, brand=brand, symptom=symptom.id if symptom else None,
-                steps_tried=tried, contact=str(phone), sn=str(sn)))
+            ticket = await query(
+                lambda kb: RecordStore(kb.engine).add_ticket(
+                    tracker.sender_id,
+                    brand=brand,
+                    symptom=symptom.id if symptom else None,
+                    steps_tried=tried,
+                    contact=str(phone),
+                    sn=str(sn),
+                )
+            )
         except Exception:
             logger.exception("could not store the ticket of %s", tracker.sender_id)
             dispatcher.utter_message(response="utter_ticket_failed")
             return []
-        dispatcher.utter_message(response="utter_ticket_created", number=ticket.number,
-                                 contact=ticket.contact)
+        dispatcher.utter_message(
+            response="utter_ticket_created", number=ticket.number, contact=ticket.contact
+        )
         return clear

@@ -91,8 +91,9 @@ def stage_index(value: Any) -> int:
 
 
 # ---------------------------------------------------------------- the knowledge base
-async def find_symptom(tracker: Tracker, *, restrict_to_intent: bool = True,
-                       by_meaning: bool = True) -> Optional[SymptomView]:
+async def find_symptom(
+    tracker: Tracker, *, restrict_to_intent: bool = True, by_meaning: bool = True
+) -> Optional[SymptomView]:
     """The symptom of the latest message: a button's id, else KB keywords, else (``by_meaning``)
     the symptom whose reports the message is clearly nearest to, else the component."""
     for value in reversed(entity_values(tracker, "symptom")):
@@ -150,8 +151,9 @@ class ActionStartTroubleshooting(Action):
     def name(self) -> Text:
         return "action_start_troubleshooting"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: DomainDict) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
         if intent_of(tracker) == "error_code":
             return await self._from_error_code(tracker)
         if await wants_ticket(tracker):  # "机器坏了 帮我登记一下维修": no walk, the ticket
@@ -167,26 +169,21 @@ class ActionStartTroubleshooting(Action):
             return events_from({**FLOW_RESET, "symptom": found, "ts_start": True})
         topic = decided or await self._question_not_fault(tracker, symptom, matches)
         if topic is not None:
-            await answer(dispatcher, topic, brands_named(tracker), matches, domain,
-                         ask_feedback=False)
-            return [*events_from({**FLOW_RESET, "ts_start": False}),
-                    SlotSet("answered_topic", topic.id)]
+            await answer(dispatcher, topic, brands_named(tracker), matches, domain, ask_feedback=False)
+            return [*events_from({**FLOW_RESET, "ts_start": False}), SlotSet("answered_topic", topic.id)]
         if symptom is None:
             symptom = await _symptom_of_nearest_topics(matches)
         if symptom is None and not is_payload(tracker):
             symptom = await _symptom_by_meaning(latest_text(tracker))
-        return events_from({**FLOW_RESET, "symptom": symptom.id if symptom else None,
-                            "ts_start": True})
+        return events_from({**FLOW_RESET, "symptom": symptom.id if symptom else None, "ts_start": True})
 
     @staticmethod
-    async def _by_answer_index(tracker: Tracker, symptom: Optional[SymptomView],
-                               matches: List[Match]) -> Any:
+    async def _by_answer_index(tracker: Tracker, symptom: Optional[SymptomView], matches: List[Match]) -> Any:
         """Topic or walk, decided by one classifier over both (kb/store.py ``answer_index``):
         the walk's symptom, ``VAGUE`` (ask which symptom), the topic to answer, or None when it
         is unsure (then the keyword and topic rules below decide). Not for buttons; a how/
         whether question the topic index is sure of stays with the rules."""
-        if is_payload(tracker) or entity_values(tracker, "symptom") or entity_values(tracker,
-                                                                                      "kb_topic"):
+        if is_payload(tracker) or entity_values(tracker, "symptom") or entity_values(tracker, "kb_topic"):
             return None
         text = latest_text(tracker)
         ranked = await query(lambda kb: kb.answer_index().rank(text, limit=5))
@@ -197,17 +194,18 @@ class ActionStartTroubleshooting(Action):
         if best.startswith(WALK):
             if asking and (is_confident(matches) or ranked[0].score < SYMPTOM_AT):
                 return None  # "更新到一半能拔电吗": a question, not a report; the rules decide
-            if best[len(WALK):] == VAGUE:
+            if best[len(WALK) :] == VAGUE:
                 return symptom or VAGUE
-            return await query(lambda kb: kb.symptom(best[len(WALK):])) or None
+            return await query(lambda kb: kb.symptom(best[len(WALK) :])) or None
         if not is_confident(ranked):
             return None
         topic = await query(lambda kb: kb.topic(best))
         return None if topic is None or walk_does_better(topic, asking) else topic
 
     @staticmethod
-    async def _question_not_fault(tracker: Tracker, symptom: Optional[SymptomView],
-                                  matches: List[Match]) -> Optional[TopicView]:
+    async def _question_not_fault(
+        tracker: Tracker, symptom: Optional[SymptomView], matches: List[Match]
+    ) -> Optional[TopicView]:
         """The topic to answer instead of a walk: a button's topic; else the confident nearest
         topic when the message asks how/whether/how long ("打印头多久清洁一次"), when no walk
         fits it, or when the topic is the specific answer for the walk's own symptom ("小票是
@@ -238,8 +236,16 @@ class ActionStartTroubleshooting(Action):
             # The explanation did the symptom's first stages, so the first question is "did that
             # help?" (ts_shown == ts_stage) without new steps; 还没有 goes on to the next stage.
             shown = CODE_STAGES_EXPLAINED - 1
-            return events_from({**FLOW_RESET, "symptom": CODE_SYMPTOM, "ts_stage": shown,
-                                "ts_shown": shown, "ts_code": entry.code, "ts_start": True})
+            return events_from(
+                {
+                    **FLOW_RESET,
+                    "symptom": CODE_SYMPTOM,
+                    "ts_stage": shown,
+                    "ts_shown": shown,
+                    "ts_code": entry.code,
+                    "ts_start": True,
+                }
+            )
         return [SlotSet("ts_start", False)]
 
 
@@ -250,12 +256,15 @@ class ActionAskSymptom(Action):
     def name(self) -> Text:
         return "action_ask_symptom"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: DomainDict) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
         symptoms = await query(lambda kb: kb.symptoms())
         buttons = [
-            {"title": s.label,
-             "payload": f'/{CATEGORY_INTENTS.get(s.category, "fault_hardware")}{{"symptom": "{s.id}"}}'}
+            {
+                "title": s.label,
+                "payload": f'/{CATEGORY_INTENTS.get(s.category, "fault_hardware")}{{"symptom": "{s.id}"}}',
+            }
             for s in symptoms
         ]
         dispatcher.utter_message(response="utter_ask_symptom", buttons=buttons)
@@ -268,8 +277,9 @@ class ActionAskTsSolved(Action):
     def name(self) -> Text:
         return "action_ask_ts_solved"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: DomainDict) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
         symptom = await symptom_of(tracker)
         stage = stage_index(tracker.get_slot("ts_stage"))
         shown = tracker.get_slot("ts_shown")
@@ -279,8 +289,11 @@ class ActionAskTsSolved(Action):
         stage = min(stage, len(symptom.stages) - 1)
         if shown is not None and stage_index(shown) == stage:
             # Right after an error code's explanation ("……可以再试一次。"): "再试以后……".
-            dispatcher.utter_message(response="utter_ask_code_solved"
-                                     if intent_of(tracker) == "error_code" else "utter_ask_ts_solved")
+            dispatcher.utter_message(
+                response="utter_ask_code_solved"
+                if intent_of(tracker) == "error_code"
+                else "utter_ask_ts_solved"
+            )
             return []
         current = symptom.stages[stage]
         if stage == 0:
@@ -289,9 +302,13 @@ class ActionAskTsSolved(Action):
             dispatcher.utter_message(response="utter_backup_first")
         if stage == len(symptom.stages) - 1:
             await _brand_hotline_hint(dispatcher, tracker)
-        dispatcher.utter_message(response="utter_troubleshoot_stage", number=stage + 1,
-                                 total=len(symptom.stages), title=current.title,
-                                 steps=numbered(current.steps))
+        dispatcher.utter_message(
+            response="utter_troubleshoot_stage",
+            number=stage + 1,
+            total=len(symptom.stages),
+            title=current.title,
+            steps=numbered(current.steps),
+        )
         return [SlotSet("ts_shown", stage)]
 
 
@@ -301,8 +318,7 @@ async def _brand_hotline_hint(dispatcher: CollectingDispatcher, tracker: Tracker
         return
     brand = await query(lambda kb: kb.brand(name))
     if brand is not None and brand.hotline:
-        dispatcher.utter_message(response="utter_brand_hotline_hint", brand=brand.name,
-                                 hotline=brand.hotline)
+        dispatcher.utter_message(response="utter_brand_hotline_hint", brand=brand.name, hotline=brand.hotline)
 
 
 # ---------------------------------------------------------------- reading the answers
@@ -312,8 +328,9 @@ class ValidateTroubleshootForm(FormValidationAction):
     def name(self) -> Text:
         return "validate_troubleshoot_form"
 
-    async def extract_symptom(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                              domain: DomainDict) -> Dict[Text, Any]:
+    async def extract_symptom(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
         requested = tracker.get_slot("requested_slot")
         if requested is None or not is_new_answer(tracker) or entity_values(tracker, "symptom"):
             return {}  # activation, a re-entry, or a button (mapped from the entity)
@@ -342,8 +359,9 @@ class ValidateTroubleshootForm(FormValidationAction):
                 return {"symptom": symptom.id}  # "现在是打印机不出纸": walk the new symptom
         return {}
 
-    async def extract_ts_solved(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                                domain: DomainDict) -> Dict[Text, Any]:
+    async def extract_ts_solved(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
         if tracker.get_slot("requested_slot") != "ts_solved" or not is_new_answer(tracker):
             return {}
         if tracker.get_slot("symptom") != value_before_message(tracker, "symptom"):
@@ -368,14 +386,16 @@ class ValidateTroubleshootForm(FormValidationAction):
 
     @staticmethod
     def _note_brand(dispatcher: CollectingDispatcher, tracker: Tracker) -> None:
-        """"拉卡拉的" mid-walk: not an answer and not a new question. Rasa's slot mapping
+        """ "拉卡拉的" mid-walk: not an answer and not a new question. Rasa's slot mapping
         (from_entity, bot/domain/core.yml) has put the brand in its slot before the form runs;
         its hotline comes with the last stage. The merchant hears that it is noted."""
-        dispatcher.utter_message(response="utter_brand_noted_in_walk",
-                                 brand=current_or_slot(tracker, "brand"))
+        dispatcher.utter_message(
+            response="utter_brand_noted_in_walk", brand=current_or_slot(tracker, "brand")
+        )
 
-    async def validate_symptom(self, value: Any, dispatcher: CollectingDispatcher,
-                               tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
+    async def validate_symptom(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
         if value is None:
             return {"symptom": None}
         symptom = await query(lambda kb: kb.symptom(str(value)))
@@ -385,8 +405,9 @@ class ValidateTroubleshootForm(FormValidationAction):
             return {"symptom": symptom.id}  # activation: action_start_troubleshooting set it up
         return {"symptom": symptom.id, "ts_stage": 0, "ts_shown": None, "ts_code": None}
 
-    async def validate_ts_solved(self, value: Any, dispatcher: CollectingDispatcher,
-                                 tracker: Tracker, domain: DomainDict) -> Dict[Text, Any]:
+    async def validate_ts_solved(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[Text, Any]:
         if tracker.get_slot("requested_slot") == "symptom" and value is not None:
             # 算了 / 都不是 while choosing a symptom: end the form without a symptom.
             return {"ts_solved": value, "requested_slot": None}
@@ -406,12 +427,12 @@ class ActionTroubleshootSolved(Action):
     def name(self) -> Text:
         return "action_troubleshoot_solved"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: DomainDict) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
         symptom = await symptom_of(tracker)
         if symptom is not None and symptom.prevention:
-            dispatcher.utter_message(response="utter_troubleshoot_solved",
-                                     prevention=symptom.prevention)
+            dispatcher.utter_message(response="utter_troubleshoot_solved", prevention=symptom.prevention)
         else:
             dispatcher.utter_message(response="utter_feedback_helpful")
         return []
@@ -423,12 +444,14 @@ class ActionOfferRepair(Action):
     def name(self) -> Text:
         return "action_offer_repair"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: DomainDict) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
         symptom = await symptom_of(tracker)
         await _brand_hotline_hint(dispatcher, tracker)
         dispatcher.utter_message(
-            response="utter_offer_repair" if symptom is not None else "utter_offer_repair_unlisted")
+            response="utter_offer_repair" if symptom is not None else "utter_offer_repair_unlisted"
+        )
         return [SlotSet("contact_phone", None), SlotSet("terminal_sn", None)]
 
 
@@ -438,8 +461,14 @@ class ActionLeaveFlow(Action):
     def name(self) -> Text:
         return "action_leave_flow"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker,
-                  domain: DomainDict) -> List[EventType]:
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
         logger.debug("leaving %s for intent %s", tracker.active_loop.get("name"), intent_of(tracker))
-        return [ActiveLoop(None), SlotSet("requested_slot", None), SlotSet("ts_solved", None),
-                SlotSet("contact_phone", None), SlotSet("terminal_sn", None)]
+        return [
+            ActiveLoop(None),
+            SlotSet("requested_slot", None),
+            SlotSet("ts_solved", None),
+            SlotSet("contact_phone", None),
+            SlotSet("terminal_sn", None),
+        ]

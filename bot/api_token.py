@@ -39,8 +39,10 @@ def token_file(env: Optional[Mapping[str, str]] = None) -> Path:
 def _check(token: str, origin: str) -> str:
     token = token.strip()
     if len(token) < MIN_TOKEN_CHARS:
-        raise TokenError(f"{origin}: the Rasa API token must have at least {MIN_TOKEN_CHARS} "
-                         "characters (leave it unset to have one generated)")
+        raise TokenError(
+            f"{origin}: the Rasa API token must have at least {MIN_TOKEN_CHARS} "
+            "characters (leave it unset to have one generated)"
+        )
     return token
 
 

@@ -29,9 +29,9 @@ from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.shared.core.events import ActionExecuted, ConversationResumed
 
-from kb.records import HANDOFF_ACTIVE, HANDOFF_WAITING, RecordStore
 from kb.schema import utcnow
 from kb.store import shared_store
+from records.store import HANDOFF_ACTIVE, HANDOFF_WAITING, RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ def timeout_minutes(env: Optional[Dict[str, str]] = None) -> float:
     try:
         return float(raw) if raw else DEFAULT_TIMEOUT_MIN
     except ValueError:
-        logger.warning("POSBOT_HANDOFF_TIMEOUT_MIN=%r is not a number: using %s", raw,
-                       DEFAULT_TIMEOUT_MIN)
+        logger.warning("POSBOT_HANDOFF_TIMEOUT_MIN=%r is not a number: using %s", raw, DEFAULT_TIMEOUT_MIN)
         return DEFAULT_TIMEOUT_MIN
 
 
@@ -90,19 +89,26 @@ def gate(on_new_message: OnNewMessage) -> OnNewMessage:
         text = str(message.text or "")
         if agent is None or not message.sender_id or not text.strip():
             return await on_new_message(message)
+
         def look() -> tuple[RecordStore, Any, bool]:
             store = shared_store()
             records = RecordStore(store.engine)
-            return (records, records.open_handoff(message.sender_id),
-                    not text.startswith("/") and store.mentions(text, "handoff_cancel"))
+            return (
+                records,
+                records.open_handoff(message.sender_id),
+                not text.startswith("/") and store.mentions(text, "handoff_cancel"),
+            )
 
         try:  # in a worker thread: a slow database must not stall other merchants
             records, open_handoff, cancels = await asyncio.to_thread(look)
         except Exception as error:  # the records database is down: never block the merchant
             # one line per message during an outage; the traceback (with its SQL) only at DEBUG
             cause = getattr(error, "orig", None) or error
-            logger.warning("handoff gate: could not read the handoff of %s (%s), passing the "
-                           "message on", message.sender_id, type(cause).__name__)
+            logger.warning(
+                "handoff gate: could not read the handoff of %s (%s), passing the " "message on",
+                message.sender_id,
+                type(cause).__name__,
+            )
             logger.debug("handoff gate: the failure in full", exc_info=True)
             return await on_new_message(message)
         if open_handoff is None:
@@ -118,8 +124,9 @@ def gate(on_new_message: OnNewMessage) -> OnNewMessage:
             logger.info("handoff %s cancelled by the merchant", open_handoff.id)
             return None
         minutes = timeout_minutes()
-        if (open_handoff.status == HANDOFF_WAITING
-                and utcnow() - open_handoff.created_at >= timedelta(minutes=minutes)):
+        if open_handoff.status == HANDOFF_WAITING and utcnow() - open_handoff.created_at >= timedelta(
+            minutes=minutes
+        ):
             await resume(agent, message.sender_id)
             await asyncio.to_thread(records.mark_released, open_handoff.id)
             await message.output_channel.send_custom_json(message.sender_id, RELEASED_SIGNAL)

@@ -98,7 +98,9 @@ end
 """
 
 #: KEYS: tickets, last. ARGV: lifetime ms. → the new ticket number.
-_ISSUE = _PURGE + """
+_ISSUE = (
+    _PURGE
+    + """
 local lifetime = tonumber(ARGV[1])
 local number = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], number, now + lifetime)
@@ -106,10 +108,13 @@ live[#live + 1] = {number, now + lifetime}
 keep_keys(lifetime)
 return number
 """
+)
 
 #: KEYS: tickets, last. ARGV: ticket, lifetime ms. Renews the ticket.
 #: → 0: it is the holder; n > 0: n tickets are ahead of it; -1: it is gone (expired).
-_POLL = _PURGE + """
+_POLL = (
+    _PURGE
+    + """
 local mine = tonumber(ARGV[1])
 local lifetime = tonumber(ARGV[2])
 local ahead, found = 0, false
@@ -126,17 +131,23 @@ redis.call('HSET', KEYS[1], mine, now + lifetime)
 keep_keys(lifetime)
 return ahead
 """
+)
 
 #: KEYS: tickets, last. ARGV: ticket. Removes it; → the number of tickets left.
-_RELEASE = _PURGE + """
+_RELEASE = (
+    _PURGE
+    + """
 redis.call('HDEL', KEYS[1], ARGV[1])
 local left = redis.call('HLEN', KEYS[1])
 if left == 0 then redis.call('DEL', KEYS[1]) end
 return left
 """
+)
 
 #: KEYS: tickets, last. → flat list ticket, expiry (ms) of the live tickets.
-_READ = _PURGE + """
+_READ = (
+    _PURGE
+    + """
 local out = {}
 for _, ticket in ipairs(live) do
   out[#out + 1] = ticket[1]
@@ -144,6 +155,7 @@ for _, ticket in ipairs(live) do
 end
 return out
 """
+)
 
 #: KEYS: tickets, last. ARGV: ticket, expiry ms, ticket, expiry ms, ... Replaces the queue.
 _SAVE = """
@@ -207,18 +219,26 @@ class TicketLockStore(LockStore):
         self.lock_lifetime = float(lock_lifetime or LOCK_LIFETIME)
         self.wait_time = float(wait_time)
         self.red = redis.StrictRedis(
-            host=host, port=int(port), db=int(db), username=username or None,
-            password=password or None, ssl=use_ssl, ssl_certfile=ssl_certfile or None,
-            ssl_keyfile=ssl_keyfile or None, ssl_ca_certs=ssl_ca_certs or None,
-            socket_timeout=float(socket_timeout), socket_connect_timeout=float(socket_timeout),
+            host=host,
+            port=int(port),
+            db=int(db),
+            username=username or None,
+            password=password or None,
+            ssl=use_ssl,
+            ssl_certfile=ssl_certfile or None,
+            ssl_keyfile=ssl_keyfile or None,
+            ssl_ca_certs=ssl_ca_certs or None,
+            socket_timeout=float(socket_timeout),
+            socket_connect_timeout=float(socket_timeout),
         )
         self.where = f"redis://{host}:{port}/{db}"
         self.key_prefix = f"{DEFAULT_KEY_PREFIX}:ticketlock:"
         if isinstance(key_prefix, str) and key_prefix.isalnum():
             self.key_prefix = f"{key_prefix}:ticketlock:"
         elif key_prefix:
-            logger.warning("lock store: key_prefix %r is not alphanumeric, using %r",
-                           key_prefix, self.key_prefix)
+            logger.warning(
+                "lock store: key_prefix %r is not alphanumeric, using %r", key_prefix, self.key_prefix
+            )
         self._issue = self.red.register_script(_ISSUE)
         self._poll = self.red.register_script(_POLL)
         self._release = self.red.register_script(_RELEASE)
@@ -246,8 +266,13 @@ class TicketLockStore(LockStore):
         except redis.RedisError as error:
             if not self._down:
                 self._down = True
-                logger.error("lock store: Redis at %s is not usable (%s: %s); messages are not "
-                             "handled until it is back", self.where, type(error).__name__, error)
+                logger.error(
+                    "lock store: Redis at %s is not usable (%s: %s); messages are not "
+                    "handled until it is back",
+                    self.where,
+                    type(error).__name__,
+                    error,
+                )
             raise LockError(f"Redis lock store at {self.where} is not usable: {error}") from error
         if self._down:
             self._down = False
@@ -263,8 +288,7 @@ class TicketLockStore(LockStore):
         """A new ticket for the conversation, behind every live ticket issued before it."""
         return int(self._call(self._issue, conversation_id, self._ms(lock_lifetime)))
 
-    def poll(self, conversation_id: Text, ticket: int,
-             lock_lifetime: Optional[float] = None) -> int:
+    def poll(self, conversation_id: Text, ticket: int, lock_lifetime: Optional[float] = None) -> int:
         """Renew ``ticket``: 0 = it holds the lock, n = n tickets ahead, -1 = it expired."""
         return int(self._call(self._poll, conversation_id, ticket, self._ms(lock_lifetime)))
 
@@ -294,20 +318,25 @@ class TicketLockStore(LockStore):
                     await renewing
             self.cleanup(conversation_id, ticket)
 
-    async def _wait_for(self, conversation_id: Text, ticket: int, lifetime: float,
-                        wait: float) -> TicketLock:
+    async def _wait_for(self, conversation_id: Text, ticket: int, lifetime: float, wait: float) -> TicketLock:
         waited = 0
         while True:
             ahead = self.poll(conversation_id, ticket, lifetime)
             if ahead == 0:
-                logger.log(_grant_level(), "lock %s: ticket %d granted after %d poll(s)",
-                           conversation_id, ticket, waited)
+                logger.log(
+                    _grant_level(),
+                    "lock %s: ticket %d granted after %d poll(s)",
+                    conversation_id,
+                    ticket,
+                    waited,
+                )
                 return self.get_lock(conversation_id) or TicketLock(conversation_id)
             if ahead < 0:
-                raise LockError(f"Could not acquire lock for conversation_id "
-                                f"'{conversation_id}': ticket {ticket} expired while waiting.")
-            logger.debug("lock %s: ticket %d waits for %d earlier message(s)",
-                         conversation_id, ticket, ahead)
+                raise LockError(
+                    f"Could not acquire lock for conversation_id "
+                    f"'{conversation_id}': ticket {ticket} expired while waiting."
+                )
+            logger.debug("lock %s: ticket %d waits for %d earlier message(s)", conversation_id, ticket, ahead)
             waited += 1
             await asyncio.sleep(wait)
 
@@ -320,9 +349,13 @@ class TicketLockStore(LockStore):
             except LockError:
                 continue  # logged; the ticket simply is not renewed this time
             if ahead != 0:
-                logger.warning("lock %s: ticket %d lost the lock while its message was still "
-                               "being handled (the server was blocked for over %.0f s)",
-                               conversation_id, ticket, lifetime)
+                logger.warning(
+                    "lock %s: ticket %d lost the lock while its message was still "
+                    "being handled (the server was blocked for over %.0f s)",
+                    conversation_id,
+                    ticket,
+                    lifetime,
+                )
                 return
 
     def get_lock(self, conversation_id: Text) -> Optional[TicketLock]:
@@ -368,8 +401,12 @@ class TicketLockStore(LockStore):
         try:
             self.finish_serving(conversation_id, ticket_number)
         except LockError:  # the outage itself is logged once by `_call`
-            logger.debug("lock %s: could not release ticket %d; it expires within %.0f s",
-                         conversation_id, ticket_number, self.lock_lifetime)
+            logger.debug(
+                "lock %s: could not release ticket %d; it expires within %.0f s",
+                conversation_id,
+                ticket_number,
+                self.lock_lifetime,
+            )
 
 
 def _flag(value: Any) -> bool:

@@ -97,11 +97,17 @@ def guard(on_new_message: OnNewMessage) -> OnNewMessage:
         try:
             return await on_new_message(message)
         except OUTAGES as error:
-            what = ("conversation store" if isinstance(error, StoreUnavailable)
-                    else "conversation lock (Redis)")
-            logger.warning("%s message from %s not handled, the %s is unavailable (%s); "
-                           "the merchant was asked to send it again", message.input_channel,
-                           message.sender_id, what, describe(error))
+            what = (
+                "conversation store" if isinstance(error, StoreUnavailable) else "conversation lock (Redis)"
+            )
+            logger.warning(
+                "%s message from %s not handled, the %s is unavailable (%s); "
+                "the merchant was asked to send it again",
+                message.input_channel,
+                message.sender_id,
+                what,
+                describe(error),
+            )
             await apologise(message)
             return None
 

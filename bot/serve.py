@@ -1,6 +1,6 @@
 """``python -m bot.serve run …``: Rasa's own command line, with posbot's start-up added in-process.
 
-``make run``, the launcher (bot/launcher.py: ``make cluster``, the live tests, ``make bench``)
+``make run``, the launcher (ops/launcher.py: ``make cluster``, the live tests, ``make bench``)
 start the Rasa server through this module instead of the ``rasa`` script:
 
 - it reads and validates the settings (bot/settings.py): a bad value stops the server here,

@@ -57,6 +57,7 @@ from bot.speedups.tracker import clone_tracker, remember_replay
 
 logger = logging.getLogger(__name__)
 
+
 def current_session(events: Sequence[Event]) -> Tuple[Event, ...]:
     """The events Rasa's SQL query returns for the latest session of these events.
 
@@ -85,8 +86,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 class CachedSQLTrackerStore(SQLTrackerStore):
     """``SQLTrackerStore`` that skips re-reading a session it wrote itself and nobody changed."""
 
-    def __init__(self, *args: Any, cached_conversations: Optional[int] = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cached_conversations: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         registry.install_fixes()  # StoreUnavailable must pass Rasa's FailSafeTrackerStore
         if self.engine.dialect.name == "sqlite":
@@ -108,7 +108,8 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         # Built once: SQLAlchemy keys and compiles a statement object once, not on every turn.
         table = self.SQLEvent.__table__
         self._newest_id_query = sa.select(sa.func.max(table.c.id)).where(
-            table.c.sender_id == sa.bindparam("sender_id"))
+            table.c.sender_id == sa.bindparam("sender_id")
+        )
         self._insert_events = table.insert()
         self._down = False  # the database failed and we said so; said again once it is back
 
@@ -122,10 +123,14 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     def _row(sender_id: Text, event: Event) -> Dict[Text, Any]:
         """The row Rasa's ``SQLTrackerStore.save`` writes for this event."""
         data = event.as_dict()
-        return {"sender_id": sender_id, "type_name": event.type_name,
-                "timestamp": data.get("timestamp"),
-                "intent_name": data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
-                "action_name": data.get("name"), "data": json.dumps(data)}
+        return {
+            "sender_id": sender_id,
+            "type_name": event.type_name,
+            "timestamp": data.get("timestamp"),
+            "intent_name": data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+            "action_name": data.get("name"),
+            "data": json.dumps(data),
+        }
 
     def _save_remembered(self, tracker: DialogueStateTracker) -> Optional[int]:
         """Append the events after the remembered session; the newest id, or None to fall back.
@@ -143,15 +148,17 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         with self.engine.begin() as connection:
             if self._newest_event_id(tracker.sender_id, connection) != newest_id:
                 return None
-            rows = [self._row(tracker.sender_id, event)
-                    for event in itertools.islice(events, len(stored), None)]
+            rows = [
+                self._row(tracker.sender_id, event) for event in itertools.islice(events, len(stored), None)
+            ]
             if not rows:
                 return newest_id
             connection.execute(self._insert_events, rows)
             return self._newest_event_id(tracker.sender_id, connection)
 
-    async def _retrieve(self, sender_id: Text, fetch_events_from_all_sessions: bool
-                        ) -> Optional[DialogueStateTracker]:
+    async def _retrieve(
+        self, sender_id: Text, fetch_events_from_all_sessions: bool
+    ) -> Optional[DialogueStateTracker]:
         cached = self._sessions.get(sender_id)
         if cached is not None and not fetch_events_from_all_sessions and self.domain:
             newest_id, events, replayed = cached
@@ -160,8 +167,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
                 if replayed is not None and replayed[0] is self.domain:
                     tracker = clone_tracker(replayed[1])
                 else:
-                    tracker = DialogueStateTracker.from_events(sender_id, list(events),
-                                                               self.domain.slots)
+                    tracker = DialogueStateTracker.from_events(sender_id, list(events), self.domain.slots)
                 remember_replay(tracker)  # copies of it need not replay the session
                 return tracker
             self._sessions.pop(sender_id, None)
@@ -173,23 +179,27 @@ class CachedSQLTrackerStore(SQLTrackerStore):
 
     # --- outages: the database unreachable ----------------------------------------------------
 
-    def _unavailable(self, doing: Text, sender_id: Optional[Text],
-                     error: Exception) -> StoreUnavailable:
+    def _unavailable(self, doing: Text, sender_id: Optional[Text], error: Exception) -> StoreUnavailable:
         if sender_id is not None:
             self._sessions.pop(sender_id, None)
         reason = outage.describe(error)
         if not self._down:
             self._down = True
-            logger.error("tracker store: the database at %s is not usable (%s); merchants are "
-                         "asked to send their message again until it is back",
-                         self.engine.url.render_as_string(hide_password=True), reason)
+            logger.error(
+                "tracker store: the database at %s is not usable (%s); merchants are "
+                "asked to send their message again until it is back",
+                self.engine.url.render_as_string(hide_password=True),
+                reason,
+            )
         return StoreUnavailable(f"could not {doing} conversation {sender_id!r}: {reason}")
 
     def _usable(self) -> None:
         if self._down:
             self._down = False
-            logger.warning("tracker store: the database at %s is reachable again",
-                           self.engine.url.render_as_string(hide_password=True))
+            logger.warning(
+                "tracker store: the database at %s is reachable again",
+                self.engine.url.render_as_string(hide_password=True),
+            )
 
     async def _read(self, read: Any, sender_id: Text) -> Optional[DialogueStateTracker]:
         """``read(sender_id)``; a database failure becomes ``StoreUnavailable``.
@@ -203,8 +213,11 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         except sa.exc.DBAPIError as error:
             if not error.connection_invalidated:
                 raise self._unavailable("read", sender_id, error) from error
-            logger.info("tracker store: a pooled connection was closed by the database; "
-                        "reading conversation %s again", sender_id)
+            logger.info(
+                "tracker store: a pooled connection was closed by the database; "
+                "reading conversation %s again",
+                sender_id,
+            )
             try:
                 tracker = await read(sender_id)
             except sa.exc.SQLAlchemyError as again:
@@ -217,8 +230,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     async def retrieve(self, sender_id: Text) -> Optional[DialogueStateTracker]:
         return await self._read(super().retrieve, sender_id)
 
-    async def retrieve_full_tracker(self, conversation_id: Text
-                                    ) -> Optional[DialogueStateTracker]:
+    async def retrieve_full_tracker(self, conversation_id: Text) -> Optional[DialogueStateTracker]:
         return await self._read(super().retrieve_full_tracker, conversation_id)
 
     async def keys(self) -> Any:
@@ -247,19 +259,20 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         else:
             self.fast_saves += 1
         session = current_session(tracker.events)
-        self._sessions.put(tracker.sender_id,
-                           (newest_id, session, self._replayed(tracker.sender_id, session)))
+        self._sessions.put(
+            tracker.sender_id, (newest_id, session, self._replayed(tracker.sender_id, session))
+        )
 
-    def _replayed(self, sender_id: Text, session: Tuple[Event, ...]
-                  ) -> Optional[Tuple[Any, DialogueStateTracker]]:
+    def _replayed(
+        self, sender_id: Text, session: Tuple[Event, ...]
+    ) -> Optional[Tuple[Any, DialogueStateTracker]]:
         """``from_events`` of the session, continued from the one kept before when it can be."""
         if not self.domain:
             return None
         before = self._sessions.get(sender_id)
         kept = before[2] if before is not None else None
         if kept is not None and kept[0] is self.domain and continues(kept[1].events, session):
-            for event in session[len(kept[1].events):]:
+            for event in session[len(kept[1].events) :]:
                 kept[1].update(event)
             return kept
-        return self.domain, DialogueStateTracker.from_events(sender_id, list(session),
-                                                             self.domain.slots)
+        return self.domain, DialogueStateTracker.from_events(sender_id, list(session), self.domain.slots)

@@ -79,11 +79,20 @@ PUT_TIMEOUT_S = 600
 LOAD_PATH = "/staff/api/model/load"
 HOLDOUT = Path("tests") / "nlu" / "holdout"
 #: The Makefile's TRAINING_INPUTS: (folder or file, pattern) relative to the project root.
-INPUTS = (("bot/config.yml", ""), ("bot/domain", "*.yml"), ("data", "*.yml"),
-          ("kb/content", "*.yml"), ("bot/nlu", "*.py"))
+INPUTS = (
+    ("bot/config.yml", ""),
+    ("bot/domain", "*.yml"),
+    ("data", "*.yml"),
+    ("kb/content", "*.yml"),
+    ("bot/nlu", "*.py"),
+)
 #: As the Makefile exports them for `rasa train`.
-TRAIN_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0",
-             "SQLALCHEMY_SILENCE_UBER_WARNING": "1", "RASA_TELEMETRY_ENABLED": "false"}
+TRAIN_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+    "RASA_TELEMETRY_ENABLED": "false",
+}
 
 
 class Busy(RuntimeError):
@@ -113,8 +122,7 @@ def input_files(root: Path) -> list[Path]:
 
 def fingerprint(root: Path) -> dict[str, str]:
     """SHA-256 of every training input, by path relative to ``root``."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in input_files(root)}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in input_files(root)}
 
 
 def identity(path: Path) -> str:
@@ -160,14 +168,26 @@ class Commands:
         rasa = str(Path(sys.executable).parent / "rasa")
         name = model.name[: -len(".tar.gz")]
         nice = ["nice", "-n", "10"] if shutil.which("nice") else []
-        return [*nice, rasa, "train", "--config", "bot/config.yml", "--domain", "bot/domain",
-                "--data", "data", "var/nlu", "--out", str(model.parent),
-                "--fixed-model-name", name]
+        return [
+            *nice,
+            rasa,
+            "train",
+            "--config",
+            "bot/config.yml",
+            "--domain",
+            "bot/domain",
+            "--data",
+            "data",
+            "var/nlu",
+            "--out",
+            str(model.parent),
+            "--fixed-model-name",
+            name,
+        ]
 
     def evaluate(self, model: Path) -> list[str]:
         """A command whose last line of output is ``{"accuracy", "correct", "examples"}``."""
-        return [sys.executable, "-m", "bot.training", "evaluate", str(model),
-                "--holdout", str(self.holdout)]
+        return [sys.executable, "-m", "bot.training", "evaluate", str(model), "--holdout", str(self.holdout)]
 
 
 def evaluate_model(model: Path, holdout: Path) -> dict[str, Any]:
@@ -229,9 +249,13 @@ class Paths:
 class Trainer:
     """Starts jobs, runs them in a thread, and says where they are."""
 
-    def __init__(self, root: Path = PROJECT_ROOT, commands: Optional[Commands] = None,
-                 put: Optional[Callable[[str, str, Path], dict[str, Any]]] = None,
-                 on_finish: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+    def __init__(
+        self,
+        root: Path = PROJECT_ROOT,
+        commands: Optional[Commands] = None,
+        put: Optional[Callable[[str, str, Path], dict[str, Any]]] = None,
+        on_finish: Optional[Callable[[dict[str, Any]], None]] = None,
+    ) -> None:
         self.paths = Paths(root)
         self.commands = commands or Commands(root)
         self.put = put or put_model
@@ -266,8 +290,13 @@ class Trainer:
         # progress bars redraw one line with \r: show what they last said
         return [line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:]]
 
-    def start(self, by: str, urls: list[str], token: str,
-              announce: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+    def start(
+        self,
+        by: str,
+        urls: list[str],
+        token: str,
+        announce: Optional[Callable[[dict[str, Any]], None]] = None,
+    ) -> dict[str, Any]:
         """Start a job (returns its first state); ``Busy`` when one runs, ``NothingToTrain``
         when the inputs are those of the serving model. ``announce`` (the audit log) is called
         with the first state before the job runs."""
@@ -280,19 +309,29 @@ class Trainer:
             if not changed:
                 raise NothingToTrain()
             started = time.time()
-            model = self.paths.models / time.strftime("posbot-%Y%m%d-%H%M%S.tar.gz",
-                                                      time.localtime(started))
-            state = {"state": TRAINING, "by": by, "started": started, "model": model.name,
-                     "changed": changed, "urls": urls, "host": socket.gethostname(),
-                     "pid": None, "guard": None, "instances": [], "message": "正在训练新模型"}
+            model = self.paths.models / time.strftime("posbot-%Y%m%d-%H%M%S.tar.gz", time.localtime(started))
+            state = {
+                "state": TRAINING,
+                "by": by,
+                "started": started,
+                "model": model.name,
+                "changed": changed,
+                "urls": urls,
+                "host": socket.gethostname(),
+                "pid": None,
+                "guard": None,
+                "instances": [],
+                "message": "正在训练新模型",
+            }
             self._write_state(state)
             if announce is not None:
                 announce(dict(state))
         except BaseException:
             os.close(fd)
             raise
-        thread = threading.Thread(target=self._run, args=(fd, state, model, token),
-                                  name="posbot-model-train", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(fd, state, model, token), name="posbot-model-train", daemon=True
+        )
         self._thread = thread
         thread.start()
         return state
@@ -302,8 +341,7 @@ class Trainer:
             self._thread.join(timeout)
 
     # ------------------------------------------------------------------ running
-    def _run(self, fd: int, state: dict[str, Any], model: Path, token: str,
-             retry: bool = False) -> None:
+    def _run(self, fd: int, state: dict[str, Any], model: Path, token: str, retry: bool = False) -> None:
         try:
             if retry:
                 self._publish(state, model, token)
@@ -312,9 +350,10 @@ class Trainer:
         except Exception as error:  # the job's own failure, never the server's
             logger.exception("model training job failed")
             if any(i.get("ok") for i in state.get("instances") or []) or retry:
-                state.update(state=PARTIAL if any(i.get("ok") for i in state["instances"])
-                             else FAILED,
-                             message=f"发布中出错：{type(error).__name__}: {error}；可以重试发布")
+                state.update(
+                    state=PARTIAL if any(i.get("ok") for i in state["instances"]) else FAILED,
+                    message=f"发布中出错：{type(error).__name__}: {error}；可以重试发布",
+                )
             else:
                 state.update(state=FAILED, message=f"出错了，没有发布：{type(error).__name__}: {error}")
                 _remove(model)
@@ -337,8 +376,9 @@ class Trainer:
         with paths.log.open("w", encoding="utf-8") as log:
             for command in self.commands.prepare():
                 if self._call(command, log, state) != 0:
-                    state.update(state=FAILED, message="准备训练数据失败（posbot kb），没有训练，"
-                                 "详情见日志")
+                    state.update(
+                        state=FAILED, message="准备训练数据失败（posbot kb），没有训练，" "详情见日志"
+                    )
                     return
             dated = time.time()  # the model is dated when training starts, as `make train`
             code = self._call(self.commands.train(model), log, state)
@@ -350,22 +390,24 @@ class Trainer:
             state.update(state=GUARD, message="训练完成，正在用留出测试集比较新旧模型")
             self._write_state(state)
             new = self._score(model, log, state, cache=False)
-            old = (self._score(paths.serving, log, state, cache=True)
-                   if paths.serving.is_file() else None)
+            old = self._score(paths.serving, log, state, cache=True) if paths.serving.is_file() else None
         state["guard"] = {"new": new, "serving": old}
         if new is None or (paths.serving.is_file() and old is None):
             state.update(state=FAILED, message="没能给模型打分，没有发布，详情见日志")
             _remove(model)
             return
         if old is not None and new["correct"] < old["correct"]:
-            state.update(state=REFUSED, message=(
-                f"新模型在留出测试集上的意图准确率 {new['accuracy']:.3f} 低于正在使用的模型 "
-                f"{old['accuracy']:.3f}，没有发布；正在使用的模型保持不变"))
+            state.update(
+                state=REFUSED,
+                message=(
+                    f"新模型在留出测试集上的意图准确率 {new['accuracy']:.3f} 低于正在使用的模型 "
+                    f"{old['accuracy']:.3f}，没有发布；正在使用的模型保持不变"
+                ),
+            )
             _remove(model)
             return
         # what retry needs to finish the job later: the inputs this file was trained on
-        _write_json(record_of(model), {"model": identity(model), "trained": model.name,
-                                       "files": inputs})
+        _write_json(record_of(model), {"model": identity(model), "trained": model.name, "files": inputs})
         self._publish(state, model, token)
 
     def _publish(self, state: dict[str, Any], model: Path, token: str) -> None:
@@ -374,8 +416,10 @@ class Trainer:
         (and one restarted since then started with it: it is the serving file by then)."""
         done = {i["url"]: i for i in state.get("instances") or [] if i.get("ok")}
         state.update(state=PUBLISHING, message="新模型通过检查，正在逐台加载到机器人（加载时照常回复商户）")
-        instances = [done.get(url) or {"url": url, "state": WAITING, "ok": False, "error": None}
-                     for url in state["urls"]]
+        instances = [
+            done.get(url) or {"url": url, "state": WAITING, "ok": False, "error": None}
+            for url in state["urls"]
+        ]
         state["instances"] = instances
         self._write_state(state)
         for i, instance in enumerate(instances):
@@ -391,7 +435,7 @@ class Trainer:
                 self._make_serving(model, record.get("files") or fingerprint(self.paths.root))
                 state["serving_set"] = True
             if not instance["ok"]:
-                for later in instances[i + 1:]:
+                for later in instances[i + 1 :]:
                     later["state"] = SKIPPED
                 self._write_state(state)
                 break
@@ -400,18 +444,31 @@ class Trainer:
         failed = [i for i in instances if i["state"] == LOAD_FAILED]
         if not failed:
             _remove(record_of(model))
-            state.update(state=PUBLISHED, message=(
-                f"已发布：{len(instances)} 个机器人实例逐台加载了新模型（加载期间照常回复），下次启动也用它"))
+            state.update(
+                state=PUBLISHED,
+                message=(
+                    f"已发布：{len(instances)} 个机器人实例逐台加载了新模型"
+                    "（加载期间照常回复），下次启动也用它"
+                ),
+            )
         elif not loaded:
-            state.update(state=FAILED, message=(
-                f"{failed[0]['url']} 没有加载新模型（{failed[0].get('error') or '?'}），已停止发布："
-                "所有机器人实例仍在用原来的模型，models/posbot.tar.gz 没有变；可以重试发布"))
+            state.update(
+                state=FAILED,
+                message=(
+                    f"{failed[0]['url']} 没有加载新模型（{failed[0].get('error') or '?'}），已停止发布："
+                    "所有机器人实例仍在用原来的模型，models/posbot.tar.gz 没有变；可以重试发布"
+                ),
+            )
         else:
             waiting = [i["url"] for i in instances if not i["ok"]]
-            state.update(state=PARTIAL, message=(
-                f"只发布了一部分：{'、'.join(loaded)} 已在用新模型，{'、'.join(waiting)} 还在用原来的模型"
-                f"（{failed[0]['url']}：{failed[0].get('error') or '?'}）。新模型已是下次启动使用的模型；"
-                "请重试发布，或重启这些实例"))
+            state.update(
+                state=PARTIAL,
+                message=(
+                    f"只发布了一部分：{'、'.join(loaded)} 已在用新模型，{'、'.join(waiting)} 还在用原来的模型"
+                    f"（{failed[0]['url']}：{failed[0].get('error') or '?'}）。新模型已是下次启动使用的模型；"
+                    "请重试发布，或重启这些实例"
+                ),
+            )
 
     def retry(self, by: str, urls: list[str], token: str) -> dict[str, Any]:
         """Publish the latest job's model again (state ``partial``, or ``failed`` while
@@ -422,17 +479,23 @@ class Trainer:
         try:
             state = self._recover()
             model = self.paths.models / str(state.get("model") or "-")
-            if not (state.get("state") in (PARTIAL, FAILED) and state.get("instances")
-                    and TRAINED.match(model.name) and model.is_file()):
+            if not (
+                state.get("state") in (PARTIAL, FAILED)
+                and state.get("instances")
+                and TRAINED.match(model.name)
+                and model.is_file()
+            ):
                 raise NothingToRetry()
-            state.update(by=by, urls=urls, retried=time.time(), finished=None, pid=None,
-                         host=socket.gethostname())
+            state.update(
+                by=by, urls=urls, retried=time.time(), finished=None, pid=None, host=socket.gethostname()
+            )
             self._write_state(state)
         except BaseException:
             os.close(fd)
             raise
-        thread = threading.Thread(target=self._run, args=(fd, state, model, token, True),
-                                  name="posbot-model-publish", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(fd, state, model, token, True), name="posbot-model-publish", daemon=True
+        )
         self._thread = thread
         thread.start()
         return state
@@ -445,9 +508,15 @@ class Trainer:
     def _spawn(self, command: list[str], stdout: Any, stderr: Any, state: dict[str, Any]) -> int:
         """Run one command of the job in its own process group (so an orphan can be stopped
         as a whole), its pid in the state file."""
-        child = subprocess.Popen(command, cwd=self.paths.root, stdout=stdout, stderr=stderr,
-                                 stdin=subprocess.DEVNULL, env={**os.environ, **TRAIN_ENV},
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            command,
+            cwd=self.paths.root,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **TRAIN_ENV},
+            start_new_session=True,
+        )
         self._child = child
         state["pid"] = child.pid
         self._write_state(state)
@@ -457,8 +526,7 @@ class Trainer:
             self._child = None
             state["pid"] = None
 
-    def _score(self, model: Path, log: Any, state: dict[str, Any],
-               cache: bool) -> Optional[dict[str, Any]]:
+    def _score(self, model: Path, log: Any, state: dict[str, Any], cache: bool) -> Optional[dict[str, Any]]:
         """The guard's figures for ``model``; the serving model's are kept per file version and
         held-out sets, so they are computed once."""
         key = ""
@@ -482,8 +550,11 @@ class Trainer:
         _remove(out)
         try:
             figures = json.loads(lines[-1]) if code == 0 and lines else None
-            figures = {"accuracy": float(figures["accuracy"]), "correct": int(figures["correct"]),
-                       "examples": int(figures["examples"])}
+            figures = {
+                "accuracy": float(figures["accuracy"]),
+                "correct": int(figures["correct"]),
+                "examples": int(figures["examples"]),
+            }
         except (ValueError, KeyError, TypeError):
             log.write(f"guard: no figures for {model.name} (exit code {code})\n")
             return None
@@ -502,8 +573,7 @@ class Trainer:
         except OSError:  # a file system without hard links
             shutil.copy2(model, link)
         os.replace(link, serving)
-        _write_json(record_of(serving), {"model": identity(serving), "trained": model.name,
-                                         "files": inputs})
+        _write_json(record_of(serving), {"model": identity(serving), "trained": model.name, "files": inputs})
         trained = sorted(p for p in self.paths.models.iterdir() if TRAINED.match(p.name))
         for old in trained[:-KEEP]:
             _remove(old)
@@ -532,8 +602,12 @@ class Trainer:
             return state
         pid = state.get("pid")
         model = str(state.get("model") or "")
-        if (isinstance(pid, int) and state.get("host") == socket.gethostname()
-                and model and _command_line_has(pid, model)):
+        if (
+            isinstance(pid, int)
+            and state.get("host") == socket.gethostname()
+            and model
+            and _command_line_has(pid, model)
+        ):
             _kill_group(pid)  # the orphaned `rasa train` of the interrupted job
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.get("started") or 0))
         if state.get("state") == PUBLISHING:
@@ -542,14 +616,22 @@ class Trainer:
             for instance in state.get("instances") or []:
                 if instance.get("state") == LOADING:
                     instance.update(state=LOAD_FAILED, error="发布中断，不知道是否加载完")
-            state.update(state=PARTIAL if loaded else FAILED, pid=None, message=(
-                f"{when} 开始的发布中断了（服务重启或进程被终止）：有的机器人实例可能已加载新模型 "
-                f"{model}，请重试发布"))
+            state.update(
+                state=PARTIAL if loaded else FAILED,
+                pid=None,
+                message=(
+                    f"{when} 开始的发布中断了（服务重启或进程被终止）：有的机器人实例可能已加载新模型 "
+                    f"{model}，请重试发布"
+                ),
+            )
         else:
             if model and TRAINED.match(model):
                 _remove(self.paths.models / model)
-            state.update(state=FAILED, pid=None, message=(
-                f"{when} 开始的训练没有完成（服务重启或进程被终止），没有发布；可以重新开始训练"))
+            state.update(
+                state=FAILED,
+                pid=None,
+                message=(f"{when} 开始的训练没有完成（服务重启或进程被终止），没有发布；可以重新开始训练"),
+            )
         self._write_state(state)
         return state
 
@@ -568,8 +650,9 @@ def put_model(url: str, token: str, model: Path) -> dict[str, Any]:
     base, params = url.rstrip("/"), {"token": token}
     started = time.monotonic()
     try:
-        reply = requests.put(base + LOAD_PATH, params=params, json={"model_file": str(model)},
-                             timeout=PUT_TIMEOUT_S)
+        reply = requests.put(
+            base + LOAD_PATH, params=params, json={"model_file": str(model)}, timeout=PUT_TIMEOUT_S
+        )
     except requests.RequestException as error:
         return {"ok": False, "error": f"连不上：{type(error).__name__}"}
     if reply.status_code != 200:
@@ -585,8 +668,13 @@ def put_model(url: str, token: str, model: Path) -> dict[str, Any]:
         return {"ok": False, "error": f"加载后读不到 /status：{type(error).__name__}"}
     if serving.get("model_file") != model.name:
         return {"ok": False, "error": f"加载后 /status 仍是 {serving.get('model_file') or '?'}"}
-    return {"ok": True, "error": None, "model_file": serving.get("model_file"),
-            "model_id": serving.get("model_id"), "seconds": round(time.monotonic() - started, 1)}
+    return {
+        "ok": True,
+        "error": None,
+        "model_file": serving.get("model_file"),
+        "model_id": serving.get("model_id"),
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def _command_line_has(pid: int, text: str) -> bool:

@@ -17,9 +17,9 @@ from sqlalchemy import delete, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-import kb.records  # noqa: F401  (registers tickets/handoffs/feedback on Base for create_schema)
-from kb.content import Content, Problem
+import records.store  # noqa: F401  (registers tickets/handoffs/feedback on Base for create_schema)
 from kb.encoder import SentenceEncoder, get_encoder
+from kb.loader import Content, Problem
 from kb.retrieval import SYMPTOM_OWNER, VAGUE
 from kb.schema import (
     KB_TABLES,
@@ -70,8 +70,9 @@ def _kb_schema_current(engine: Engine) -> bool:
     return True
 
 
-def build(engine: Engine, content: Content, *, force: bool = False,
-          encoder: Optional[SentenceEncoder] = None) -> BuildResult:
+def build(
+    engine: Engine, content: Content, *, force: bool = False, encoder: Optional[SentenceEncoder] = None
+) -> BuildResult:
     """Replace the KB tables with ``content``; unchanged content is a no-op unless ``force``.
 
     The KB tables hold nothing but what kb/content produces, so when a new version of the code
@@ -113,15 +114,27 @@ def _vectors(content: Content, encoder: SentenceEncoder) -> list[object]:
     """Embeddings of every topic question and of every symptom's reports and keywords (owner
     ``symptom:<id>``: the walk's own retrieval, kb/store.py ``symptom_index``)."""
     texts = [(t["id"], q) for t in content.topics for q in [t["question"], *t["questions"]]]
-    texts += [(f"{SYMPTOM_OWNER}{s['id']}", q) for s in content.symptoms
-              for q in [s["label"], *s["reports"], *s["keywords"]]]
+    texts += [
+        (f"{SYMPTOM_OWNER}{s['id']}", q)
+        for s in content.symptoms
+        for q in [s["label"], *s["reports"], *s["keywords"]]
+    ]
     texts += [(f"{SYMPTOM_OWNER}{VAGUE}", q) for q in content.word_lists.get("vague_fault_reports", [])]
-    texts += [(_learned_owner(item["answer"]), item["text"]) for item in content.learned
-              if _learned_owner(item["answer"])]
+    texts += [
+        (_learned_owner(item["answer"]), item["text"])
+        for item in content.learned
+        if _learned_owner(item["answer"])
+    ]
     vectors: Iterable[Any] = encoder.encode([q for _, q in texts]) if texts else []
-    return [QuestionVector(topic_id=topic_id, text=text, encoder=encoder.name,
-                           vector=np.asarray(vector, dtype=np.float32).tobytes())
-            for (topic_id, text), vector in zip(texts, vectors, strict=True)]
+    return [
+        QuestionVector(
+            topic_id=topic_id,
+            text=text,
+            encoder=encoder.name,
+            vector=np.asarray(vector, dtype=np.float32).tobytes(),
+        )
+        for (topic_id, text), vector in zip(texts, vectors, strict=True)
+    ]
 
 
 def _learned_owner(answer: str) -> str:
@@ -154,34 +167,74 @@ def _rows(content: Content) -> dict[str, list[object]]:
             alias("error_code", text, entry["codes"][0])
     return {
         "topics": [
-            Topic(id=t["id"], intent=t["intent"], family=t["family"], title=t["question"],
-                  questions=t["questions"], answer=t["answer"], steps=t["steps"], flow=t["flow"],
-                  brand_notes=t["brand_notes"], position=i, source=t["source"])
+            Topic(
+                id=t["id"],
+                intent=t["intent"],
+                family=t["family"],
+                title=t["question"],
+                questions=t["questions"],
+                answer=t["answer"],
+                steps=t["steps"],
+                flow=t["flow"],
+                brand_notes=t["brand_notes"],
+                position=i,
+                source=t["source"],
+            )
             for i, t in enumerate(content.topics)
         ],
         "brands": [
-            Brand(name=b["name"], hotline=b["hotline"], channels=b["channels"],
-                  fault_handling=b["fault_handling"], software_updates=b["software_updates"],
-                  after_sales=b["after_sales"], position=i, source=b["source"])
+            Brand(
+                name=b["name"],
+                hotline=b["hotline"],
+                channels=b["channels"],
+                fault_handling=b["fault_handling"],
+                software_updates=b["software_updates"],
+                after_sales=b["after_sales"],
+                position=i,
+                source=b["source"],
+            )
             for i, b in enumerate(content.brands)
         ],
         "aliases": list(aliases.values()),
         "error_codes": [
-            ErrorCode(code=code, name=e["name"], meaning=e["meaning"], cause=e["cause"],
-                      action=e["action"], group=e["group"], retry=e["retry"],
-                      high_risk=e["high_risk"], source=e["source"])
-            for e in content.error_codes for code in e["codes"]
+            ErrorCode(
+                code=code,
+                name=e["name"],
+                meaning=e["meaning"],
+                cause=e["cause"],
+                action=e["action"],
+                group=e["group"],
+                retry=e["retry"],
+                high_risk=e["high_risk"],
+                source=e["source"],
+            )
+            for e in content.error_codes
+            for code in e["codes"]
         ],
         "fee_rules": [FeeRule(**rule) for rule in content.fees.get("card_rules", [])],
         "fee_items": [
-            FeeItem(kind=item["kind"], label=item["label"], rate=item["rate"], text=item["text"],
-                    position=i, source=item["source"])
+            FeeItem(
+                kind=item["kind"],
+                label=item["label"],
+                rate=item["rate"],
+                text=item["text"],
+                position=i,
+                source=item["source"],
+            )
             for i, item in enumerate(content.fees.get("items", []))
         ],
         "symptoms": [
-            Symptom(id=s["id"], category=s["category"], component=s["component"], label=s["label"],
-                    keywords=s["keywords"], stages=s["stages"], prevention=s["prevention"],
-                    position=i, source=s["source"])
+            Symptom(
+                id=s["id"],
+                category=s["category"],
+                component=s["component"],
+                label=s["label"],
+                keywords=s["keywords"],
+                stages=s["stages"],
+                prevention=s["prevention"],
+                position=i,
+                source=s["source"],
+            )
             for i, s in enumerate(content.symptoms)
         ],
     }

@@ -50,14 +50,29 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from kb.build import build
-from kb.content import CODE_GROUPS, FLOWS, LEARNED_FILE, TOPICS_DIR, Content, Problem, load_content
 from kb.encoder import SentenceEncoder, get_encoder
 from kb.learned import LOCK_TIMEOUT_S, Busy, Refused, StoredVectors, _lock, _write
+from kb.loader import CODE_GROUPS, FLOWS, LEARNED_FILE, TOPICS_DIR, Content, Problem, load_content
 from kb.schema import Base, utcnow
 from kb.settings import TOPIC_INTENTS
 
-__all__ = ["Busy", "Refused", "Stale", "NotFound", "Invalid", "Saved", "HistoryStore", "KINDS",
-           "save", "create", "restore", "read_entity", "entities", "lint_with", "version_of"]
+__all__ = [
+    "Busy",
+    "Refused",
+    "Stale",
+    "NotFound",
+    "Invalid",
+    "Saved",
+    "HistoryStore",
+    "KINDS",
+    "save",
+    "create",
+    "restore",
+    "read_entity",
+    "entities",
+    "lint_with",
+    "version_of",
+]
 
 TOPIC, ERROR_CODE, BRAND = "topic", "error_code", "brand"
 #: Longest text of one field, and of one list (items).
@@ -94,42 +109,63 @@ class Kind:
         return "" if value is None else str(value).strip()
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind(TOPIC, "话题", "topics", "id", (
-        Field("id", "text", "id（不能改）"),
-        Field("intent", "text", "意图", choices=TOPIC_INTENTS),
-        Field("family", "text", "分组（family）"),
-        Field("question", "text", "标准问题"),
-        Field("questions", "list", "其他问法（每行一个，至少 5 个）"),
-        Field("answer", "long", "回答"),
-        Field("steps", "list", "步骤（每行一步）", required=False),
-        Field("brand_notes", "map", "品牌说明（每行：品牌：说明）", required=False),
-        Field("flow", "text", "按钮（walk:<故障> 或 " + "、".join(FLOWS) + "）", required=False),
-        Field("source", "text", "出处"),
-    )),
-    Kind(ERROR_CODE, "错误码", "error_codes", "codes", (
-        Field("codes", "list", "代码（第一个不能改）"),
-        Field("name", "text", "名称"),
-        Field("aliases", "list", "屏幕文字（每行一个）", required=False),
-        Field("meaning", "long", "含义"),
-        Field("cause", "long", "原因"),
-        Field("action", "long", "商户怎么做"),
-        Field("group", "text", "类别", choices=CODE_GROUPS),
-        Field("retry", "flag", "可以重试"),
-        Field("high_risk", "flag", "高风险（提醒不要完成交易）"),
-        Field("source", "text", "出处"),
-    )),
-    Kind(BRAND, "品牌", "brands", "name", (
-        Field("name", "text", "名称（不能改）"),
-        Field("aliases", "list", "别名（每行一个）", required=False),
-        Field("hotline", "text", "客服电话（只写有出处的号码）", required=False),
-        Field("channels", "list", "联系渠道（每行一个）"),
-        Field("fault_handling", "long", "故障处理"),
-        Field("software_updates", "long", "系统更新"),
-        Field("after_sales", "long", "售后"),
-        Field("source", "text", "出处"),
-    )),
-)}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind(
+            TOPIC,
+            "话题",
+            "topics",
+            "id",
+            (
+                Field("id", "text", "id（不能改）"),
+                Field("intent", "text", "意图", choices=TOPIC_INTENTS),
+                Field("family", "text", "分组（family）"),
+                Field("question", "text", "标准问题"),
+                Field("questions", "list", "其他问法（每行一个，至少 5 个）"),
+                Field("answer", "long", "回答"),
+                Field("steps", "list", "步骤（每行一步）", required=False),
+                Field("brand_notes", "map", "品牌说明（每行：品牌：说明）", required=False),
+                Field("flow", "text", "按钮（walk:<故障> 或 " + "、".join(FLOWS) + "）", required=False),
+                Field("source", "text", "出处"),
+            ),
+        ),
+        Kind(
+            ERROR_CODE,
+            "错误码",
+            "error_codes",
+            "codes",
+            (
+                Field("codes", "list", "代码（第一个不能改）"),
+                Field("name", "text", "名称"),
+                Field("aliases", "list", "屏幕文字（每行一个）", required=False),
+                Field("meaning", "long", "含义"),
+                Field("cause", "long", "原因"),
+                Field("action", "long", "商户怎么做"),
+                Field("group", "text", "类别", choices=CODE_GROUPS),
+                Field("retry", "flag", "可以重试"),
+                Field("high_risk", "flag", "高风险（提醒不要完成交易）"),
+                Field("source", "text", "出处"),
+            ),
+        ),
+        Kind(
+            BRAND,
+            "品牌",
+            "brands",
+            "name",
+            (
+                Field("name", "text", "名称（不能改）"),
+                Field("aliases", "list", "别名（每行一个）", required=False),
+                Field("hotline", "text", "客服电话（只写有出处的号码）", required=False),
+                Field("channels", "list", "联系渠道（每行一个）"),
+                Field("fault_handling", "long", "故障处理"),
+                Field("software_updates", "long", "系统更新"),
+                Field("after_sales", "long", "售后"),
+                Field("source", "text", "出处"),
+            ),
+        ),
+    )
+}
 
 
 # ------------------------------------------------------------------ errors and results
@@ -254,8 +290,11 @@ class _Located:
         """0-based [first, end) lines of the entity, up to the next entry (or the file's end)."""
         assert self.index is not None
         start = self.entries[self.index].lc.line
-        end = (self.entries[self.index + 1].lc.line if self.index + 1 < len(self.entries)
-               else len(self.text.splitlines()))
+        end = (
+            self.entries[self.index + 1].lc.line
+            if self.index + 1 < len(self.entries)
+            else len(self.text.splitlines())
+        )
         return start, end
 
 
@@ -264,8 +303,9 @@ def _read(directory: Path, kind: Kind, file: str, entity_id: Optional[str]) -> _
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise Refused([Problem(file, 1, f"not UTF-8 text ({error.reason}): save the file as UTF-8")]) \
-            from None
+        raise Refused(
+            [Problem(file, 1, f"not UTF-8 text ({error.reason}): save the file as UTF-8")]
+        ) from None
     try:
         doc = _yaml().load(text)
     except Exception as error:
@@ -306,13 +346,37 @@ def _kind(name: str) -> Kind:
 # ------------------------------------------------------------------ reading
 def entities(content: Content) -> list[dict[str, Any]]:
     """Every editable entity for the console's list: kind, id, title, file."""
-    items = [{"kind": TOPIC, "id": t["id"], "title": t["question"], "file": t.get("_file", ""),
-              "detail": t["answer"][:60]} for t in content.topics]
-    items += [{"kind": ERROR_CODE, "id": e["codes"][0], "title": " ".join(e["codes"]) + " " + e["name"],
-               "file": "error_codes.yml", "detail": e["meaning"][:60]}
-              for e in content.error_codes if e["codes"]]
-    items += [{"kind": BRAND, "id": b["name"], "title": b["name"], "file": "brands.yml",
-               "detail": "、".join(b["aliases"])[:60]} for b in content.brands]
+    items = [
+        {
+            "kind": TOPIC,
+            "id": t["id"],
+            "title": t["question"],
+            "file": t.get("_file", ""),
+            "detail": t["answer"][:60],
+        }
+        for t in content.topics
+    ]
+    items += [
+        {
+            "kind": ERROR_CODE,
+            "id": e["codes"][0],
+            "title": " ".join(e["codes"]) + " " + e["name"],
+            "file": "error_codes.yml",
+            "detail": e["meaning"][:60],
+        }
+        for e in content.error_codes
+        if e["codes"]
+    ]
+    items += [
+        {
+            "kind": BRAND,
+            "id": b["name"],
+            "title": b["name"],
+            "file": "brands.yml",
+            "detail": "、".join(b["aliases"])[:60],
+        }
+        for b in content.brands
+    ]
     return items
 
 
@@ -321,9 +385,15 @@ def read_entity(directory: Path, kind_name: str, entity_id: str) -> dict[str, An
     located = _locate(directory, kind, entity_id)
     entity = located.plain()
     start, _ = located.line_range()
-    return {"kind": kind.name, "id": entity_id, "file": located.file, "line": start + 1,
-            "fields": _form_values(kind, entity), "version": version_of(entity),
-            "text": entity_text(entity)}
+    return {
+        "kind": kind.name,
+        "id": entity_id,
+        "file": located.file,
+        "line": start + 1,
+        "fields": _form_values(kind, entity),
+        "version": version_of(entity),
+        "text": entity_text(entity),
+    }
 
 
 def _form_values(kind: Kind, entity: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -334,8 +404,7 @@ def _form_values(kind: Kind, entity: Optional[dict[str, Any]]) -> dict[str, Any]
         if field.kind == "list":
             out[field.name] = [str(v) for v in value] if isinstance(value, list) else []
         elif field.kind == "map":
-            out[field.name] = ({str(k): str(v) for k, v in value.items()}
-                               if isinstance(value, dict) else {})
+            out[field.name] = {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
         elif field.kind == "flag":
             out[field.name] = value if isinstance(value, bool) else False
         else:
@@ -358,7 +427,7 @@ def _clean_text(field: Field, value: Any) -> str:
 def clean_fields(kind: Kind, fields: Any) -> dict[str, Any]:
     """The request's fields, checked for type and size (the linter judges the rest)."""
     if not isinstance(fields, dict):
-        raise Invalid("fields 必须是一个对象，例如 {\"answer\": \"……\"}")
+        raise Invalid('fields 必须是一个对象，例如 {"answer": "……"}')
     known = {f.name: f for f in kind.fields}
     unknown = sorted(set(fields) - set(known))
     if unknown:
@@ -389,13 +458,13 @@ def _assign_list(seq: CommentedSeq, new: list[Any]) -> None:
     """Make ``seq`` hold ``new``, item by item: unchanged items keep their quoting and comments,
     the list its flow/block style; the comment after the last item moves with the end."""
     last_comment = seq.ca.items.get(len(seq) - 1) if len(seq) else None
-    for i, value in enumerate(new[:len(seq)]):
+    for i, value in enumerate(new[: len(seq)]):
         if _plain(seq[i]) != value:
             seq[i] = _scalar(value)
     while len(seq) > len(new):
         seq.ca.items.pop(len(seq) - 1, None)
         del seq[len(seq) - 1]
-    for value in new[len(seq):]:
+    for value in new[len(seq) :]:
         seq.append(_scalar(value))
     if last_comment is not None and len(seq) and (len(seq) - 1) not in seq.ca.items:
         seq.ca.items[len(seq) - 1] = last_comment
@@ -457,7 +526,7 @@ def _apply(kind: Kind, entry: CommentedMap, fields: dict[str, Any]) -> None:
             else:
                 entry[field.name] = _new_value(field, value)
             continue
-        before = [name for name in order[:order.index(field.name)] if name in entry]
+        before = [name for name in order[: order.index(field.name)] if name in entry]
         position = (list(entry).index(before[-1]) + 1) if before else 0
         entry.insert(position, field.name, _new_value(field, value))
 
@@ -531,12 +600,24 @@ class HistoryView:
     restored_from: Optional[int]
 
     def as_json(self) -> dict[str, Any]:
-        diff = "\n".join(difflib.unified_diff(self.before.splitlines(), self.after.splitlines(),
-                                              "之前", "之后", lineterm="", n=1))
-        return {"id": self.id, "at": self.at.isoformat(timespec="seconds") + "Z",
-                "staff": self.staff, "action": self.action, "kind": self.kind,
-                "entity": self.entity, "file": self.file, "before": self.before,
-                "after": self.after, "diff": diff, "restored_from": self.restored_from}
+        diff = "\n".join(
+            difflib.unified_diff(
+                self.before.splitlines(), self.after.splitlines(), "之前", "之后", lineterm="", n=1
+            )
+        )
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(timespec="seconds") + "Z",
+            "staff": self.staff,
+            "action": self.action,
+            "kind": self.kind,
+            "entity": self.entity,
+            "file": self.file,
+            "before": self.before,
+            "after": self.after,
+            "diff": diff,
+            "restored_from": self.restored_from,
+        }
 
 
 class HistoryStore:
@@ -560,8 +641,9 @@ class HistoryStore:
             row = session.get(KbHistory, history_id)
             return _history(row) if row else None
 
-    def entries(self, kind: Optional[str] = None, entity: Optional[str] = None,
-                limit: int = 50) -> list[HistoryView]:
+    def entries(
+        self, kind: Optional[str] = None, entity: Optional[str] = None, limit: int = 50
+    ) -> list[HistoryView]:
         query = select(KbHistory).order_by(KbHistory.id.desc()).limit(limit)
         if kind:
             query = query.where(KbHistory.kind == kind)
@@ -572,8 +654,18 @@ class HistoryStore:
 
 
 def _history(row: KbHistory) -> HistoryView:
-    return HistoryView(row.id, row.at, row.staff, row.action, row.kind, row.entity, row.file,
-                       row.before or "", row.after or "", row.restored_from)
+    return HistoryView(
+        row.id,
+        row.at,
+        row.staff,
+        row.action,
+        row.kind,
+        row.entity,
+        row.file,
+        row.before or "",
+        row.after or "",
+        row.restored_from,
+    )
 
 
 # ------------------------------------------------------------------ the writer
@@ -605,18 +697,37 @@ def content_lock(directory: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[N
         os.close(folder)  # releases the lock
 
 
-def _commit(directory: Path, kind: Kind, entity_id: str, file: str, before_text: str,
-            after_text: str, before: Optional[dict[str, Any]], after: Optional[dict[str, Any]],
-            *, staff: str, engine: Engine, encoder: Optional[SentenceEncoder], action: str,
-            restored_from: Optional[int]) -> Saved:
+def _commit(
+    directory: Path,
+    kind: Kind,
+    entity_id: str,
+    file: str,
+    before_text: str,
+    after_text: str,
+    before: Optional[dict[str, Any]],
+    after: Optional[dict[str, Any]],
+    *,
+    staff: str,
+    engine: Engine,
+    encoder: Optional[SentenceEncoder],
+    action: str,
+    restored_from: Optional[int],
+) -> Saved:
     """Lint the content with ``after_text`` as ``file``, record, write, build (under the lock)."""
     candidate = lint_with(directory, {file: after_text.encode("utf-8")})
     if candidate.problems:
         raise Refused(candidate.problems)
     history = HistoryStore(engine)
-    history_id = history.add(staff=staff[:60], action=action, kind=kind.name, entity=entity_id,
-                             file=file, before=entity_text(before), after=entity_text(after),
-                             restored_from=restored_from)
+    history_id = history.add(
+        staff=staff[:60],
+        action=action,
+        kind=kind.name,
+        entity=entity_id,
+        file=file,
+        before=entity_text(before),
+        after=entity_text(after),
+        restored_from=restored_from,
+    )
     before_bytes, after_bytes = before_text.encode("utf-8"), after_text.encode("utf-8")
     try:
         with open(directory / file, "r+b") as handle:
@@ -632,10 +743,21 @@ def _commit(directory: Path, kind: Kind, entity_id: str, file: str, before_text:
     return Saved(kind.name, entity_id, file, version_of(after), history_id, True)
 
 
-def save(directory: Path, kind_name: str, entity_id: str, fields: Any, version: str, *,
-         staff: str, engine: Engine, encoder: Optional[SentenceEncoder] = None,
-         lock_timeout: float = LOCK_TIMEOUT_S, action: str = "save",
-         restored_from: Optional[int] = None, replace: bool = False) -> Saved:
+def save(
+    directory: Path,
+    kind_name: str,
+    entity_id: str,
+    fields: Any,
+    version: str,
+    *,
+    staff: str,
+    engine: Engine,
+    encoder: Optional[SentenceEncoder] = None,
+    lock_timeout: float = LOCK_TIMEOUT_S,
+    action: str = "save",
+    restored_from: Optional[int] = None,
+    replace: bool = False,
+) -> Saved:
     """Set the entity's fields, lint, record, write, build. ``replace``: fields not given are
     emptied (a restore sets the whole entity). Raises NotFound, Invalid, Stale, Refused, Busy;
     a failed write or build puts the file back and re-raises."""
@@ -650,8 +772,7 @@ def save(directory: Path, kind_name: str, entity_id: str, fields: Any, version: 
             raise Stale(version_of(entity))
         new_id = kind.entity_id(cleaned) if kind.id_field in cleaned else entity_id
         if new_id != entity_id:
-            raise Invalid(f"“{kind.fields[0].label.split('（')[0]}”是这个{kind.label}的标识，"
-                          "不能在这里改")
+            raise Invalid(f"“{kind.fields[0].label.split('（')[0]}”是这个{kind.label}的标识，" "不能在这里改")
         entry = located.entry
         assert entry is not None
         start, end = located.line_range()
@@ -660,11 +781,31 @@ def save(directory: Path, kind_name: str, entity_id: str, fields: Any, version: 
         if after_text == located.text:
             return Saved(kind.name, entity_id, located.file, version, 0, False)
         if not _only_within(located.text, after_text, start, end):
-            raise Refused([Problem(located.file, start + 1, "保存会改动这个条目以外的行（文件的格式"
-                                   "不是编辑器能原样保留的），请在 git 里直接改这个文件")])
-        return _commit(directory, kind, entity_id, located.file, located.text, after_text,
-                       entity, _plain(entry), staff=staff, engine=engine, encoder=encoder,
-                       action=action, restored_from=restored_from)
+            raise Refused(
+                [
+                    Problem(
+                        located.file,
+                        start + 1,
+                        "保存会改动这个条目以外的行（文件的格式"
+                        "不是编辑器能原样保留的），请在 git 里直接改这个文件",
+                    )
+                ]
+            )
+        return _commit(
+            directory,
+            kind,
+            entity_id,
+            located.file,
+            located.text,
+            after_text,
+            entity,
+            _plain(entry),
+            staff=staff,
+            engine=engine,
+            encoder=encoder,
+            action=action,
+            restored_from=restored_from,
+        )
 
 
 def _new_entry(kind: Kind, fields: dict[str, Any]) -> CommentedMap:
@@ -676,9 +817,17 @@ def _new_entry(kind: Kind, fields: dict[str, Any]) -> CommentedMap:
     return entry
 
 
-def create(directory: Path, kind_name: str, file: str, fields: Any, *, staff: str,
-           engine: Engine, encoder: Optional[SentenceEncoder] = None,
-           lock_timeout: float = LOCK_TIMEOUT_S) -> Saved:
+def create(
+    directory: Path,
+    kind_name: str,
+    file: str,
+    fields: Any,
+    *,
+    staff: str,
+    engine: Engine,
+    encoder: Optional[SentenceEncoder] = None,
+    lock_timeout: float = LOCK_TIMEOUT_S,
+) -> Saved:
     """Add a new entity at the end of ``file`` (a topic file; the one file of codes or brands),
     as text after the file's last line: every existing byte stays. Linted, recorded, built like a
     save; restoring its history row removes it again."""
@@ -692,23 +841,37 @@ def create(directory: Path, kind_name: str, file: str, fields: Any, *, staff: st
     with content_lock(directory, lock_timeout):
         try:
             existing = _locate(directory, kind, entity_id)
-            raise Invalid(f"已经有{kind.label}「{entity_id}」了（{existing.file}），请换一个，"
-                          "或打开它来修改")
+            raise Invalid(
+                f"已经有{kind.label}「{entity_id}」了（{existing.file}），请换一个，" "或打开它来修改"
+            )
         except NotFound:
             pass
         located = _read(directory, kind, file, None)
         if list(located.doc)[-1] != kind.list_key:
-            raise Refused([Problem(file, 1, f"`{kind.list_key}:` 不是这个文件的最后一项，"
-                                   "新条目请在 git 里直接加")])
+            raise Refused(
+                [Problem(file, 1, f"`{kind.list_key}:` 不是这个文件的最后一项，" "新条目请在 git 里直接加")]
+            )
         block = _dump({kind.list_key: [_new_entry(kind, cleaned)]}).split("\n", 1)[1]
         text = located.text if located.text.endswith("\n") else located.text + "\n"
         after_text = text + ("" if text.endswith("\n\n") else "\n") + block
         after = _read_text(kind, file, after_text, entity_id)
         if after.index != len(after.entries) - 1 or after.index != len(located.entries):
             raise Refused([Problem(file, 1, "新条目没能加在列表的最后，请在 git 里直接加")])
-        return _commit(directory, kind, entity_id, file, located.text, after_text, None,
-                       after.plain(), staff=staff, engine=engine, encoder=encoder,
-                       action="create", restored_from=None)
+        return _commit(
+            directory,
+            kind,
+            entity_id,
+            file,
+            located.text,
+            after_text,
+            None,
+            after.plain(),
+            staff=staff,
+            engine=engine,
+            encoder=encoder,
+            action="create",
+            restored_from=None,
+        )
 
 
 def _read_text(kind: Kind, file: str, text: str, entity_id: str) -> _Located:
@@ -720,9 +883,18 @@ def _read_text(kind: Kind, file: str, text: str, entity_id: str) -> _Located:
     return _Located(kind, file, text, doc, entries, index)
 
 
-def _remove(directory: Path, kind: Kind, entity_id: str, version: str, *, staff: str,
-            engine: Engine, encoder: Optional[SentenceEncoder], lock_timeout: float,
-            restored_from: int) -> Saved:
+def _remove(
+    directory: Path,
+    kind: Kind,
+    entity_id: str,
+    version: str,
+    *,
+    staff: str,
+    engine: Engine,
+    encoder: Optional[SentenceEncoder],
+    lock_timeout: float,
+    restored_from: int,
+) -> Saved:
     """Take the entity's lines out of its file (the comments after it stay: they introduce
     the next entry)."""
     with content_lock(directory, lock_timeout):
@@ -742,14 +914,33 @@ def _remove(directory: Path, kind: Kind, entity_id: str, version: str, *, staff:
         after_text = "".join(lines[:start] + lines[stop:])
         if _read_text(kind, located.file, after_text, entity_id).index is not None:
             raise Refused([Problem(located.file, start + 1, "没能删掉这个条目，请在 git 里直接改")])
-        return _commit(directory, kind, entity_id, located.file, located.text, after_text,
-                       entity, None, staff=staff, engine=engine, encoder=encoder,
-                       action="restore", restored_from=restored_from)
+        return _commit(
+            directory,
+            kind,
+            entity_id,
+            located.file,
+            located.text,
+            after_text,
+            entity,
+            None,
+            staff=staff,
+            engine=engine,
+            encoder=encoder,
+            action="restore",
+            restored_from=restored_from,
+        )
 
 
-def restore(directory: Path, history_id: int, version: str, *, staff: str, engine: Engine,
-            encoder: Optional[SentenceEncoder] = None,
-            lock_timeout: float = LOCK_TIMEOUT_S) -> Saved:
+def restore(
+    directory: Path,
+    history_id: int,
+    version: str,
+    *,
+    staff: str,
+    engine: Engine,
+    encoder: Optional[SentenceEncoder] = None,
+    lock_timeout: float = LOCK_TIMEOUT_S,
+) -> Saved:
     """Put the entity of history row ``history_id`` back as it was before that change (an entity
     that change created is removed again)."""
     row = HistoryStore(engine).get(history_id)
@@ -758,12 +949,32 @@ def restore(directory: Path, history_id: int, version: str, *, staff: str, engin
     kind = _kind(row.kind)
     before = _parse_text(row.before)
     if before is None:
-        return _remove(directory, kind, row.entity, version, staff=staff, engine=engine,
-                       encoder=encoder, lock_timeout=lock_timeout, restored_from=history_id)
+        return _remove(
+            directory,
+            kind,
+            row.entity,
+            version,
+            staff=staff,
+            engine=engine,
+            encoder=encoder,
+            lock_timeout=lock_timeout,
+            restored_from=history_id,
+        )
     fields = {f.name: before[f.name] for f in kind.fields if f.name in before}
-    return save(directory, row.kind, row.entity, _stringified(kind, fields), version,
-                staff=staff, engine=engine, encoder=encoder, lock_timeout=lock_timeout,
-                action="restore", restored_from=history_id, replace=True)
+    return save(
+        directory,
+        row.kind,
+        row.entity,
+        _stringified(kind, fields),
+        version,
+        staff=staff,
+        engine=engine,
+        encoder=encoder,
+        lock_timeout=lock_timeout,
+        action="restore",
+        restored_from=history_id,
+        replace=True,
+    )
 
 
 def _stringified(kind: Kind, fields: dict[str, Any]) -> dict[str, Any]:
@@ -786,8 +997,10 @@ def _stringified(kind: Kind, fields: dict[str, Any]) -> dict[str, Any]:
 
 def describe(kind_name: str) -> list[dict[str, Any]]:
     """The form of a kind, for the console."""
-    return [{"name": f.name, "kind": f.kind, "label": f.label, "required": f.required,
-             "choices": list(f.choices)} for f in _kind(kind_name).fields]
+    return [
+        {"name": f.name, "kind": f.kind, "label": f.label, "required": f.required, "choices": list(f.choices)}
+        for f in _kind(kind_name).fields
+    ]
 
 
 def files_of(directory: Path) -> Sequence[str]:

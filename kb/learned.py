@@ -42,9 +42,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from kb.build import _learned_owner, build
-from kb.content import LEARNED_ANSWERS, LEARNED_FILE, Content, Problem, learned_intent, load_content
 from kb.encoder import SentenceEncoder, get_encoder
 from kb.learning import question_key
+from kb.loader import LEARNED_ANSWERS, LEARNED_FILE, Content, Problem, learned_intent, load_content
 from kb.schema import QuestionVector
 
 #: How long a second editor waits for the first one's teaching (lint + build take seconds).
@@ -110,16 +110,24 @@ def answer_choices(content: Content) -> list[dict[str, Any]]:
     question), walks (the symptom's label), codes (code and name), flows, decline, small talk."""
     choices = [{"id": t["id"], "title": t["question"]} for t in content.topics]
     choices += [{"id": f"walk:{s['id']}", "title": s["label"]} for s in content.symptoms]
-    choices += [{"id": f"code:{code}", "title": f"{code} {entry['name']}"}
-                for entry in content.error_codes for code in entry["codes"]]
-    choices += [{"id": answer, "title": FIXED_TITLES.get(answer, answer)}
-                for answer in LEARNED_ANSWERS]
+    choices += [
+        {"id": f"code:{code}", "title": f"{code} {entry['name']}"}
+        for entry in content.error_codes
+        for code in entry["codes"]
+    ]
+    choices += [{"id": answer, "title": FIXED_TITLES.get(answer, answer)} for answer in LEARNED_ANSWERS]
     out = []
     for choice in choices:
         intent = learned_intent(choice["id"], content)
         if intent:  # a topic with an unknown intent is the linter's to report
-            out.append({**choice, "kind": answer_kind(choice["id"]), "intent": intent,
-                        "retrieval": bool(_learned_owner(choice["id"]))})
+            out.append(
+                {
+                    **choice,
+                    "kind": answer_kind(choice["id"]),
+                    "intent": intent,
+                    "retrieval": bool(_learned_owner(choice["id"])),
+                }
+            )
     return out
 
 
@@ -173,8 +181,11 @@ class StoredVectors:
         self._known: dict[str, np.ndarray] = {}
         try:
             with Session(engine) as session:
-                rows = session.execute(select(QuestionVector.text, QuestionVector.vector).where(
-                    QuestionVector.encoder == base.name))
+                rows = session.execute(
+                    select(QuestionVector.text, QuestionVector.vector).where(
+                        QuestionVector.encoder == base.name
+                    )
+                )
                 for text, blob in rows:
                     vector = np.frombuffer(blob, dtype=np.float32)
                     if vector.shape == (self.dim,):
@@ -276,12 +287,15 @@ def _prior_answers(before: bytes) -> dict[str, str]:
     except Exception:
         return {}
     entries = doc.get("learned") if isinstance(doc, dict) else None
-    return {str(e.get("text")).strip().lower(): str(e.get("answer")).strip()
-            for e in entries or [] if isinstance(e, dict) and "text" in e and "answer" in e}
+    return {
+        str(e.get("text")).strip().lower(): str(e.get("answer")).strip()
+        for e in entries or []
+        if isinstance(e, dict) and "text" in e and "answer" in e
+    }
 
 
 def _ends_with(content: Content, texts: Sequence[str], answer: str) -> bool:
-    tail = [(item["text"], item["answer"]) for item in content.learned[-len(texts):]]
+    tail = [(item["text"], item["answer"]) for item in content.learned[-len(texts) :]]
     return tail == [(t.strip(), answer) for t in texts]
 
 
@@ -289,7 +303,7 @@ def _write(handle: BinaryIO, before: bytes, after: bytes) -> None:
     """Turn the file from ``before`` into ``after``: an append writes only the new bytes."""
     if before and after.startswith(before):
         handle.seek(len(before))
-        handle.write(after[len(before):])
+        handle.write(after[len(before) :])
     else:
         handle.seek(0)
         handle.write(after)
@@ -298,9 +312,17 @@ def _write(handle: BinaryIO, before: bytes, after: bytes) -> None:
     os.fsync(handle.fileno())
 
 
-def teach(directory: Path, texts: Sequence[str], answer: str, *, staff: str, engine: Engine,
-          encoder: Optional[SentenceEncoder] = None, lock_timeout: float = LOCK_TIMEOUT_S,
-          today: Optional[date] = None) -> Taught:
+def teach(
+    directory: Path,
+    texts: Sequence[str],
+    answer: str,
+    *,
+    staff: str,
+    engine: Engine,
+    encoder: Optional[SentenceEncoder] = None,
+    lock_timeout: float = LOCK_TIMEOUT_S,
+    today: Optional[date] = None,
+) -> Taught:
     """Add ``texts`` with ``answer`` to learned.yml in ``directory`` and build the KB into
     ``engine``. Raises ``Refused`` (nothing written) or ``Busy``; a failed build restores the
     file and re-raises."""
@@ -327,21 +349,32 @@ def teach(directory: Path, texts: Sequence[str], answer: str, *, staff: str, eng
         else:
             clean_staff = re.sub(r"\s+", " ", staff).strip() or "staff"
             note = f"staff console, {clean_staff}, {(today or date.today()).isoformat()}"
-            after = (_appended(before, new, answer, note) if _appendable(before)
-                     else _round_trip(before, new, answer))
+            after = (
+                _appended(before, new, answer, note)
+                if _appendable(before)
+                else _round_trip(before, new, answer)
+            )
             candidate = _lint(directory, after)
         if candidate.problems:
             raise Refused(candidate.problems)
         intent = learned_intent(answer, candidate)
         if intent is None:
             raise Refused([Problem(LEARNED_FILE, 1, f"unknown answer `{answer}`")])
-        taught = Taught(answer, answer_title(candidate, answer), intent, new, already,
-                        bool(_learned_owner(answer)))
+        taught = Taught(
+            answer, answer_title(candidate, answer), intent, new, already, bool(_learned_owner(answer))
+        )
         if not new:
             return taught
         if not _ends_with(candidate, new, answer):
-            raise Refused([Problem(LEARNED_FILE, 1, "expected a top-level list `learned:` with "
-                                                    "entries `- text: …` / `answer: …`")])
+            raise Refused(
+                [
+                    Problem(
+                        LEARNED_FILE,
+                        1,
+                        "expected a top-level list `learned:` with " "entries `- text: …` / `answer: …`",
+                    )
+                ]
+            )
         _write(handle, before, after)
         try:
             build(engine, candidate, encoder=StoredVectors(engine, encoder or get_encoder()))

@@ -79,8 +79,7 @@ class IgnoreStore:
                 continue
             try:
                 with Session(self.engine) as session, session.begin():
-                    if session.scalar(select(IgnoredQuestion.id).where(
-                            IgnoredQuestion.key == key)) is None:
+                    if session.scalar(select(IgnoredQuestion.id).where(IgnoredQuestion.key == key)) is None:
                         session.add(IgnoredQuestion(key=key, text=text.strip(), staff=staff[:60]))
                         added += 1
             except IntegrityError:  # another editor ignored it at the same moment
@@ -92,8 +91,9 @@ class IgnoreStore:
             return set(session.scalars(select(IgnoredQuestion.key)))
 
 
-def group_questions(texts: Sequence[str], encoder: SentenceEncoder,
-                    threshold: float = GROUP_AT) -> list[list[int]]:
+def group_questions(
+    texts: Sequence[str], encoder: SentenceEncoder, threshold: float = GROUP_AT
+) -> list[list[int]]:
     """Indexes of ``texts`` in groups of the same meaning (complete linkage at ``threshold``),
     each group in the order of ``texts``, groups ordered by their first member."""
     if not texts:

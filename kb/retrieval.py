@@ -76,6 +76,7 @@ SYMPTOM_AT = 0.45
 def sure(matches: Sequence["Match"]) -> bool:
     return confident(matches) and matches[0].score >= SURE_AT
 
+
 _PUNCT = re.compile(r"[\s，。？！,.?!、：:；;（）()“”\"'~～…]+")
 
 
@@ -83,7 +84,7 @@ def bigrams(text: str) -> list[str]:
     kept = _PUNCT.sub("", clean(text))
     if len(kept) < 2:
         return [kept] if kept else []
-    return [kept[i:i + 2] for i in range(len(kept) - 1)]
+    return [kept[i : i + 2] for i in range(len(kept) - 1)]
 
 
 @dataclass(frozen=True)
@@ -124,26 +125,34 @@ class BM25:
         terms = [t for t in set(query) if t in self.idf]
         for i, (tf, length) in enumerate(zip(self.tfs, self.lengths, strict=True)):
             norm = self.k1 * (1 - self.b + self.b * length / self.avg)
-            out[i] = sum(self.idf[t] * tf[t] * (self.k1 + 1) / (tf[t] + norm)
-                         for t in terms if t in tf)
+            out[i] = sum(self.idf[t] * tf[t] * (self.k1 + 1) / (tf[t] + norm) for t in terms if t in tf)
         return out
 
 
 class TopicIndex:
     """All topics' questions, embedded, and the classifier fitted on them."""
 
-    def __init__(self, topics: Sequence[TopicDoc], encoder: SentenceEncoder, digest: str = "",
-                 extra_text: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        topics: Sequence[TopicDoc],
+        encoder: SentenceEncoder,
+        digest: str = "",
+        extra_text: Optional[Mapping[str, str]] = None,
+    ) -> None:
         self.topics = list(topics)
         self.encoder = encoder
         self.digest = digest
-        self.matrix = (np.vstack([t.vectors for t in self.topics]) if self.topics
-                       else np.zeros((0, encoder.dim), dtype=np.float32))
+        self.matrix = (
+            np.vstack([t.vectors for t in self.topics])
+            if self.topics
+            else np.zeros((0, encoder.dim), dtype=np.float32)
+        )
         self.owner = np.array([i for i, t in enumerate(self.topics) for _ in t.questions], dtype=int)
         self.texts = [q for t in self.topics for q in t.questions]
         extra = extra_text or {}
-        self.bm25 = BM25([[gram for q in (*t.questions, extra.get(t.id, "")) for gram in bigrams(q)]
-                          for t in self.topics])
+        self.bm25 = BM25(
+            [[gram for q in (*t.questions, extra.get(t.id, "")) for gram in bigrams(q)] for t in self.topics]
+        )
         self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
         self.classifier: Optional[LogisticRegression] = None
         if len(self.topics) > 1:
@@ -165,8 +174,9 @@ class TopicIndex:
         out[self.classifier.classes_] = raw
         return out / max(float(out.sum()), 1e-9)
 
-    def rank(self, text: str, intent_probabilities: Optional[Mapping[str, float]] = None,
-             limit: int = 5) -> list[Match]:
+    def rank(
+        self, text: str, intent_probabilities: Optional[Mapping[str, float]] = None, limit: int = 5
+    ) -> list[Match]:
         """Topics best first, with the scores staff see in the console's "try it"."""
         if not self.topics or not clean(text):
             return []
@@ -180,12 +190,17 @@ class TopicIndex:
         lexical = self.bm25.scores(bigrams(text))
         top = float(lexical.max()) if len(lexical) else 0.0
         words = lexical / top if top > 0 else lexical
-        prior = np.array([float((intent_probabilities or {}).get(t.intent, 0.0))
-                          for t in self.topics], dtype=np.float32)
+        prior = np.array(
+            [float((intent_probabilities or {}).get(t.intent, 0.0)) for t in self.topics], dtype=np.float32
+        )
         score = self.probabilities(text, query) + INTENT_WEIGHT * prior
         order = np.argsort(-score)[:limit]
-        return [Match(self.topics[i].id, float(score[i]), float(meaning[i]), float(words[i]),
-                      self.texts[nearest[i]]) for i in order]
+        return [
+            Match(
+                self.topics[i].id, float(score[i]), float(meaning[i]), float(words[i]), self.texts[nearest[i]]
+            )
+            for i in order
+        ]
 
 
 def confident(matches: Sequence[Match]) -> bool:
@@ -215,6 +230,10 @@ class CachedIndex:
         with self._lock:
             if self._index is None or self._index.digest != digest:
                 self._index = build()
-                logger.info("retrieval index built for KB %s: %d topics, %d questions",
-                            digest[:8], len(self._index.topics), len(self._index.texts))
+                logger.info(
+                    "retrieval index built for KB %s: %d topics, %d questions",
+                    digest[:8],
+                    len(self._index.topics),
+                    len(self._index.texts),
+                )
             return self._index

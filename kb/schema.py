@@ -138,5 +138,14 @@ class KbMeta(Base):
     value = Column(Text, nullable=False)
 
 
-KB_TABLES: list[type[Any]] = [Topic, QuestionVector, Brand, Alias, ErrorCode, FeeRule, FeeItem, Symptom,
-                               KbMeta]
+KB_TABLES: list[type[Any]] = [
+    Topic,
+    QuestionVector,
+    Brand,
+    Alias,
+    ErrorCode,
+    FeeRule,
+    FeeItem,
+    Symptom,
+    KbMeta,
+]

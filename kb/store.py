@@ -107,8 +107,7 @@ class SymptomView:
 
 
 #: Symptom category → the intent whose rules start its walk (the contract intents).
-CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software",
-                    "network": "fault_network"}
+CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software", "network": "fault_network"}
 
 
 class KnowledgeStore:
@@ -137,15 +136,15 @@ class KnowledgeStore:
         return any(word in lowered for word in self._words(word_list))
 
     def asks_to_calculate(self, text: str) -> bool:
-        """"帮我算一下手续费": the merchant wants the calculator, with or without numbers yet."""
+        """ "帮我算一下手续费": the merchant wants the calculator, with or without numbers yet."""
         return self.mentions(text, "fee_calc_requests")
 
     def is_info_question(self, text: str) -> bool:
-        """"打印头多久清洁一次": a question about how/whether/how long, not a fault report."""
+        """ "打印头多久清洁一次": a question about how/whether/how long, not a fault report."""
         return self.mentions(text, "info_question_markers")
 
     def is_other_finance(self, text: str) -> bool:
-        """"买股票手续费怎么算", "花呗怎么还": finance outside card acquiring, POS not mentioned."""
+        """ "买股票手续费怎么算", "花呗怎么还": finance outside card acquiring, POS not mentioned."""
         return self.mentions(text, "other_finance") and not self.mentions(text, "pos_markers")
 
     def topics(self, intent: Optional[str] = None) -> list[TopicView]:
@@ -165,21 +164,23 @@ class KnowledgeStore:
         """Retrieval over the symptoms' reports and keywords: which walk a fault report needs
         when no keyword names it ("收银台那台大pos今天不出纸了" is the printer's)."""
         digest = self.digest() or ""
-        return _SYMPTOM_INDEXES.get(digest, lambda: self._build_symptom_index(
-            digest, encoder or get_encoder()))
+        return _SYMPTOM_INDEXES.get(
+            digest, lambda: self._build_symptom_index(digest, encoder or get_encoder())
+        )
 
     def answer_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
         """One classifier over every topic and every walk (ids ``walk:<symptom>``, ``walk:?``):
         what a fault-sounding message needs, a topic's answer or a guided walk, decided by the
         same model, so the two scores compare (docs/quality.md, 2026-11-30, session 9)."""
         digest = self.digest() or ""
-        return _ANSWER_INDEXES.get(digest, lambda: self._build_answer_index(
-            digest, encoder or get_encoder()))
+        return _ANSWER_INDEXES.get(digest, lambda: self._build_answer_index(digest, encoder or get_encoder()))
 
     def _build_answer_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
         topics, symptoms = self.topic_index(encoder), self.symptom_index(encoder)
-        walks = [TopicDoc(f"{WALK}{doc.id}", CATEGORY_INTENTS.get(doc.intent, ""), doc.questions,
-                          doc.vectors) for doc in symptoms.topics]
+        walks = [
+            TopicDoc(f"{WALK}{doc.id}", CATEGORY_INTENTS.get(doc.intent, ""), doc.questions, doc.vectors)
+            for doc in symptoms.topics
+        ]
         return TopicIndex([*topics.topics, *walks], encoder, digest)
 
     def _vector_rows(self) -> dict[str, list[QuestionVector]]:
@@ -191,27 +192,35 @@ class KnowledgeStore:
         return by_owner
 
     @staticmethod
-    def _doc(doc_id: str, intent: str, rows: list[QuestionVector], fallback: list[str],
-             encoder: SentenceEncoder) -> TopicDoc:
+    def _doc(
+        doc_id: str, intent: str, rows: list[QuestionVector], fallback: list[str], encoder: SentenceEncoder
+    ) -> TopicDoc:
         fresh = rows and all(row.encoder == encoder.name for row in rows)
         texts = [row.text for row in rows] if fresh else fallback
-        matrix = (np.vstack([decode(row.vector, encoder.dim) for row in rows]) if fresh
-                  else encoder.encode(texts))
+        matrix = (
+            np.vstack([decode(row.vector, encoder.dim) for row in rows]) if fresh else encoder.encode(texts)
+        )
         return TopicDoc(doc_id, intent, tuple(texts), matrix)
 
     def _build_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
         with self._session() as session:
             topics = list(session.scalars(select(Topic).order_by(Topic.position)))
         by_owner = self._vector_rows()
-        docs = [self._doc(t.id, t.intent, by_owner.get(t.id, []), [t.title, *(t.questions or [])],
-                          encoder) for t in topics]
+        docs = [
+            self._doc(t.id, t.intent, by_owner.get(t.id, []), [t.title, *(t.questions or [])], encoder)
+            for t in topics
+        ]
         first_sentences = {t.id: t.answer.split("。")[0] for t in topics}
         return TopicIndex(docs, encoder, digest, first_sentences)
 
     def _build_symptom_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
         by_owner = self._vector_rows()
-        docs = [self._doc(s.id, s.category, by_owner.get(f"{SYMPTOM_OWNER}{s.id}", []),
-                          [s.label, *s.keywords], encoder) for s in self.symptoms()]
+        docs = [
+            self._doc(
+                s.id, s.category, by_owner.get(f"{SYMPTOM_OWNER}{s.id}", []), [s.label, *s.keywords], encoder
+            )
+            for s in self.symptoms()
+        ]
         vague = by_owner.get(f"{SYMPTOM_OWNER}{VAGUE}", [])
         if vague:
             docs.append(self._doc(VAGUE, "", vague, [], encoder))
@@ -250,14 +259,18 @@ class KnowledgeStore:
             row = session.get(FeeRule, canonical)
             if row is None:
                 return None
-            return FeeRuleView(row.card_type, row.issuer_rate_cap, row.issuer_fee_cap,
-                               row.network_rate_cap, row.network_fee_cap, row.source)
+            return FeeRuleView(
+                row.card_type,
+                row.issuer_rate_cap,
+                row.issuer_fee_cap,
+                row.network_rate_cap,
+                row.network_fee_cap,
+                row.source,
+            )
 
     def fee_items(self, kind: str) -> list[FeeItemView]:
         with self._session() as session:
-            rows = session.scalars(
-                select(FeeItem).where(FeeItem.kind == kind).order_by(FeeItem.position)
-            )
+            rows = session.scalars(select(FeeItem).where(FeeItem.kind == kind).order_by(FeeItem.position))
             return [FeeItemView(r.kind, r.label, r.rate, r.text, r.source) for r in rows]
 
     def symptom(self, symptom_id: str) -> Optional[SymptomView]:
@@ -272,8 +285,9 @@ class KnowledgeStore:
                 query = query.where(Symptom.category == category)
             return [_symptom(r) for r in session.scalars(query)]
 
-    def symptom_for(self, text: str, component: Optional[str] = None,
-                    category: Optional[str] = None) -> Optional[SymptomView]:
+    def symptom_for(
+        self, text: str, component: Optional[str] = None, category: Optional[str] = None
+    ) -> Optional[SymptomView]:
         """The symptom a merchant's message points to: longest keyword hit, then component."""
         candidates = self.symptoms(category)
         lowered = text.lower()
@@ -288,27 +302,57 @@ class KnowledgeStore:
 
 
 def _topic(row: Topic) -> TopicView:
-    return TopicView(row.id, row.intent, row.title, row.answer, list(row.steps or []),
-                     list(row.questions or []), dict(row.brand_notes or {}), row.source,
-                     row.family or "", row.flow)
+    return TopicView(
+        row.id,
+        row.intent,
+        row.title,
+        row.answer,
+        list(row.steps or []),
+        list(row.questions or []),
+        dict(row.brand_notes or {}),
+        row.source,
+        row.family or "",
+        row.flow,
+    )
 
 
 def _brand(row: Brand) -> BrandView:
-    return BrandView(row.name, row.hotline, list(row.channels or []), row.fault_handling,
-                     row.software_updates, row.after_sales, row.source)
+    return BrandView(
+        row.name,
+        row.hotline,
+        list(row.channels or []),
+        row.fault_handling,
+        row.software_updates,
+        row.after_sales,
+        row.source,
+    )
 
 
 def _code(row: ErrorCode) -> ErrorCodeView:
-    return ErrorCodeView(row.code, row.name, row.meaning, row.cause, row.action, row.group,
-                         row.retry, row.high_risk, row.source)
+    return ErrorCodeView(
+        row.code,
+        row.name,
+        row.meaning,
+        row.cause,
+        row.action,
+        row.group,
+        row.retry,
+        row.high_risk,
+        row.source,
+    )
 
 
 def _symptom(row: Symptom) -> SymptomView:
     stages: list[dict[str, Any]] = list(row.stages or [])
     return SymptomView(
-        row.id, row.category, row.component, row.label, list(row.keywords or []),
+        row.id,
+        row.category,
+        row.component,
+        row.label,
+        list(row.keywords or []),
         [StageView(s["title"], list(s["steps"]), bool(s.get("data_loss"))) for s in stages],
-        row.prevention, row.source,
+        row.prevention,
+        row.source,
     )
 
 
@@ -316,6 +360,7 @@ def warm_in_background(engine: Engine, after: str) -> None:
     """Fit the retrieval indexes of a new KB build now, in a background thread, so neither the
     bot's next message nor the staff console waits for them (``after``: what was published,
     for the log line should it fail)."""
+
     def run() -> None:
         try:
             store = KnowledgeStore(engine)
@@ -333,6 +378,9 @@ def shared_store() -> KnowledgeStore:
     """The process's one store, on POSBOT_DATABASE_URL (the action server; the NLU's
     KBTopicIntent in the Rasa server)."""
     url = database_url()
-    kwargs = {"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {
-        "pool_pre_ping": True}
+    kwargs = (
+        {"connect_args": {"check_same_thread": False}}
+        if url.startswith("sqlite")
+        else {"pool_pre_ping": True}
+    )
     return KnowledgeStore(create_engine(url, **kwargs))

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from kb.content import Content
+from kb.loader import Content
 from kb.schema import KbMeta
 
 #: jieba frequency for domain words: high enough that "拉卡拉" beats "拉/卡拉" and "POS机" beats
@@ -28,7 +28,7 @@ WORD_FREQ = 50000
 CODE_TOKEN = r"^(?=.*[0-9])[0-9A-Za-z]{2}$"
 FILLERS = ["的", "是", "了", ":", ":", "为", "个", "出"]
 
-# Word lists of vocabulary.yml the actions read at run time (kb/content.py WORD_LISTS declares
+# Word lists of vocabulary.yml the actions read at run time (kb/loader.py WORD_LISTS declares
 # every list, `posbot kb lint` checks each is there and not empty, `posbot kb build` stores them):
 #: "算了" / "不用了": the merchant leaves the walk or the repair ticket (typed words only).
 FLOW_STOP_WORDS = "flow_stop_words"
@@ -73,14 +73,18 @@ class Vocabulary:
                 for text in [entry["name"], *entry["aliases"]]:
                     aliases[kind][text] = entry["name"]
         # Screen texts that stand for a code ("余额不足" → 51): the entity's value is the code.
-        aliases["error_code"] = {text: entry["codes"][0] for entry in content.error_codes
-                                 for text in entry.get("aliases", [])}
+        aliases["error_code"] = {
+            text: entry["codes"][0] for entry in content.error_codes for text in entry.get("aliases", [])
+        }
         return cls(
             aliases=aliases,
             terms=list(content.terms),
             error_codes=[code for entry in content.error_codes for code in entry["codes"]],
-            code_names={code: [part.strip() for part in entry["name"].split("/") if part.strip()]
-                        for entry in content.error_codes for code in entry["codes"]},
+            code_names={
+                code: [part.strip() for part in entry["name"].split("/") if part.strip()]
+                for entry in content.error_codes
+                for code in entry["codes"]
+            },
             code_triggers=list(content.code_triggers),
             code_followers=list(content.code_followers),
         )
@@ -88,8 +92,12 @@ class Vocabulary:
     def words(self) -> list[str]:
         """Every multi-character word jieba should keep whole, in a stable order."""
         seen: dict[str, None] = {}
-        for word in [*self.terms, *self.code_triggers, *self.code_followers,
-                     *(a for table in self.aliases.values() for a in table)]:
+        for word in [
+            *self.terms,
+            *self.code_triggers,
+            *self.code_followers,
+            *(a for table in self.aliases.values() for a in table),
+        ]:
             for variant in (word, word.lower()):
                 if len(variant) > 1 and " " not in variant:
                     seen.setdefault(variant, None)
@@ -107,18 +115,20 @@ class Vocabulary:
         triggers = sorted({t.lower() for t in self.code_triggers})
         followers = sorted({f.lower() for f in self.code_followers})
         code = {"TEXT": {"REGEX": CODE_TOKEN}}
-        patterns.append({"label": "error_code", "pattern": [
-            {"LOWER": {"IN": triggers}}, {"LOWER": {"IN": FILLERS}, "OP": "*"}, code]})
-        patterns.append({"label": "error_code", "pattern": [
-            code, {"LOWER": {"IN": followers}}]})
+        patterns.append(
+            {
+                "label": "error_code",
+                "pattern": [{"LOWER": {"IN": triggers}}, {"LOWER": {"IN": FILLERS}, "OP": "*"}, code],
+            }
+        )
+        patterns.append({"label": "error_code", "pattern": [code, {"LOWER": {"IN": followers}}]})
         for code, names in self.code_names.items():  # "51余额不足", "43是被窃卡": id = the code
             for name in names:
                 for joined in (f"{code}{name}", f"{code}是{name}"):
                     patterns.append({"label": "error_code", "pattern": joined, "id": code})
         for known in self.error_codes:
             if not known.isdigit():
-                patterns.append({"label": "error_code", "pattern": [
-                    {"TEXT": {"REGEX": f"^(?i){known}$"}}]})
+                patterns.append({"label": "error_code", "pattern": [{"TEXT": {"REGEX": f"^(?i){known}$"}}]})
         return patterns
 
 

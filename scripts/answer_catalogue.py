@@ -17,37 +17,53 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kb.content import load_content  # noqa: E402
+from kb.loader import load_content  # noqa: E402
 from kb.settings import CONTENT_DIR  # noqa: E402
 from kb.store import CATEGORY_INTENTS  # noqa: E402
 
 
 def catalogue() -> str:
     content = load_content(CONTENT_DIR)
-    lines = ["# Answer catalogue", "",
-             "Label each question with `intent` and `topic` (the answer that helps).", "",
-             "## KB topics (topic = id)", "", "| id | intent | family | standard question |",
-             "|---|---|---|---|"]
+    lines = [
+        "# Answer catalogue",
+        "",
+        "Label each question with `intent` and `topic` (the answer that helps).",
+        "",
+        "## KB topics (topic = id)",
+        "",
+        "| id | intent | family | standard question |",
+        "|---|---|---|---|",
+    ]
     for topic in sorted(content.topics, key=lambda t: (t.get("family", ""), t["id"])):
-        lines.append(f"| {topic['id']} | {topic['intent']} | {topic.get('family', '')} | "
-                     f"{topic['question']} |")
+        lines.append(
+            f"| {topic['id']} | {topic['intent']} | {topic.get('family', '')} | " f"{topic['question']} |"
+        )
     lines += ["", "## Response codes (intent error_code, topic `code:<code>`)", ""]
     for entry in content.error_codes:
         lines.append(f"- {', '.join(entry['codes'])}: {entry['name']}")
-    lines += ["", "## Fault walks (a fault reported; topic `walk:<id>`, `walk:?` when the "
-              "merchant only says the machine is broken)", "", "| id | intent | label |",
-              "|---|---|---|"]
+    lines += [
+        "",
+        "## Fault walks (a fault reported; topic `walk:<id>`, `walk:?` when the "
+        "merchant only says the machine is broken)",
+        "",
+        "| id | intent | label |",
+        "|---|---|---|",
+    ]
     for symptom in content.symptoms:
         intent = CATEGORY_INTENTS[symptom["category"]]
         lines.append(f"| {symptom['id']} | {intent} | {symptom['label']} |")
-    lines += ["", "## Flows and the rest", "",
-              "- `flow:fee_calc` (intent fees): the merchant gives an amount or asks to calculate "
-              "the fee of a transaction",
-              "- `flow:handoff` (intent human_handoff): the merchant wants a person",
-              "- `flow:ticket` (intent contact_support): the merchant wants a repair registered",
-              "- `decline` (intent out_of_scope): not about POS acquiring (stocks, loans, "
-              "credit-card repayment, phones, weather …)",
-              "- `smalltalk:greet|goodbye|thanks|affirm|deny` (intent of the same name)"]
+    lines += [
+        "",
+        "## Flows and the rest",
+        "",
+        "- `flow:fee_calc` (intent fees): the merchant gives an amount or asks to calculate "
+        "the fee of a transaction",
+        "- `flow:handoff` (intent human_handoff): the merchant wants a person",
+        "- `flow:ticket` (intent contact_support): the merchant wants a repair registered",
+        "- `decline` (intent out_of_scope): not about POS acquiring (stocks, loans, "
+        "credit-card repayment, phones, weather …)",
+        "- `smalltalk:greet|goodbye|thanks|affirm|deny` (intent of the same name)",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -44,47 +44,99 @@ def intents_and_entities() -> tuple[list[str], list[str]]:
 def write_project(folder: Path) -> None:
     intents, entities = intents_and_entities()
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yml").write_text(yaml.safe_dump({
-        "recipe": "default.v1", "language": "zh", "assistant_id": "bare",
-        "pipeline": PIPELINE,
-        "policies": [{"name": "RulePolicy"}]}, allow_unicode=True), "utf-8")
+    (folder / "config.yml").write_text(
+        yaml.safe_dump(
+            {
+                "recipe": "default.v1",
+                "language": "zh",
+                "assistant_id": "bare",
+                "pipeline": PIPELINE,
+                "policies": [{"name": "RulePolicy"}],
+            },
+            allow_unicode=True,
+        ),
+        "utf-8",
+    )
     responses = {f"utter_{i}": [{"text": f"收到（{i}）"}] for i in [*intents, "nlu_fallback"]}
-    (folder / "domain.yml").write_text(yaml.safe_dump({
-        "version": "3.1", "intents": intents, "entities": entities, "responses": responses,
-        "session_config": {"session_expiration_time": 60, "carry_over_slots_to_new_session": True},
-    }, allow_unicode=True), "utf-8")
-    rules = [{"rule": i, "steps": [{"intent": i}, {"action": f"utter_{i}"}]}
-             for i in [*intents, "nlu_fallback"]]
-    (folder / "rules.yml").write_text(yaml.safe_dump({"version": "3.1", "rules": rules},
-                                                     allow_unicode=True), "utf-8")
+    (folder / "domain.yml").write_text(
+        yaml.safe_dump(
+            {
+                "version": "3.1",
+                "intents": intents,
+                "entities": entities,
+                "responses": responses,
+                "session_config": {"session_expiration_time": 60, "carry_over_slots_to_new_session": True},
+            },
+            allow_unicode=True,
+        ),
+        "utf-8",
+    )
+    rules = [
+        {"rule": i, "steps": [{"intent": i}, {"action": f"utter_{i}"}]} for i in [*intents, "nlu_fallback"]
+    ]
+    (folder / "rules.yml").write_text(
+        yaml.safe_dump({"version": "3.1", "rules": rules}, allow_unicode=True), "utf-8"
+    )
     (folder / "credentials.yml").write_text("rest:\n", "utf-8")
 
 
 def train(folder: Path, rasa: Path) -> Path:
-    subprocess.run([str(rasa), "train", "--config", "config.yml", "--domain", "domain.yml",
-                    "--data", "rules.yml", str(ROOT / "data" / "nlu"), "--out", "models",
-                    "--fixed-model-name", "bare"],
-                   cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "RASA_TELEMETRY_ENABLED": "false"})
+    subprocess.run(
+        [
+            str(rasa),
+            "train",
+            "--config",
+            "config.yml",
+            "--domain",
+            "domain.yml",
+            "--data",
+            "rules.yml",
+            str(ROOT / "data" / "nlu"),
+            "--out",
+            "models",
+            "--fixed-model-name",
+            "bare",
+        ],
+        cwd=folder,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RASA_TELEMETRY_ENABLED": "false"},
+    )
     return folder / "models" / "bare.tar.gz"
 
 
-def serve(folder: Path, rasa: Path, port: int, env: dict[str, str],
-          timeout: float = 180) -> subprocess.Popen:
+def serve(folder: Path, rasa: Path, port: int, env: dict[str, str], timeout: float = 180) -> subprocess.Popen:
     """Start the bare bot on ``port`` and wait until it answers a message."""
     log = (folder / "rasa.log").open("w")
     proc = subprocess.Popen(
-        [str(rasa), "run", "-m", "models/bare.tar.gz", "--port", str(port), "--credentials",
-         "credentials.yml", "--interface", "127.0.0.1"],
-        cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, **env, "RASA_TELEMETRY_ENABLED": "false"})
+        [
+            str(rasa),
+            "run",
+            "-m",
+            "models/bare.tar.gz",
+            "--port",
+            str(port),
+            "--credentials",
+            "credentials.yml",
+            "--interface",
+            "127.0.0.1",
+        ],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env, "RASA_TELEMETRY_ENABLED": "false"},
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the bare Rasa bot exited: see {folder / 'rasa.log'}")
         try:
-            requests.post(f"http://127.0.0.1:{port}/webhooks/rest/webhook",
-                          json={"sender": "warm", "message": "你好"}, timeout=5).raise_for_status()
+            requests.post(
+                f"http://127.0.0.1:{port}/webhooks/rest/webhook",
+                json={"sender": "warm", "message": "你好"},
+                timeout=5,
+            ).raise_for_status()
             return proc
         except requests.RequestException:
             time.sleep(1)

@@ -1,6 +1,6 @@
 """`make bench`: what a merchant waits for, and what the bot costs, on this machine.
 
-Starts the bot exactly as `make run` does (bot/launcher.py), then measures REST round trips
+Starts the bot exactly as `make run` does (ops/launcher.py), then measures REST round trips
 sequentially and with 10 concurrent senders, throughput, resident memory, start-up time, and
 the time of a full training from scratch; then the same load on a bare Rasa bot (the same Rasa
 and NLU data, stock pipeline, no custom actions: scripts/bare_rasa.py) and posbot's ratios to it,
@@ -33,12 +33,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import bare_rasa as bare  # noqa: E402
 
-from bot.launcher import BIN, SERVING_TF_THREADS, free_port, start_bot  # noqa: E402
+from ops.launcher import BIN, SERVING_TF_THREADS, free_port, start_bot  # noqa: E402
 
 MESSAGES = [
-    "打印机不出纸", "刷卡显示A0", "刷一万块扣多少手续费", "拉卡拉客服电话多少", "POS机连不上网",
-    "机器死机了怎么办", "怎么申请POS机", "每天要签到吗", "结算多久到账", "你好", "谢谢",
-    "刷了10000元信用卡,费率0.6%", "報錯51是什麼意思", "哪个牌子的pos机好", "有操作视频吗",
+    "打印机不出纸",
+    "刷卡显示A0",
+    "刷一万块扣多少手续费",
+    "拉卡拉客服电话多少",
+    "POS机连不上网",
+    "机器死机了怎么办",
+    "怎么申请POS机",
+    "每天要签到吗",
+    "结算多久到账",
+    "你好",
+    "谢谢",
+    "刷了10000元信用卡,费率0.6%",
+    "報錯51是什麼意思",
+    "哪个牌子的pos机好",
+    "有操作视频吗",
 ]
 SEQUENTIAL = int(os.environ.get("POSBOT_BENCH_SEQUENTIAL", "150"))
 MODEL = Path(os.environ.get("POSBOT_BENCH_MODEL", str(ROOT / "models" / "posbot.tar.gz")))
@@ -77,8 +89,9 @@ def rss_mb(pid: int) -> float:
 
 def timed_send(url: str, sender: str, text: str) -> float:
     start = time.perf_counter()
-    response = requests.post(f"{url}/webhooks/rest/webhook",
-                             json={"sender": sender, "message": text}, timeout=30)
+    response = requests.post(
+        f"{url}/webhooks/rest/webhook", json={"sender": sender, "message": text}, timeout=30
+    )
     response.raise_for_status()
     return (time.perf_counter() - start) * 1000
 
@@ -92,11 +105,26 @@ def train_time() -> float:
     """A full training with an empty cache, as on a fresh clone (RASA_CACHE_DIRECTORY)."""
     with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as cache:
         start = time.monotonic()
-        subprocess.run([str(BIN / "rasa"), "train", "--config", "bot/config.yml", "--domain",
-                        "bot/domain", "--data", "data", "--out", out, "--force"],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env={**os.environ, "RASA_TELEMETRY_ENABLED": "false",
-                            "RASA_CACHE_DIRECTORY": cache})
+        subprocess.run(
+            [
+                str(BIN / "rasa"),
+                "train",
+                "--config",
+                "bot/config.yml",
+                "--domain",
+                "bot/domain",
+                "--data",
+                "data",
+                "--out",
+                out,
+                "--force",
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "RASA_TELEMETRY_ENABLED": "false", "RASA_CACHE_DIRECTORY": cache},
+        )
         return time.monotonic() - start
 
 
@@ -104,10 +132,18 @@ def production_setup() -> tuple[dict[str, str], Path, str]:
     """Environment for bot/endpoints.production.yml with a throw-away tracker database."""
     database = f"posbot_bench_{uuid.uuid4().hex[:8]}"
     host, port = PG.rsplit("@", 1)[1].split(":")
-    env = {"POSBOT_PG_HOST": host, "POSBOT_PG_PORT": port, "POSBOT_PG_DB": database,
-           "POSBOT_PG_USER": "postgres", "POSBOT_PG_PASSWORD": "", "POSBOT_PG_LOGIN_DB": "test",
-           "POSBOT_REDIS_HOST": "127.0.0.1", "POSBOT_REDIS_PORT": "6379", "POSBOT_REDIS_DB": "13",
-           "SANIC_WORKERS": os.environ.get("SANIC_WORKERS", "2")}
+    env = {
+        "POSBOT_PG_HOST": host,
+        "POSBOT_PG_PORT": port,
+        "POSBOT_PG_DB": database,
+        "POSBOT_PG_USER": "postgres",
+        "POSBOT_PG_PASSWORD": "",
+        "POSBOT_PG_LOGIN_DB": "test",
+        "POSBOT_REDIS_HOST": "127.0.0.1",
+        "POSBOT_REDIS_PORT": "6379",
+        "POSBOT_REDIS_DB": "13",
+        "SANIC_WORKERS": os.environ.get("SANIC_WORKERS", "2"),
+    }
     return env, ROOT / "bot" / "endpoints.production.yml", database
 
 
@@ -122,12 +158,14 @@ def drop_database(database: str) -> None:
 
 def load(url: str, tag: str) -> tuple[list[float], list[float], float]:
     """Sequential round trips, then 10 concurrent senders: (sequential ms, concurrent ms, s)."""
-    sequential = [timed_send(url, f"{tag}-seq-{i % 5}", MESSAGES[i % len(MESSAGES)])
-                  for i in range(SEQUENTIAL)]
+    sequential = [
+        timed_send(url, f"{tag}-seq-{i % 5}", MESSAGES[i % len(MESSAGES)]) for i in range(SEQUENTIAL)
+    ]
 
     def sender(n: int) -> list[float]:
-        return [timed_send(url, f"{tag}-conc-{n}", MESSAGES[(n + i) % len(MESSAGES)])
-                for i in range(PER_SENDER)]
+        return [
+            timed_send(url, f"{tag}-conc-{n}", MESSAGES[(n + i) % len(MESSAGES)]) for i in range(PER_SENDER)
+        ]
 
     start = time.perf_counter()
     with ThreadPoolExecutor(CONCURRENCY) as pool:
@@ -173,10 +211,16 @@ def main() -> int:
             ("bare Rasa: 10 senders p99", f"{percentile(bare_conc, 0.99):.0f} ms", ""),
             ("bare Rasa: throughput (10 senders)", f"{bare_throughput:.1f} msg/s", ""),
             ("posbot / bare Rasa: throughput", f"{throughput / bare_throughput:.2f}×", "≥ 0.75×"),
-            ("posbot / bare Rasa: 10 senders p99",
-             f"{percentile(concurrent, 0.99) / percentile(bare_conc, 0.99):.2f}×", "≤ 1.00×"),
-            ("posbot / bare Rasa: sequential p50",
-             f"{statistics.median(sequential) / statistics.median(bare_seq):.2f}×", ""),
+            (
+                "posbot / bare Rasa: 10 senders p99",
+                f"{percentile(concurrent, 0.99) / percentile(bare_conc, 0.99):.2f}×",
+                "≤ 1.00×",
+            ),
+            (
+                "posbot / bare Rasa: sequential p50",
+                f"{statistics.median(sequential) / statistics.median(bare_seq):.2f}×",
+                "",
+            ),
         ]
     rows = [
         ("sequential p50", f"{statistics.median(sequential):.0f} ms", ""),
@@ -192,12 +236,20 @@ def main() -> int:
         ("full training from scratch", f"{training:.0f} s", "≤ 180 s"),
         *ratio_rows,
     ]
-    setup = (f"PostgreSQL trackers, Redis locks, {env['SANIC_WORKERS']} Rasa workers"
-             if PRODUCTION else "SQLite trackers, one Rasa process (make run)")
-    lines = ["# posbot benchmark", "",
-             f"{os.cpu_count()} cores · {SEQUENTIAL} sequential messages · {CONCURRENCY} senders × "
-             f"{PER_SENDER} messages · REST webhook round trips incl. actions · {setup}", "",
-             "| measure | value | target |", "|---|---|---|"]
+    setup = (
+        f"PostgreSQL trackers, Redis locks, {env['SANIC_WORKERS']} Rasa workers"
+        if PRODUCTION
+        else "SQLite trackers, one Rasa process (make run)"
+    )
+    lines = [
+        "# posbot benchmark",
+        "",
+        f"{os.cpu_count()} cores · {SEQUENTIAL} sequential messages · {CONCURRENCY} senders × "
+        f"{PER_SENDER} messages · REST webhook round trips incl. actions · {setup}",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+    ]
     lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
     report = "\n".join(lines) + "\n"
     (ROOT / "reports").mkdir(exist_ok=True)

@@ -58,8 +58,7 @@ def pipeline_hits(report_dir: Path, examples: list[tuple[str, str]]) -> int:
     """
     from bot.nlu.normalize import normalize
 
-    right = {(e["text"], e["intent"])
-             for e in json.loads((report_dir / "intent_successes.json").read_text())}
+    right = {(e["text"], e["intent"]) for e in json.loads((report_dir / "intent_successes.json").read_text())}
     return sum((normalize(text), intent) in right for text, intent in examples)
 
 
@@ -71,8 +70,12 @@ def baseline_model() -> Any:
     from bot.nlu.normalize import normalize
 
     return make_pipeline(
-        TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True,
-                        preprocessor=lambda t: normalize(t).lower()),
+        TfidfVectorizer(
+            analyzer="char",
+            ngram_range=(1, 3),
+            sublinear_tf=True,
+            preprocessor=lambda t: normalize(t).lower(),
+        ),
         LogisticRegression(max_iter=2000, C=10),
     )
 
@@ -83,10 +86,13 @@ def baseline_cv(train: list[tuple[str, str]]) -> dict[str, float]:
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     texts, truth = [t for t, _ in train], [i for _, i in train]
-    predicted = cross_val_predict(baseline_model(), texts, truth,
-                                  cv=StratifiedKFold(FOLDS, shuffle=True, random_state=0))
-    return {"accuracy": accuracy_score(truth, predicted),
-            "macro_f1": f1_score(truth, predicted, average="macro")}
+    predicted = cross_val_predict(
+        baseline_model(), texts, truth, cv=StratifiedKFold(FOLDS, shuffle=True, random_state=0)
+    )
+    return {
+        "accuracy": accuracy_score(truth, predicted),
+        "macro_f1": f1_score(truth, predicted, average="macro"),
+    }
 
 
 def baseline(train: list[tuple[str, str]]) -> Any:
@@ -101,8 +107,10 @@ def score(model: Any, test: list[tuple[str, str]]) -> dict[str, float]:
 
     predicted = model.predict([t for t, _ in test])
     truth = [i for _, i in test]
-    return {"accuracy": accuracy_score(truth, predicted),
-            "macro_f1": f1_score(truth, predicted, average="macro")}
+    return {
+        "accuracy": accuracy_score(truth, predicted),
+        "macro_f1": f1_score(truth, predicted, average="macro"),
+    }
 
 
 async def confidences(texts: list[str]) -> list[list[dict]]:
@@ -132,10 +140,15 @@ def sweep(test: list[tuple[str, str]], rankings: list[list[dict]]) -> list[dict[
                 else:
                     answered += 1
                     correct += is_right
-            rows.append({"threshold": threshold, "ambiguity": ambiguity,
-                         "answered": answered / len(test),
-                         "precision_answered": correct / answered if answered else 0.0,
-                         "errors_caught": wrong_caught / wrong if wrong else 1.0})
+            rows.append(
+                {
+                    "threshold": threshold,
+                    "ambiguity": ambiguity,
+                    "answered": answered / len(test),
+                    "precision_answered": correct / answered if answered else 0.0,
+                    "errors_caught": wrong_caught / wrong if wrong else 1.0,
+                }
+            )
     return rows
 
 
@@ -145,14 +158,43 @@ def main() -> int:
         print("models/posbot.tar.gz is missing: run `make train`")
         return 1
     print(f"1/4 {FOLDS}-fold cross-validation on data/nlu")
-    run([RASA, "test", "nlu", "--nlu", "data/nlu", "--config", "bot/config.yml",
-         "--cross-validation", "--folds", str(FOLDS), "--out", str(REPORTS / "cv")],
-        REPORTS / "cv.log")
+    run(
+        [
+            RASA,
+            "test",
+            "nlu",
+            "--nlu",
+            "data/nlu",
+            "--config",
+            "bot/config.yml",
+            "--cross-validation",
+            "--folds",
+            str(FOLDS),
+            "--out",
+            str(REPORTS / "cv"),
+        ],
+        REPORTS / "cv.log",
+    )
     print("2/4 held-out set")
-    run([RASA, "test", "nlu", "--model", str(MODEL), "--nlu", str(HOLDOUT),
-         "--out", str(REPORTS / "holdout"), "--successes"], REPORTS / "holdout.log")
-    run([RASA, "test", "nlu", "--model", str(MODEL), "--nlu", str(DEV),
-         "--out", str(REPORTS / "dev")], REPORTS / "dev.log")
+    run(
+        [
+            RASA,
+            "test",
+            "nlu",
+            "--model",
+            str(MODEL),
+            "--nlu",
+            str(HOLDOUT),
+            "--out",
+            str(REPORTS / "holdout"),
+            "--successes",
+        ],
+        REPORTS / "holdout.log",
+    )
+    run(
+        [RASA, "test", "nlu", "--model", str(MODEL), "--nlu", str(DEV), "--out", str(REPORTS / "dev")],
+        REPORTS / "dev.log",
+    )
     print("3/4 baseline (TF-IDF char 1-3 + logistic regression)")
     train = load_examples(ROOT / "data" / "nlu")
     test = load_examples(HOLDOUT)
@@ -163,9 +205,14 @@ def main() -> int:
     per_set = []
     for path in sorted(HOLDOUT.glob("*.yml")):
         examples = load_examples(path)
-        per_set.append((path.name, len(examples),
-                        pipeline_hits(REPORTS / "holdout", examples) / len(examples),
-                        score(fitted, examples)["accuracy"]))
+        per_set.append(
+            (
+                path.name,
+                len(examples),
+                pipeline_hits(REPORTS / "holdout", examples) / len(examples),
+                score(fitted, examples)["accuracy"],
+            )
+        )
     print("4/4 fallback threshold sweep")
     rankings = asyncio.run(confidences([t for t, _ in test]))
     rows = sweep(test, rankings)
@@ -173,8 +220,11 @@ def main() -> int:
     holdout = json.loads((REPORTS / "holdout" / "intent_report.json").read_text())
     dev = json.loads((REPORTS / "dev" / "intent_report.json").read_text())
     entities = json.loads((REPORTS / "holdout" / "KBEntityExtractor_report.json").read_text())
-    cv = json.loads((REPORTS / "cv" / "intent_report.json").read_text()) \
-        if (REPORTS / "cv" / "intent_report.json").exists() else {}
+    cv = (
+        json.loads((REPORTS / "cv" / "intent_report.json").read_text())
+        if (REPORTS / "cv" / "intent_report.json").exists()
+        else {}
+    )
     cv_acc = cv.get("accuracy", float("nan"))
     cv_f1 = cv.get("macro avg", {}).get("f1-score", float("nan"))
     lines = [
@@ -190,8 +240,10 @@ def main() -> int:
         f"| Rasa pipeline, held-out set | {holdout['accuracy']:.3f} | "
         f"{holdout['macro avg']['f1-score']:.3f} |",
         f"| Baseline TF-IDF + LogReg, held-out set | {base['accuracy']:.3f} | {base['macro_f1']:.3f} |",
-        *[f"| … {name} only ({count} examples): pipeline / baseline | {ours:.3f} / "
-          f"{theirs:.3f} | |" for name, count, ours, theirs in per_set],
+        *[
+            f"| … {name} only ({count} examples): pipeline / baseline | {ours:.3f} / " f"{theirs:.3f} | |"
+            for name, count, ours, theirs in per_set
+        ],
         f"| Rasa pipeline, development set | {dev['accuracy']:.3f} | "
         f"{dev['macro avg']['f1-score']:.3f} |",
         f"| Baseline TF-IDF + LogReg, development set | {dev_base['accuracy']:.3f} | "
@@ -208,23 +260,43 @@ def main() -> int:
     ]
     for name, row in entities.items():
         if isinstance(row, dict) and "avg" not in name:
-            lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
-                         f"{row['f1-score']:.3f} | {row['support']} |")
-    lines += ["", "## Per intent (held-out set)", "", "| intent | precision | recall | F1 | support |",
-              "|---|---|---|---|---|"]
+            lines.append(
+                f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
+                f"{row['f1-score']:.3f} | {row['support']} |"
+            )
+    lines += [
+        "",
+        "## Per intent (held-out set)",
+        "",
+        "| intent | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in sorted(holdout.items()):
         if isinstance(row, dict) and "avg" not in name and "support" in row:
-            lines.append(f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
-                         f"{row['f1-score']:.3f} | {row['support']} |")
-    lines += ["", "## FallbackClassifier thresholds (held-out set)", "",
-              "answered = share of messages answered directly; precision = correct among those; "
-              "caught = share of the classifier's errors turned into a clarification question.", "",
-              "| threshold | ambiguity | answered | precision | caught |", "|---|---|---|---|---|"]
+            lines.append(
+                f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | "
+                f"{row['f1-score']:.3f} | {row['support']} |"
+            )
+    lines += [
+        "",
+        "## FallbackClassifier thresholds (held-out set)",
+        "",
+        "answered = share of messages answered directly; precision = correct among those; "
+        "caught = share of the classifier's errors turned into a clarification question.",
+        "",
+        "| threshold | ambiguity | answered | precision | caught |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['threshold']} | {row['ambiguity']} | {row['answered']:.3f} | "
-                     f"{row['precision_answered']:.3f} | {row['errors_caught']:.3f} |")
-    lines += ["", "Confusion matrix: reports/holdout/intent_confusion_matrix.png; errors: "
-              "reports/holdout/intent_errors.json."]
+        lines.append(
+            f"| {row['threshold']} | {row['ambiguity']} | {row['answered']:.3f} | "
+            f"{row['precision_answered']:.3f} | {row['errors_caught']:.3f} |"
+        )
+    lines += [
+        "",
+        "Confusion matrix: reports/holdout/intent_confusion_matrix.png; errors: "
+        "reports/holdout/intent_errors.json.",
+    ]
     report = "\n".join(lines) + "\n"
     (REPORTS / "eval.md").write_text(report, encoding="utf-8")
     print()

@@ -1,7 +1,7 @@
 """Score the running bot on the blind merchant-style sets: did the merchant get the right answer?
 
 Each question of tests/nlu/merchants/*.yml is sent, in a new conversation, through the REST
-channel of a bot started exactly as `make run` starts it (bot/launcher.py); the conversation's
+channel of a bot started exactly as `make run` starts it (ops/launcher.py); the conversation's
 tracker (Rasa API, with the token) then says what the merchant got:
 
 * ``<topic id>``      a KB answer (slot ``answered_topic``),
@@ -37,28 +37,32 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.launcher import RunningBot, start_bot  # noqa: E402
+from ops.launcher import RunningBot, start_bot  # noqa: E402
 
 SETS = ROOT / "tests" / "nlu" / "merchants"
 REPORTS = ROOT / "reports"
 FEE_ACTIONS = {"action_answer_fees"}
-SMALLTALK = {"utter_greet": "greet", "utter_goodbye": "goodbye", "utter_thanks": "thanks",
-             "utter_affirm": "affirm", "utter_deny": "deny"}
+SMALLTALK = {
+    "utter_greet": "greet",
+    "utter_goodbye": "goodbye",
+    "utter_thanks": "thanks",
+    "utter_affirm": "affirm",
+    "utter_deny": "deny",
+}
 
 
 def code_entries(path: Path = ROOT / "kb" / "content" / "error_codes.yml") -> dict[str, str]:
     """Each response code → the first code of its KB entry: codes that share one entry (04 and
     43, A0 and 99 …) get the same explanation, so either label is the right answer."""
     entries = yaml.safe_load(path.read_text(encoding="utf-8"))["error_codes"]
-    return {str(code).upper(): str(entry["codes"][0]).upper()
-            for entry in entries for code in entry["codes"]}
+    return {str(code).upper(): str(entry["codes"][0]).upper() for entry in entries for code in entry["codes"]}
 
 
 def canonical(label: str, entries: dict[str, str]) -> str:
     """``code:43`` → ``code:04`` when both are one KB entry; other labels unchanged."""
     if not label.startswith("code:"):
         return label
-    code = label[len("code:"):].upper()
+    code = label[len("code:") :].upper()
     return f"code:{entries.get(code, code)}"
 
 
@@ -75,7 +79,7 @@ def outcome(events: list[dict[str, Any]]) -> tuple[str, str, list[str]]:
         return "", "none", []
     user = users[-1]
     intent = str(((user.get("parse_data") or {}).get("intent") or {}).get("name") or "")
-    after = events[events.index(user) + 1:]
+    after = events[events.index(user) + 1 :]
     actions = [e.get("name") for e in after if e.get("event") == "action"]
     slots = {e.get("name"): e.get("value") for e in after if e.get("event") == "slot"}
     offered = []
@@ -84,9 +88,8 @@ def outcome(events: list[dict[str, Any]]) -> tuple[str, str, list[str]]:
             for button in (e.get("data") or {}).get("buttons") or []:
                 payload = str(button.get("payload") or "")
                 if '"kb_topic"' in payload:
-                    offered.append(json.loads(payload[payload.index("{"):])["kb_topic"])
-    uttered = {(e.get("metadata") or {}).get("utter_action") for e in after
-               if e.get("event") == "bot"}
+                    offered.append(json.loads(payload[payload.index("{") :])["kb_topic"])
+    uttered = {(e.get("metadata") or {}).get("utter_action") for e in after if e.get("event") == "bot"}
     clarified = "utter_clarify" in uttered
     if slots.get("answered_topic"):
         return intent, str(slots["answered_topic"]), offered
@@ -129,16 +132,23 @@ def report(results: list[dict[str, Any]], families: dict[str, str]) -> str:
     topic_ok = sum(r["got"] == r["topic"] for r in results)
     offered_ok = sum(r["got"] == "clarify" and r["topic"] in r["offered"] for r in results)
     clarified = sum(r["got"] == "clarify" for r in results)
-    lines = [f"# Merchant-style sets ({time.strftime('%Y-%m-%d %H:%M')})", "",
-             f"{n} questions. **Topic accuracy {topic_ok / n:.3f}** ({topic_ok}), "
-             f"intent accuracy {intent_ok / n:.3f} ({intent_ok}); asked back (您是想问) "
-             f"{clarified} times, with the right topic among the buttons {offered_ok} times.", "",
-             "| set | n | topic | intent |", "|---|---|---|---|"]
+    lines = [
+        f"# Merchant-style sets ({time.strftime('%Y-%m-%d %H:%M')})",
+        "",
+        f"{n} questions. **Topic accuracy {topic_ok / n:.3f}** ({topic_ok}), "
+        f"intent accuracy {intent_ok / n:.3f} ({intent_ok}); asked back (您是想问) "
+        f"{clarified} times, with the right topic among the buttons {offered_ok} times.",
+        "",
+        "| set | n | topic | intent |",
+        "|---|---|---|---|",
+    ]
     for name in sorted({r["set"] for r in results}):
         items = [r for r in results if r["set"] == name]
-        lines.append(f"| {name} | {len(items)} | "
-                     f"{sum(r['got'] == r['topic'] for r in items) / len(items):.3f} | "
-                     f"{sum(r['got_intent'] == r['intent'] for r in items) / len(items):.3f} |")
+        lines.append(
+            f"| {name} | {len(items)} | "
+            f"{sum(r['got'] == r['topic'] for r in items) / len(items):.3f} | "
+            f"{sum(r['got_intent'] == r['intent'] for r in items) / len(items):.3f} |"
+        )
     lines += ["", "| family | n | topic | intent |", "|---|---|---|---|"]
     by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
@@ -153,9 +163,16 @@ def report(results: list[dict[str, Any]], families: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-NON_TOPIC = {"error_code": "code:", "human_handoff": "flow:handoff", "out_of_scope": "decline",
-             "greet": "smalltalk:greet", "goodbye": "smalltalk:goodbye",
-             "thanks": "smalltalk:thanks", "affirm": "smalltalk:affirm", "deny": "smalltalk:deny"}
+NON_TOPIC = {
+    "error_code": "code:",
+    "human_handoff": "flow:handoff",
+    "out_of_scope": "decline",
+    "greet": "smalltalk:greet",
+    "goodbye": "smalltalk:goodbye",
+    "thanks": "smalltalk:thanks",
+    "affirm": "smalltalk:affirm",
+    "deny": "smalltalk:deny",
+}
 
 
 def is_topic(label: str) -> bool:
@@ -171,19 +188,23 @@ def baseline_predictions(results: list[dict[str, Any]]) -> list[tuple[str, str]]
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from kb.content import load_content
     from kb.encoder import clean, get_encoder
+    from kb.loader import load_content
     from kb.settings import CONTENT_DIR
 
     encoder = get_encoder()
 
     def fit(texts: list[str], labels: list[str]) -> Any:
         vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
-        X = hstack([vec.fit_transform([clean(t) for t in texts]),
-                    csr_matrix(encoder.encode(texts) * 5.0)]).tocsr()
+        X = hstack(
+            [vec.fit_transform([clean(t) for t in texts]), csr_matrix(encoder.encode(texts) * 5.0)]
+        ).tocsr()
         clf = LogisticRegression(C=3, solver="liblinear", max_iter=2000).fit(X, labels)
-        return lambda items: clf.predict(hstack([vec.transform([clean(t) for t in items]),
-                                                 csr_matrix(encoder.encode(items) * 5.0)]).tocsr())
+        return lambda items: clf.predict(
+            hstack(
+                [vec.transform([clean(t) for t in items]), csr_matrix(encoder.encode(items) * 5.0)]
+            ).tocsr()
+        )
 
     data = load_data(str(ROOT / "data" / "nlu"))
     data = data.merge(load_data(str(ROOT / "var" / "nlu")))
@@ -203,12 +224,16 @@ def side_by_side(results: list[dict[str, Any]], predictions: list[tuple[str, str
     intent and the topic is right."""
     from kb.settings import TOPIC_INTENTS
 
-    rows = ["| set | n | posbot topic | baseline topic | posbot intent | baseline intent | "
-            "KB-topic questions | posbot | baseline |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| set | n | posbot topic | baseline topic | posbot intent | baseline intent | "
+        "KB-topic questions | posbot | baseline |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     sets = [*sorted({r["set"] for r in results}), "all"]
     for name in sets:
-        items = [(r, p) for r, p in zip(results, predictions, strict=True)
-                 if name == "all" or r["set"] == name]
+        items = [
+            (r, p) for r, p in zip(results, predictions, strict=True) if name == "all" or r["set"] == name
+        ]
         n = max(len(items), 1)
         kb = [(r, p) for r, p in items if is_topic(r["topic"])]
         kb_n = max(len(kb), 1)
@@ -217,13 +242,15 @@ def side_by_side(results: list[dict[str, Any]], predictions: list[tuple[str, str
             if is_topic(r["topic"]):
                 return p[0] in TOPIC_INTENTS and p[1] == r["topic"]
             return p[0] == r["intent"]
+
         rows.append(
             f"| {name} | {len(items)} | {sum(r['got'] == r['topic'] for r, _ in items) / n:.3f} | "
             f"{sum(base_right(r, p) for r, p in items) / n:.3f} | "
             f"{sum(r['got_intent'] == r['intent'] for r, _ in items) / n:.3f} | "
             f"{sum(p[0] == r['intent'] for r, p in items) / n:.3f} | {len(kb)} | "
             f"{sum(r['got'] == r['topic'] for r, _ in kb) / kb_n:.3f} | "
-            f"{sum(base_right(r, p) for r, p in kb) / kb_n:.3f} |")
+            f"{sum(base_right(r, p) for r, p in kb) / kb_n:.3f} |"
+        )
     return "\n".join(rows)
 
 
@@ -243,7 +270,7 @@ def main() -> int:
             for path in sorted(SETS.glob(args.sets)):
                 examples = yaml.safe_load(path.read_text(encoding="utf-8"))["examples"]
                 if args.limit:
-                    examples = examples[:args.limit]
+                    examples = examples[: args.limit]
                 results += [{**r, "set": path.stem} for r in score(bot, examples, path.stem)]
         finally:
             bot.stop()
@@ -253,12 +280,17 @@ def main() -> int:
     REPORTS.mkdir(exist_ok=True)
     text = report(results, families)
     table = side_by_side(results, baseline_predictions(results))
-    text = text.replace("\n\n| set", "\n\nSide by side with the baseline (TF-IDF + e5 logistic "
-                        "regression on the same training data; scored as `side_by_side` in "
-                        "scripts/evaluate_merchants.py explains):\n\n" + table + "\n\n| set", 1)
+    text = text.replace(
+        "\n\n| set",
+        "\n\nSide by side with the baseline (TF-IDF + e5 logistic "
+        "regression on the same training data; scored as `side_by_side` in "
+        "scripts/evaluate_merchants.py explains):\n\n" + table + "\n\n| set",
+        1,
+    )
     (REPORTS / "merchants.md").write_text(text, encoding="utf-8")
-    (REPORTS / "merchants.json").write_text(json.dumps(results, ensure_ascii=False, indent=1),
-                                            encoding="utf-8")
+    (REPORTS / "merchants.json").write_text(
+        json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
     print("\n".join(text.split("\n\n")[1:3]))
     return 0
 

@@ -67,14 +67,24 @@ UNANSWERED = [
 DECLINED = ["今天天气怎么样", "帮我订个外卖", "你会唱歌吗"]
 #: The two handoffs waiting now: conversation, brand, (merchant, bot) lines.
 WAITING = [
-    ("shop-7f3a", "拉卡拉", [
-        ("你好 我是城东便利店", "您好！请问POS机遇到什么问题了？"),
-        ("刷卡一直显示交易超时", "交易超时多半是网络不稳：请先看信号格，换个位置或改用WiFi再试。"),
-        ("换了WiFi还是超时 转人工", "好的，已为您转人工客服，请稍候。")]),
-    ("shop-c21d", "银联商务", [
-        ("结算款昨天没到账", "T+1 结算一般在第二个工作日到账，节假日顺延。请问是哪天的交易？"),
-        ("周一的 今天都周三了", "超过约定时间没到账，建议联系收单机构核实。"),
-        ("我要找人工", "好的，已为您转人工客服，请稍候。")]),
+    (
+        "shop-7f3a",
+        "拉卡拉",
+        [
+            ("你好 我是城东便利店", "您好！请问POS机遇到什么问题了？"),
+            ("刷卡一直显示交易超时", "交易超时多半是网络不稳：请先看信号格，换个位置或改用WiFi再试。"),
+            ("换了WiFi还是超时 转人工", "好的，已为您转人工客服，请稍候。"),
+        ],
+    ),
+    (
+        "shop-c21d",
+        "银联商务",
+        [
+            ("结算款昨天没到账", "T+1 结算一般在第二个工作日到账，节假日顺延。请问是哪天的交易？"),
+            ("周一的 今天都周三了", "超过约定时间没到账，建议联系收单机构核实。"),
+            ("我要找人工", "好的，已为您转人工客服，请稍候。"),
+        ],
+    ),
 ]
 
 
@@ -88,18 +98,23 @@ def serve(port: int, folder: Path) -> None:
     rng = random.Random(SEED)
     conversations, handoffs, ratings = week(rng)
     seed_tracker(folder / "tracker.sqlite3", conversations)
-    app = console_app(folder, "编辑小王", PASSWORD, encoder=get_encoder(),
-                      tracker=folder / "tracker.sqlite3", threshold=GROUP_AT)
+    app = console_app(
+        folder,
+        "编辑小王",
+        PASSWORD,
+        encoder=get_encoder(),
+        tracker=folder / "tracker.sqlite3",
+        threshold=GROUP_AT,
+    )
     seed_records(folder / "posbot.sqlite3", handoffs, ratings)
     published_before(folder)
     app.run(host="127.0.0.1", port=port, access_log=False)
 
 
-def week(rng: random.Random) -> tuple[dict[str, list[Event]], list[dict[str, Any]],
-                                      list[dict[str, Any]]]:
+def week(rng: random.Random) -> tuple[dict[str, list[Event]], list[dict[str, Any]], list[dict[str, Any]]]:
     """DAYS days of conversations (local time 08:00-21:30, none after now), the handoffs and
     the ratings they led to."""
-    from kb.content import load_content
+    from kb.loader import load_content
     from kb.settings import CONTENT_DIR
 
     topics = [t for t in load_content(CONTENT_DIR).topics if t.get("questions")]
@@ -124,38 +139,63 @@ def week(rng: random.Random) -> tuple[dict[str, list[Event]], list[dict[str, Any
                 if roll < 0.68:
                     topic = rng.choice(topics)
                     text = rng.choice(topic["questions"])
-                    events += turn(text, topic["intent"], "action_answer_topic", "utter_topic", at,
-                                   topic=topic["id"])
+                    events += turn(
+                        text, topic["intent"], "action_answer_topic", "utter_topic", at, topic=topic["id"]
+                    )
                     if rng.random() < 0.35:
                         helpful = rng.random() < 0.8
-                        events += turn("/affirm" if helpful else "/deny", "affirm" if helpful
-                                       else "deny", "action_record_feedback",
-                                       "utter_feedback_thanks", at + 20)
-                        ratings.append({"conversation": sender, "topic": topic["id"],
-                                        "question": text, "helpful": helpful, "at": at + 21})
+                        events += turn(
+                            "/affirm" if helpful else "/deny",
+                            "affirm" if helpful else "deny",
+                            "action_record_feedback",
+                            "utter_feedback_thanks",
+                            at + 20,
+                        )
+                        ratings.append(
+                            {
+                                "conversation": sender,
+                                "topic": topic["id"],
+                                "question": text,
+                                "helpful": helpful,
+                                "at": at + 21,
+                            }
+                        )
                 elif roll < 0.86:
                     text = rng.choice(rng.choices(UNANSWERED, weights=(9, 5, 4, 3, 2, 2, 2))[0])
                     if rng.random() < 0.5:
-                        events += turn(text, "nlu_fallback", "action_default_fallback",
-                                       "utter_default", at)
+                        events += turn(text, "nlu_fallback", "action_default_fallback", "utter_default", at)
                     else:  # retrieval unsure: "您是想问" with the nearest topics
-                        events += turn(text, rng.choice(topics)["intent"], "action_answer_topic",
-                                       "utter_clarify", at)
+                        events += turn(
+                            text, rng.choice(topics)["intent"], "action_answer_topic", "utter_clarify", at
+                        )
                         if rng.random() < 0.4:  # 都不是
-                            ratings.append({"conversation": sender, "topic": None,
-                                            "question": text, "helpful": False, "at": at + 15})
+                            ratings.append(
+                                {
+                                    "conversation": sender,
+                                    "topic": None,
+                                    "question": text,
+                                    "helpful": False,
+                                    "at": at + 15,
+                                }
+                            )
                 elif roll < 0.93:
-                    events += turn(rng.choice(DECLINED), "out_of_scope", "utter_out_of_scope",
-                                   "utter_out_of_scope", at)
+                    events += turn(
+                        rng.choice(DECLINED), "out_of_scope", "utter_out_of_scope", "utter_out_of_scope", at
+                    )
                 else:
-                    events += turn("转人工", "human_handoff", "action_handoff",
-                                   "utter_handoff_waiting", at)
-                    handoffs.append({"conversation": sender, "brand": None, "question": "转人工",
-                                     # asked while nobody was on duty: open until handled
-                                     "status": "no_agent" if back == 0 and not any(
-                                         h["status"] == "no_agent" for h in handoffs)
-                                     else "released",
-                                     "at": at})
+                    events += turn("转人工", "human_handoff", "action_handoff", "utter_handoff_waiting", at)
+                    handoffs.append(
+                        {
+                            "conversation": sender,
+                            "brand": None,
+                            "question": "转人工",
+                            # asked while nobody was on duty: open until handled
+                            "status": "no_agent"
+                            if back == 0 and not any(h["status"] == "no_agent" for h in handoffs)
+                            else "released",
+                            "at": at,
+                        }
+                    )
                 at += rng.uniform(40, 300)
                 if at > now - 60:
                     break
@@ -164,39 +204,49 @@ def week(rng: random.Random) -> tuple[dict[str, list[Event]], list[dict[str, Any
         at = now - 420 + index * 150
         events = []
         for said, answer in lines:
-            events += [ActionExecuted("action_listen", timestamp=at - 1),
-                       UserUttered(said, {"name": "human_handoff", "confidence": 0.9},
-                                   timestamp=at, input_channel="web"),
-                       ActionExecuted("action_answer_topic", timestamp=at + 0.5),
-                       BotUttered(answer, metadata={"utter_action": "utter_topic"},
-                                  timestamp=at + 1)]
+            events += [
+                ActionExecuted("action_listen", timestamp=at - 1),
+                UserUttered(
+                    said, {"name": "human_handoff", "confidence": 0.9}, timestamp=at, input_channel="web"
+                ),
+                ActionExecuted("action_answer_topic", timestamp=at + 0.5),
+                BotUttered(answer, metadata={"utter_action": "utter_topic"}, timestamp=at + 1),
+            ]
             at += 40
         conversations[sender] = events
-        handoffs.append({"conversation": sender, "brand": brand, "question": lines[-1][0],
-                         "status": "waiting", "at": at - 40})
+        handoffs.append(
+            {
+                "conversation": sender,
+                "brand": brand,
+                "question": lines[-1][0],
+                "status": "waiting",
+                "at": at - 40,
+            }
+        )
     return conversations, handoffs, ratings
 
 
-def turn(text: str, intent: str, action: str, said: str, at: float,
-         topic: Optional[str] = None) -> list[Event]:
+def turn(
+    text: str, intent: str, action: str, said: str, at: float, topic: Optional[str] = None
+) -> list[Event]:
     """One merchant message and the bot's answer, as Rasa's tracker store has them."""
     events: list[Event] = [
         ActionExecuted("action_listen", timestamp=at - 1),
         UserUttered(text, {"name": intent, "confidence": 0.9}, timestamp=at, input_channel="web"),
         ActionExecuted(action, timestamp=at + 0.5),
-        BotUttered("……", metadata={"utter_action": said}, timestamp=at + 1)]
+        BotUttered("……", metadata={"utter_action": said}, timestamp=at + 1),
+    ]
     if topic:
         events.append(SlotSet("answered_topic", topic, timestamp=at + 1.1))
     return events
 
 
-def seed_records(database: Path, handoffs: list[dict[str, Any]],
-                 ratings: list[dict[str, Any]]) -> None:
+def seed_records(database: Path, handoffs: list[dict[str, Any]], ratings: list[dict[str, Any]]) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from kb.records import Feedback, Handoff, RecordStore
-    from kb.staff import StaffStore
+    from records.store import Feedback, Handoff, RecordStore
+    from staff.accounts import StaffStore
 
     engine = create_engine(f"sqlite:///{database}")
     RecordStore(engine)  # creates the tables
@@ -210,16 +260,30 @@ def seed_records(database: Path, handoffs: list[dict[str, Any]],
     with Session(engine) as session, session.begin():
         for h in sorted(handoffs, key=lambda h: h["at"]):
             released = h["status"] == "released"
-            session.add(Handoff(conversation_id=h["conversation"], brand=h["brand"], symptom=None,
-                                question=h["question"], status=h["status"],
-                                agent=AGENT if released else None,
-                                created_at=utc(h["at"]),
-                                claimed_at=utc(h["at"] + 60) if released else None,
-                                released_at=utc(h["at"] + 600) if released else None))
+            session.add(
+                Handoff(
+                    conversation_id=h["conversation"],
+                    brand=h["brand"],
+                    symptom=None,
+                    question=h["question"],
+                    status=h["status"],
+                    agent=AGENT if released else None,
+                    created_at=utc(h["at"]),
+                    claimed_at=utc(h["at"] + 60) if released else None,
+                    released_at=utc(h["at"] + 600) if released else None,
+                )
+            )
         for r in ratings:
-            session.add(Feedback(conversation_id=r["conversation"], topic_id=r["topic"],
-                                 intent=None, question=r["question"], helpful=r["helpful"],
-                                 created_at=utc(r["at"])))
+            session.add(
+                Feedback(
+                    conversation_id=r["conversation"],
+                    topic_id=r["topic"],
+                    intent=None,
+                    question=r["question"],
+                    helpful=r["helpful"],
+                    created_at=utc(r["at"]),
+                )
+            )
     engine.dispose()
 
 
@@ -243,24 +307,43 @@ def published_before(folder: Path) -> None:
     serving.parent.mkdir()
     serving.write_bytes(b"stand-in for a model: screenshots only\n")
     os.utime(serving, (started, started))
-    record_of(serving).write_text(json.dumps(
-        {"model": identity(serving), "trained": name, "files": fingerprint(project)}))
+    record_of(serving).write_text(
+        json.dumps({"model": identity(serving), "trained": name, "files": fingerprint(project)})
+    )
     (project / "var").mkdir()
-    (project / "var" / "model-train.json").write_text(json.dumps({
-        "state": "published", "by": ADMIN, "started": started, "finished": finished,
-        "model": name, "changed": ["kb/content/learned.yml", "kb/content/topics/device.yml"],
-        "urls": ["http://10.0.8.11:5005", "http://10.0.8.12:5005"], "host": "bot-1", "pid": None,
-        "guard": {"new": {"accuracy": 921 / 992, "correct": 921, "examples": 992},
-                  "serving": {"accuracy": 918 / 992, "correct": 918, "examples": 992}},
-        "instances": [{"url": "http://10.0.8.11:5005", "ok": True, "error": None},
-                      {"url": "http://10.0.8.12:5005", "ok": True, "error": None}],
-        "message": "已发布：2 个机器人实例已加载新模型，下次启动也用它"}, ensure_ascii=False))
+    (project / "var" / "model-train.json").write_text(
+        json.dumps(
+            {
+                "state": "published",
+                "by": ADMIN,
+                "started": started,
+                "finished": finished,
+                "model": name,
+                "changed": ["kb/content/learned.yml", "kb/content/topics/device.yml"],
+                "urls": ["http://10.0.8.11:5005", "http://10.0.8.12:5005"],
+                "host": "bot-1",
+                "pid": None,
+                "guard": {
+                    "new": {"accuracy": 921 / 992, "correct": 921, "examples": 992},
+                    "serving": {"accuracy": 918 / 992, "correct": 918, "examples": 992},
+                },
+                "instances": [
+                    {"url": "http://10.0.8.11:5005", "ok": True, "error": None},
+                    {"url": "http://10.0.8.12:5005", "ok": True, "error": None},
+                ],
+                "message": "已发布：2 个机器人实例已加载新模型，下次启动也用它",
+            },
+            ensure_ascii=False,
+        )
+    )
     (project / "var" / "model-train.log").write_text(
         "$ posbot kb dict var/jieba\n$ posbot kb nlu var/nlu\n"
         f"$ nice -n 10 rasa train --config bot/config.yml --domain bot/domain --data data var/nlu "
         f"--out models --fixed-model-name {name[:-7]}\n"
         f"Your Rasa model is trained and saved at 'models/{name}'.\n"
-        f"# guard: {name}\n# guard: posbot.tar.gz\n", encoding="utf-8")
+        f"# guard: {name}\n# guard: posbot.tar.gz\n",
+        encoding="utf-8",
+    )
 
 
 # ----------------------------------------------------------------------------- the browser side
@@ -276,10 +359,10 @@ def shoot(out: Path) -> list[Path]:
     folder = Path(tempfile.mkdtemp(prefix="posbot-screenshots-"))
     try:
         print("building the console on a copy of the KB with e5 (about a minute) …", flush=True)
-        with console_server(folder, module="scripts.screenshots") as url, \
-                sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, headless=True,
-                                                 args=CHROMIUM_ARGS)
+        with console_server(folder, module="scripts.screenshots") as url, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM_PATH, headless=True, args=CHROMIUM_ARGS
+            )
             context = browser.new_context(viewport=DESKTOP, locale="zh-CN")
             context.set_default_timeout(WAIT_MS)
             expect.set_options(timeout=WAIT_MS)
@@ -301,11 +384,16 @@ def shoot(out: Path) -> list[Path]:
                 clip = None
                 if down_to is not None:
                     box = down_to.bounding_box()
-                    clip = {"x": 0, "y": 0, "width": DESKTOP["width"],
-                            "height": round(box["y"] + box["height"] + 16)}
+                    clip = {
+                        "x": 0,
+                        "y": 0,
+                        "width": DESKTOP["width"],
+                        "height": round(box["y"] + box["height"] + 16),
+                    }
                 path = out / name
-                path.write_bytes(small_png(page.screenshot(full_page=True, clip=clip)
-                                           if clip else page.screenshot()))
+                path.write_bytes(
+                    small_png(page.screenshot(full_page=True, clip=clip) if clip else page.screenshot())
+                )
                 written.append(path)
                 print(f"{path}: {path.stat().st_size // 1000} KB", flush=True)
 
@@ -357,7 +445,8 @@ def small_png(data: bytes) -> bytes:
     image = Image.open(io.BytesIO(data)).convert("RGB")
     buffer = io.BytesIO()
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-        buffer, format="PNG", optimize=True)
+        buffer, format="PNG", optimize=True
+    )
     return buffer.getvalue() if buffer.tell() < len(data) else data
 
 

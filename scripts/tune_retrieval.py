@@ -30,10 +30,10 @@ def folds(index: TopicIndex, k: int = 5) -> list[tuple[TopicIndex, list[tuple[st
         docs, held = [], []
         for topic in index.topics:
             keep = [i for i in range(len(topic.questions)) if i == 0 or i % k != fold]
-            held += [(topic.questions[i], topic.id) for i in range(1, len(topic.questions))
-                     if i % k == fold]
-            docs.append(TopicDoc(topic.id, topic.intent, tuple(topic.questions[i] for i in keep),
-                                 topic.vectors[keep]))
+            held += [(topic.questions[i], topic.id) for i in range(1, len(topic.questions)) if i % k == fold]
+            docs.append(
+                TopicDoc(topic.id, topic.intent, tuple(topic.questions[i] for i in keep), topic.vectors[keep])
+            )
         out.append((TopicIndex(docs, index.encoder, index.digest), held))
     return out
 
@@ -44,19 +44,23 @@ def main() -> int:
     splits = folds(index)
     total = sum(len(held) for _, held in splits)
     print(f"{total} alternate questions of {len(index.topics)} topics, 5 folds")
-    ranked = [(fold_index.rank(q, limit=3), gold) for fold_index, held in splits
-              for q, gold in held]
+    ranked = [(fold_index.rank(q, limit=3), gold) for fold_index, held in splits for q, gold in held]
     top1 = sum(r[0].topic_id == gold for r, gold in ranked) / len(ranked)
     top3 = sum(gold in [m.topic_id for m in r] for r, gold in ranked) / len(ranked)
     print(f"top-1 {top1:.3f}, top-3 {top3:.3f} (no intent prior)")
     for at in (0.2, 0.3, 0.4, 0.5, 0.6):
         for margin in (0.0, 0.05, 0.1, 0.2):
-            answered = [(r, gold) for r, gold in ranked if r[0].score >= at
-                        and (len(r) < 2 or r[0].score - r[1].score >= margin)]
+            answered = [
+                (r, gold)
+                for r, gold in ranked
+                if r[0].score >= at and (len(r) < 2 or r[0].score - r[1].score >= margin)
+            ]
             if answered:
                 precision = sum(r[0].topic_id == gold for r, gold in answered) / len(answered)
-                print(f"  answer at {at:.2f}, margin {margin:.2f}: answers "
-                      f"{len(answered) / len(ranked):.2f}, right {precision:.3f}")
+                print(
+                    f"  answer at {at:.2f}, margin {margin:.2f}: answers "
+                    f"{len(answered) / len(ranked):.2f}, right {precision:.3f}"
+                )
     return 0
 
 

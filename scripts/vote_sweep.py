@@ -57,8 +57,7 @@ def collect(out: Path, folds: int, seed: int, extra: str | None, config: str) ->
             features = None
             if message.get_sparse_features(attribute=TEXT)[1] is not None:
                 features = self._create_X([message])
-            seen[message.get(TEXT)] = ([dict(r) for r in message.get(INTENT_RANKING_KEY) or []],
-                                       features)
+            seen[message.get(TEXT)] = ([dict(r) for r in message.get(INTENT_RANKING_KEY) or []], features)
         return original(self, messages)
 
     intent_vote.IntentVote.process = process  # type: ignore[method-assign]
@@ -74,21 +73,25 @@ def collect(out: Path, folds: int, seed: int, extra: str | None, config: str) ->
         target = out / f"fold{k}.pkl"
         if target.exists():
             continue
-        train = TrainingData([examples[i] for i in train_index] + added,
-                             entity_synonyms=data.entity_synonyms,
-                             regex_features=data.regex_features, lookup_tables=data.lookup_tables)
+        train = TrainingData(
+            [examples[i] for i in train_index] + added,
+            entity_synonyms=data.entity_synonyms,
+            regex_features=data.regex_features,
+            lookup_tables=data.lookup_tables,
+        )
         seen.clear()
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "nlu.yml").write_text(train.nlu_as_yaml(), encoding="utf-8")
-            agent = Agent.load(train_nlu(config,
-                                         str(Path(tmp) / "nlu.yml"), tmp, fixed_model_name="f"))
+            agent = Agent.load(train_nlu(config, str(Path(tmp) / "nlu.yml"), tmp, fixed_model_name="f"))
 
-            asyncio.run(parse_all(agent, [examples[i].get("text")
-                                          for i in (*train_index, *test_index)]))
-        record = {part: [(examples[i].get("text"), labels[i],
-                          seen.get(normalize(examples[i].get("text"))))
-                         for i in index]
-                  for part, index in (("train", train_index), ("test", test_index))}
+            asyncio.run(parse_all(agent, [examples[i].get("text") for i in (*train_index, *test_index)]))
+        record = {
+            part: [
+                (examples[i].get("text"), labels[i], seen.get(normalize(examples[i].get("text"))))
+                for i in index
+            ]
+            for part, index in (("train", train_index), ("test", test_index))
+        }
         target.write_bytes(pickle.dumps(record))
         print(f"fold {k} done", flush=True)
 
@@ -109,13 +112,11 @@ def score(directories: list[Path]) -> None:
             diet = [{r["name"]: r["confidence"] for r in got[0]} for _, _, got in test]
             for name, c in VARIANTS.items():
                 # as Rasa's LogisticRegressionClassifier, with C set by IntentVote
-                clf = LogisticRegression(C=c, max_iter=1000, class_weight="balanced",
-                                         random_state=42)
+                clf = LogisticRegression(C=c, max_iter=1000, class_weight="balanced", random_state=42)
                 clf.fit(sp.vstack([got[1] for _, got in train]), [y for y, _ in train])
                 probabilities = clf.predict_proba(x_test)
                 for share in SHARES:
-                    for votes_diet, row, (_, truth, _) in zip(diet, probabilities, test,
-                                                              strict=True):
+                    for votes_diet, row, (_, truth, _) in zip(diet, probabilities, test, strict=True):
                         votes = {n: (1 - share) * p for n, p in votes_diet.items()}
                         for n, p in zip(clf.classes_, row, strict=True):
                             votes[n] = votes.get(n, 0.0) + share * p
@@ -125,8 +126,7 @@ def score(directories: list[Path]) -> None:
         print("| | " + " | ".join(f"{s:g}" for s in SHARES) + " |")
         print("|---" * (len(SHARES) + 1) + "|")
         for name in VARIANTS:
-            print(f"| {name} | " + " | ".join(f"{right[(name, s)] / total:.4f}" for s in SHARES)
-                  + " |")
+            print(f"| {name} | " + " | ".join(f"{right[(name, s)] / total:.4f}" for s in SHARES) + " |")
 
 
 def main() -> None:
@@ -137,8 +137,9 @@ def main() -> None:
     run.add_argument("--folds", type=int, default=5)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--extra")
-    run.add_argument("--config", default=str(ROOT / "bot" / "config.yml"),
-                     help="a variant of bot/config.yml to compare")
+    run.add_argument(
+        "--config", default=str(ROOT / "bot" / "config.yml"), help="a variant of bot/config.yml to compare"
+    )
     show = sub.add_parser("score")
     show.add_argument("directories", type=Path, nargs="+")
     args = parser.parse_args()

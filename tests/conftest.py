@@ -15,11 +15,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
-from bot.launcher import DEFAULT_MODEL, RunningBot, start_bot
 from kb.build import build
-from kb.content import Content, load_content
+from kb.loader import Content, load_content
 from kb.settings import CONTENT_DIR
 from kb.store import KnowledgeStore
+from ops.launcher import DEFAULT_MODEL, RunningBot, start_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 WECHAT_ENV = {
@@ -39,8 +39,7 @@ def content() -> Content:
 @pytest.fixture()
 def engine(content: Content) -> Iterator[Engine]:
     """An in-memory SQLite database with the real KB content loaded."""
-    engine = create_engine("sqlite://", poolclass=StaticPool,
-                           connect_args={"check_same_thread": False})
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
     build(engine, content)
     yield engine
     engine.dispose()

@@ -3,7 +3,7 @@
 ``GET /staff/api/dashboard?days=N`` (editors and admins; 1-90 whole days in the server's time
 zone, as ``posbot report``) returns per-day series and the period's totals, rates and top lists:
 
-* from Rasa's SQL tracker store, by the walk ``bot.report.turns`` that the report and the
+* from Rasa's SQL tracker store, by the walk ``staff.report.turns`` that the report and the
   learning queue use: **conversations** (conversations with a merchant message that day; the
   period's total counts each conversation once), **messages** the merchants typed (button
   presses apart, **buttons**), and each typed message once as **answered**, **fallback** (没听懂,
@@ -36,10 +36,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.channels.learning import REASONS, BadRequest, _days, tracker_engine_of
-from bot.report import Period, _title, normalise, turns
 from bot.settings import PROJECT_ROOT
-from kb.records import HANDOFF_NO_AGENT, Handoff, RecordStore
 from kb.store import KnowledgeStore
+from records.store import HANDOFF_NO_AGENT, Handoff, RecordStore
+from staff.report import Period, _title, normalise, turns
 
 if TYPE_CHECKING:
     from bot.channels.staff import StaffConsole
@@ -49,10 +49,22 @@ logger = logging.getLogger(__name__)
 ROLE = "editor"
 TOP = 10
 ANSWERED, FALLBACK, CLARIFY, DECLINED = "answered", "fallback", "clarify", "declined"
-#: A typed message's outcome from its first unanswered reason (bot/report.py, learning.py).
+#: A typed message's outcome from its first unanswered reason (staff/report.py, learning.py).
 OUTCOMES = {"fallback": FALLBACK, "clarify": CLARIFY, "decline": DECLINED}
-SERIES = ("conversations", "messages", "buttons", ANSWERED, FALLBACK, CLARIFY, DECLINED,
-          "handoffs", "no_agent", "helpful", "unhelpful", "none_of_these")
+SERIES = (
+    "conversations",
+    "messages",
+    "buttons",
+    ANSWERED,
+    FALLBACK,
+    CLARIFY,
+    DECLINED,
+    "handoffs",
+    "no_agent",
+    "helpful",
+    "unhelpful",
+    "none_of_these",
+)
 #: Chart.js's UMD build, installed by `npm ci` in web/ (package-lock.json pins the version).
 CHART_JS = PROJECT_ROOT / "web" / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js"
 VENDOR_CACHE = "public, max-age=86400"
@@ -63,8 +75,9 @@ def local_day(moment: datetime) -> date:
     return moment.replace(tzinfo=timezone.utc).astimezone().date()
 
 
-def figures(tracker: Optional[Engine], records: RecordStore, period: Period,
-            kb: Optional[KnowledgeStore] = None) -> dict[str, Any]:
+def figures(
+    tracker: Optional[Engine], records: RecordStore, period: Period, kb: Optional[KnowledgeStore] = None
+) -> dict[str, Any]:
     """Everything the dashboard shows for ``period``."""
     days = [period.since + timedelta(days=i) for i in range((period.until - period.since).days + 1)]
     per_day: dict[str, Counter[date]] = {name: Counter() for name in SERIES}
@@ -109,8 +122,10 @@ def figures(tracker: Optional[Engine], records: RecordStore, period: Period,
     since, until = period.utc_bounds()
     with Session(records.engine) as session:
         for created, status in session.execute(
-                select(Handoff.created_at, Handoff.status)
-                .where(Handoff.created_at >= since, Handoff.created_at < until)):
+            select(Handoff.created_at, Handoff.status).where(
+                Handoff.created_at >= since, Handoff.created_at < until
+            )
+        ):
             per_day["handoffs"][local_day(created)] += 1
             if status == HANDOFF_NO_AGENT:
                 per_day["no_agent"][local_day(created)] += 1
@@ -120,7 +135,9 @@ def figures(tracker: Optional[Engine], records: RecordStore, period: Period,
     totals = {name: sum(per_day[name].values()) for name in SERIES}
     totals["conversations"] = len(everyone)
     return {
-        "days": len(days), "since": period.since.isoformat(), "until": period.until.isoformat(),
+        "days": len(days),
+        "since": period.since.isoformat(),
+        "until": period.until.isoformat(),
         "timezone": clock.strftime("%Z (UTC%z)"),
         "dates": [d.isoformat() for d in days],
         "series": {name: [per_day[name][d] for d in days] for name in SERIES},
@@ -133,12 +150,19 @@ def figures(tracker: Optional[Engine], records: RecordStore, period: Period,
             "handoff": _share(totals["handoffs"], totals["conversations"]),
             "helpful": _share(totals["helpful"], totals["helpful"] + totals["unhelpful"]),
         },
-        "topics": [{"id": topic, "title": _title(kb, topic), "count": n}
-                   for topic, n in sorted(topics.items(), key=lambda t: (-t[1], t[0]))[:TOP]],
-        "unanswered": [{"text": shown[key], "count": n, "conversations": len(asked_in[key]),
-                        "reasons": dict(reasons[key])}
-                       for key, n in sorted(unanswered.items(),
-                                            key=lambda t: (-t[1], shown[t[0]]))[:TOP]],
+        "topics": [
+            {"id": topic, "title": _title(kb, topic), "count": n}
+            for topic, n in sorted(topics.items(), key=lambda t: (-t[1], t[0]))[:TOP]
+        ],
+        "unanswered": [
+            {
+                "text": shown[key],
+                "count": n,
+                "conversations": len(asked_in[key]),
+                "reasons": dict(reasons[key]),
+            }
+            for key, n in sorted(unanswered.items(), key=lambda t: (-t[1], shown[t[0]]))[:TOP]
+        ],
         "warnings": warnings,
     }
 
@@ -169,8 +193,9 @@ class Dashboard:
             period = Period(today - timedelta(days=days - 1), today)
             records = console.records
             try:
-                body = await asyncio.to_thread(figures, tracker_engine_of(request), records,
-                                               period, KnowledgeStore(records.engine))
+                body = await asyncio.to_thread(
+                    figures, tracker_engine_of(request), records, period, KnowledgeStore(records.engine)
+                )
             except SQLAlchemyError:
                 logger.exception("dashboard: the records database is not reachable")
                 return _error(503, "数据库暂时不可用，请稍后再试")
@@ -180,9 +205,13 @@ class Dashboard:
         async def chart_js(_: Request) -> HTTPResponse:
             if not self.chart_js.is_file():
                 logger.error("%s is missing: run `npm ci` in the web/ directory", self.chart_js)
-                return response.text("Chart.js is not installed on this server: run `npm ci` in "
-                                     "web/ (see docs/console.md).\n", status=503)
-            return await response.file(self.chart_js,
-                                       mime_type="application/javascript; charset=utf-8",
-                                       headers={"Cache-Control": VENDOR_CACHE,
-                                                "X-Content-Type-Options": "nosniff"})
+                return response.text(
+                    "Chart.js is not installed on this server: run `npm ci` in "
+                    "web/ (see docs/console.md).\n",
+                    status=503,
+                )
+            return await response.file(
+                self.chart_js,
+                mime_type="application/javascript; charset=utf-8",
+                headers={"Cache-Control": VENDOR_CACHE, "X-Content-Type-Options": "nosniff"},
+            )

@@ -38,7 +38,6 @@ from sanic.response import HTTPResponse
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from kb.content import CODE_GROUPS, FLOWS, Content
 from kb.editing import (
     KINDS,
     Busy,
@@ -58,6 +57,7 @@ from kb.editing import (
 )
 from kb.encoder import SentenceEncoder
 from kb.learned import ContentCache, answer_choices
+from kb.loader import CODE_GROUPS, FLOWS, Content
 from kb.retrieval import confident, suggestions
 from kb.settings import TOPIC_INTENTS, content_dir
 from kb.store import KnowledgeStore, shared_store, warm_in_background
@@ -100,17 +100,26 @@ def saved_message(saved: Saved, kind_label: str, restored: bool = False) -> str:
         return "没有改动，不需要保存"
     done = "已恢复并发布" if restored else "已保存并发布"
     if saved.version == "absent":
-        return (f"{done}：{kind_label}「{saved.id}」已从 {saved.file} 里删掉（它是新加的，"
-                "恢复就是撤销添加）。请记得在 git 里提交这个文件。")
-    return (f"{done}：{kind_label}「{saved.id}」写入了 {saved.file}，机器人从下一条消息起就按"
-            "新内容回答（不用重启）。请记得在 git 里提交这个文件。")
+        return (
+            f"{done}：{kind_label}「{saved.id}」已从 {saved.file} 里删掉（它是新加的，"
+            "恢复就是撤销添加）。请记得在 git 里提交这个文件。"
+        )
+    return (
+        f"{done}：{kind_label}「{saved.id}」写入了 {saved.file}，机器人从下一条消息起就按"
+        "新内容回答（不用重启）。请记得在 git 里提交这个文件。"
+    )
 
 
 class KbEditor:
     """The editor's routes, with what they need: content folder, KB database, encoder."""
 
-    def __init__(self, content: Optional[Path] = None, engine: Optional[Engine] = None,
-                 encoder: Optional[SentenceEncoder] = None, warm: bool = True) -> None:
+    def __init__(
+        self,
+        content: Optional[Path] = None,
+        engine: Optional[Engine] = None,
+        encoder: Optional[SentenceEncoder] = None,
+        warm: bool = True,
+    ) -> None:
         self.content_dir = content or content_dir()
         self._engine = engine
         self._encoder = encoder
@@ -131,30 +140,45 @@ class KbEditor:
     def items(self) -> dict[str, Any]:
         content = self.content()
         flows = [f"walk:{s['id']}" for s in content.symptoms] + list(FLOWS)
-        return {"items": entities(content),
-                "kinds": {name: {"label": kind.label, "fields": describe(name)}
-                          for name, kind in KINDS.items()},
-                "choices": {"intent": list(TOPIC_INTENTS), "group": list(CODE_GROUPS),
-                            "brands": [b["name"] for b in content.brands], "flow": flows},
-                "files": {name: kind.files(self.content_dir) for name, kind in KINDS.items()},
-                "problems": [str(p) for p in content.problems]}
+        return {
+            "items": entities(content),
+            "kinds": {name: {"label": kind.label, "fields": describe(name)} for name, kind in KINDS.items()},
+            "choices": {
+                "intent": list(TOPIC_INTENTS),
+                "group": list(CODE_GROUPS),
+                "brands": [b["name"] for b in content.brands],
+                "flow": flows,
+            },
+            "files": {name: kind.files(self.content_dir) for name, kind in KINDS.items()},
+            "problems": [str(p) for p in content.problems],
+        }
 
     def save(self, kind: str, entity_id: str, fields: Any, version: str, staff: str) -> Saved:
-        saved = save(self.content_dir, kind, entity_id, fields, version, staff=staff,
-                     engine=self.engine, encoder=self._encoder)
+        saved = save(
+            self.content_dir,
+            kind,
+            entity_id,
+            fields,
+            version,
+            staff=staff,
+            engine=self.engine,
+            encoder=self._encoder,
+        )
         if saved.changed:
             self._warm()
         return saved
 
     def create(self, kind: str, file: str, fields: Any, staff: str) -> Saved:
-        saved = create(self.content_dir, kind, file, fields, staff=staff, engine=self.engine,
-                       encoder=self._encoder)
+        saved = create(
+            self.content_dir, kind, file, fields, staff=staff, engine=self.engine, encoder=self._encoder
+        )
         self._warm()
         return saved
 
     def restore(self, history_id: int, version: str, staff: str) -> Saved:
-        saved = restore(self.content_dir, history_id, version, staff=staff, engine=self.engine,
-                        encoder=self._encoder)
+        saved = restore(
+            self.content_dir, history_id, version, staff=staff, engine=self.engine, encoder=self._encoder
+        )
         if saved.changed:
             self._warm()
         return saved
@@ -162,23 +186,34 @@ class KbEditor:
     def try_question(self, question: str) -> dict[str, Any]:
         content = self.content()
         titles = {c["id"]: c for c in answer_choices(content)}
-        matches = KnowledgeStore(self.engine).answer_index(self._encoder).rank(
-            question, limit=TRY_LIMIT)
-        shown = [{"id": m.topic_id, "kind": titles.get(m.topic_id, {}).get("kind", ""),
-                  "title": titles.get(m.topic_id, {}).get("title", m.topic_id),
-                  "score": round(m.score, 3), "meaning": round(m.meaning, 3),
-                  "words": round(m.words, 3), "nearest": m.question} for m in matches]
+        matches = KnowledgeStore(self.engine).answer_index(self._encoder).rank(question, limit=TRY_LIMIT)
+        shown = [
+            {
+                "id": m.topic_id,
+                "kind": titles.get(m.topic_id, {}).get("kind", ""),
+                "title": titles.get(m.topic_id, {}).get("title", m.topic_id),
+                "score": round(m.score, 3),
+                "meaning": round(m.meaning, 3),
+                "words": round(m.words, 3),
+                "nearest": m.question,
+            }
+            for m in matches
+        ]
         if confident(matches):
-            verdict = {"kind": "answer",
-                       "text": f"会直接回答「{shown[0]['title']}」（{shown[0]['id']}）"}
+            verdict = {"kind": "answer", "text": f"会直接回答「{shown[0]['title']}」（{shown[0]['id']}）"}
         elif suggestions(matches):
-            offered = "、".join(f"「{titles.get(m.topic_id, {}).get('title', m.topic_id)}」"
-                               for m in suggestions(matches))
+            offered = "、".join(
+                f"「{titles.get(m.topic_id, {}).get('title', m.topic_id)}」" for m in suggestions(matches)
+            )
             verdict = {"kind": "clarify", "text": f"不够确定，会问“您是想问”：{offered}"}
         else:
             verdict = {"kind": "none", "text": "没有足够接近的回答：机器人会说没听懂，请换个说法"}
-        return {"question": question, "matches": shown, "verdict": verdict,
-                "digest": KnowledgeStore(self.engine).digest()}
+        return {
+            "question": question,
+            "matches": shown,
+            "verdict": verdict,
+            "digest": KnowledgeStore(self.engine).digest(),
+        }
 
     def _warm(self) -> None:
         """Fit the new retrieval indexes now, in the background, so neither the bot's next
@@ -202,18 +237,27 @@ class KbEditor:
             return None
 
         def refused_body(refusal: Refused) -> HTTPResponse:
-            return _json({"error": "内容检查没有通过，文件没有改动：" + "；".join(
-                str(p) for p in refusal.problems[:3]),
-                "problems": [str(p) for p in refusal.problems]}, 400)
+            return _json(
+                {
+                    "error": "内容检查没有通过，文件没有改动："
+                    + "；".join(str(p) for p in refusal.problems[:3]),
+                    "problems": [str(p) for p in refusal.problems],
+                },
+                400,
+            )
 
         async def audit(staff: str, action: str, saved: Saved, **detail: Any) -> None:
             await asyncio.to_thread(
-                console.store.audit, staff, action, f"{saved.kind}:{saved.id}"[:255],
-                json.dumps({"file": saved.file, "history": saved.history_id, **detail},
-                           ensure_ascii=False))
+                console.store.audit,
+                staff,
+                action,
+                f"{saved.kind}:{saved.id}"[:255],
+                json.dumps({"file": saved.file, "history": saved.history_id, **detail}, ensure_ascii=False),
+            )
 
-        async def write(request: Request, work: Any, action: str, session: Any,
-                        **detail: Any) -> HTTPResponse:
+        async def write(
+            request: Request, work: Any, action: str, session: Any, **detail: Any
+        ) -> HTTPResponse:
             try:
                 saved = await asyncio.to_thread(work)
             except NotFound as missing:
@@ -221,9 +265,14 @@ class KbEditor:
             except Invalid as bad:
                 return _error(400, str(bad))
             except Stale as stale:
-                return _json({"error": "这个条目在您打开之后被别人改过了：请重新打开，看过最新内容后再改。"
-                                       "（您的修改没有保存，可以先复制下来）",
-                              "version": stale.current}, 409)
+                return _json(
+                    {
+                        "error": "这个条目在您打开之后被别人改过了：请重新打开，看过最新内容后再改。"
+                        "（您的修改没有保存，可以先复制下来）",
+                        "version": stale.current,
+                    },
+                    409,
+                )
             except Refused as refusal:
                 return refused_body(refusal)
             except Busy:
@@ -234,10 +283,17 @@ class KbEditor:
             if saved.changed:
                 await audit(session.user.name, action, saved, **detail)
             label = KINDS[saved.kind].label
-            return _json({"saved": saved.changed, "kind": saved.kind, "id": saved.id,
-                          "file": saved.file, "version": saved.version,
-                          "history_id": saved.history_id or None,
-                          "message": saved_message(saved, label, action == "kb_restore")})
+            return _json(
+                {
+                    "saved": saved.changed,
+                    "kind": saved.kind,
+                    "id": saved.id,
+                    "file": saved.file,
+                    "version": saved.version,
+                    "history_id": saved.history_id or None,
+                    "message": saved_message(saved, label, action == "kb_restore"),
+                }
+            )
 
         @bp.route("/api/kb/items", methods=["GET"])
         async def kb_items(request: Request) -> HTTPResponse:
@@ -260,8 +316,7 @@ class KbEditor:
             if bad:
                 return bad
             try:
-                return _json(await asyncio.to_thread(read_entity, self.content_dir, kind,
-                                                     entity_id))
+                return _json(await asyncio.to_thread(read_entity, self.content_dir, kind, entity_id))
             except NotFound as missing:
                 return _error(404, str(missing))
             except Refused as refusal:
@@ -286,9 +341,12 @@ class KbEditor:
                     raise BadRequest("缺少 fields：要保存的字段")
             except BadRequest as error:
                 return _error(400, str(error))
-            return await write(request, lambda: self.save(
-                kind, entity_id, body["fields"], version, session.user.name),
-                "kb_save", session)
+            return await write(
+                request,
+                lambda: self.save(kind, entity_id, body["fields"], version, session.user.name),
+                "kb_save",
+                session,
+            )
 
         @bp.route("/api/kb/items/<kind:str>", methods=["POST"])
         async def kb_create(request: Request, kind: str) -> HTTPResponse:
@@ -306,8 +364,12 @@ class KbEditor:
                     raise BadRequest("缺少 fields：要保存的字段")
             except BadRequest as error:
                 return _error(400, str(error))
-            return await write(request, lambda: self.create(
-                kind, file.strip(), body["fields"], session.user.name), "kb_create", session)
+            return await write(
+                request,
+                lambda: self.create(kind, file.strip(), body["fields"], session.user.name),
+                "kb_create",
+                session,
+            )
 
         @bp.route("/api/kb/history", methods=["GET"])
         async def kb_history(request: Request) -> HTTPResponse:
@@ -322,7 +384,8 @@ class KbEditor:
                 return _error(400, "条目标识不对")
             try:
                 rows = await asyncio.to_thread(
-                    lambda: HistoryStore(self.engine).entries(kind, entity_id, HISTORY_LIMIT))
+                    lambda: HistoryStore(self.engine).entries(kind, entity_id, HISTORY_LIMIT)
+                )
             except SQLAlchemyError:
                 logger.exception("knowledge editor: cannot read the history")
                 return _error(503, "数据库暂时不可用，请稍后再试")
@@ -337,9 +400,13 @@ class KbEditor:
                 version = _version(_body(request))
             except BadRequest as error:
                 return _error(400, str(error))
-            return await write(request, lambda: self.restore(
-                history_id, version, session.user.name), "kb_restore", session,
-                restored_from=history_id)
+            return await write(
+                request,
+                lambda: self.restore(history_id, version, session.user.name),
+                "kb_restore",
+                session,
+                restored_from=history_id,
+            )
 
         @bp.route("/api/kb/try", methods=["GET"])
         async def kb_try(request: Request) -> HTTPResponse:

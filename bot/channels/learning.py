@@ -3,14 +3,14 @@ and teaching it the answer that helps — mounted under /staff/api/ by bot/chann
 
 What is in the queue (the period's whole local days, as `posbot report`):
 
-* the merchant messages bot/report.py counts as unanswered — the NLU gave up (``nlu_fallback``:
+* the merchant messages staff/report.py counts as unanswered — the NLU gave up (``nlu_fallback``:
   *fallback*), judged it out of scope (``out_of_scope``: *decline*), or the bot's next action was
   a fallback or a decline (``action_default_fallback``/``utter_default``: *fallback*,
   ``utter_out_of_scope``: *decline*, ``action_clarify`` or any "您是想问" (``utter_clarify``, also
   from action_answer_topic): *clarify*); read from Rasa's SQL tracker store by the same walk as
-  ``bot.report.unanswered_questions`` (``bot.report.turns``), one message at a time so each
+  ``staff.report.unanswered_questions`` (``staff.report.turns``), one message at a time so each
   example keeps its conversation and time;
-* the records database's ratings (kb/records.py ``Feedback``): 都不是 under "您是想问"
+* the records database's ratings (records/store.py ``Feedback``): 都不是 under "您是想问"
   (``topic_id`` NULL: *none_of_these*) and 没帮助 (*unhelpful*, with the topic that was answered).
   A rating of a question already in the queue from the same conversation adds its reason to it.
 
@@ -44,14 +44,14 @@ from sanic.response import HTTPResponse
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.report import Period, turns
-from kb.content import Content
 from kb.encoder import SentenceEncoder, get_encoder
 from kb.learned import Busy, ContentCache, Refused, Taught, answer_choices, known_keys, teach
 from kb.learning import GROUP_AT, IgnoreStore, group_questions, question_key
-from kb.records import RecordStore
+from kb.loader import Content
 from kb.settings import content_dir
 from kb.store import KnowledgeStore, shared_store, warm_in_background
+from records.store import RecordStore
+from staff.report import Period, turns
 
 if TYPE_CHECKING:
     from bot.channels.staff import StaffConsole
@@ -73,10 +73,16 @@ MAX_DISTINCT = 1000
 
 FALLBACK, CLARIFY, DECLINE = "fallback", "clarify", "decline"
 NONE_OF_THESE, UNHELPFUL = "none_of_these", "unhelpful"
-#: bot/report.py's reasons (an intent or the bot's next action) → the queue's.
-REASONS = {"nlu_fallback": FALLBACK, "action_default_fallback": FALLBACK, "utter_default": FALLBACK,
-           "out_of_scope": DECLINE, "utter_out_of_scope": DECLINE, "action_clarify": CLARIFY,
-           "utter_clarify": CLARIFY}
+#: staff/report.py's reasons (an intent or the bot's next action) → the queue's.
+REASONS = {
+    "nlu_fallback": FALLBACK,
+    "action_default_fallback": FALLBACK,
+    "utter_default": FALLBACK,
+    "out_of_scope": DECLINE,
+    "utter_out_of_scope": DECLINE,
+    "action_clarify": CLARIFY,
+    "utter_clarify": CLARIFY,
+}
 
 
 @dataclass
@@ -94,13 +100,17 @@ class Occurrence:
 
     def as_json(self) -> dict[str, Any]:
         at = datetime.fromtimestamp(self.at, timezone.utc).replace(tzinfo=None)
-        return {"text": self.text, "conversation_id": self.conversation_id,
-                "at": at.isoformat(timespec="seconds") + "Z", "reasons": self.reasons}
+        return {
+            "text": self.text,
+            "conversation_id": self.conversation_id,
+            "at": at.isoformat(timespec="seconds") + "Z",
+            "reasons": self.reasons,
+        }
 
 
 def unanswered_occurrences(tracker_engine: Engine, period: Period) -> list[Occurrence]:
-    """Every message ``bot.report.unanswered_questions`` counts, one by one: the same walk over
-    the events (``bot.report.turns``), with the time and every reason the turn gives (e.g.
+    """Every message ``staff.report.unanswered_questions`` counts, one by one: the same walk over
+    the events (``staff.report.turns``), with the time and every reason the turn gives (e.g.
     "没听懂" then "您是想问"), each named once."""
     found: list[Occurrence] = []
     for turn in turns(tracker_engine, period):
@@ -123,8 +133,7 @@ def rated_occurrences(records: RecordStore, period: Period) -> list[Occurrence]:
         question = (rating.question or "").strip()
         if rating.helpful or not question or question.startswith("/"):
             continue
-        reason = ({"code": UNHELPFUL, "topic": rating.topic_id} if rating.topic_id
-                  else {"code": NONE_OF_THESE})
+        reason = {"code": UNHELPFUL, "topic": rating.topic_id} if rating.topic_id else {"code": NONE_OF_THESE}
         at = rating.created_at.replace(tzinfo=timezone.utc).timestamp()
         found.append(Occurrence(question, rating.conversation_id, at, [reason]))
     return found
@@ -138,9 +147,11 @@ def merged(unanswered: list[Occurrence], rated: list[Occurrence]) -> list[Occurr
     for occurrence in unanswered:
         asked.setdefault((occurrence.conversation_id, occurrence.key), []).append(occurrence)
     for rating in sorted(rated, key=lambda o: o.at):
-        earlier = [o for o in asked.get((rating.conversation_id, rating.key), [])
-                   if o.at <= rating.at + 1
-                   and not any(r["code"] in (NONE_OF_THESE, UNHELPFUL) for r in o.reasons)]
+        earlier = [
+            o
+            for o in asked.get((rating.conversation_id, rating.key), [])
+            if o.at <= rating.at + 1 and not any(r["code"] in (NONE_OF_THESE, UNHELPFUL) for r in o.reasons)
+        ]
         if earlier:
             max(earlier, key=lambda o: o.at).reasons.extend(rating.reasons)
         else:
@@ -167,7 +178,7 @@ def _body(request: Request) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("请求内容必须是 JSON") from None
     if not isinstance(body, dict):
-        raise BadRequest("请求内容必须是 JSON 对象，例如 {\"texts\": [\"……\"]}")
+        raise BadRequest('请求内容必须是 JSON 对象，例如 {"texts": ["……"]}')
     return body
 
 
@@ -206,19 +217,28 @@ def taught_message(taught: Taught) -> str:
     if not taught.added:
         return f"这些说法已经学过了，会回答「{taught.title}」"
     if taught.retrieval:
-        return (f"已学会：以后会回答「{taught.title}」（现在就生效；意图 {taught.intent} 要等下次 "
-                "make train 后才进入 NLU）")
-    return (f"已记下：下次 make train 之后会回答「{taught.title}」（这类回答由 NLU 的意图 "
-            f"{taught.intent} 决定，检索不会提前生效）")
+        return (
+            f"已学会：以后会回答「{taught.title}」（现在就生效；意图 {taught.intent} 要等下次 "
+            "make train 后才进入 NLU）"
+        )
+    return (
+        f"已记下：下次 make train 之后会回答「{taught.title}」（这类回答由 NLU 的意图 "
+        f"{taught.intent} 决定，检索不会提前生效）"
+    )
 
 
 class Learning:
     """The queue and the teaching, with what they need: content folder, KB database, encoder."""
 
-    def __init__(self, content: Optional[Path] = None, engine: Optional[Engine] = None,
-                 encoder: Optional[SentenceEncoder] = None,
-                 tracker_engine: Optional[Engine] = None, warm: bool = True,
-                 threshold: float = GROUP_AT) -> None:
+    def __init__(
+        self,
+        content: Optional[Path] = None,
+        engine: Optional[Engine] = None,
+        encoder: Optional[SentenceEncoder] = None,
+        tracker_engine: Optional[Engine] = None,
+        warm: bool = True,
+        threshold: float = GROUP_AT,
+    ) -> None:
         self.content_dir = content or content_dir()
         self._engine = engine
         self._encoder = encoder
@@ -242,8 +262,9 @@ class Learning:
         return self.cache.get(self.content_dir)
 
     # ------------------------------------------------------------------ the queue
-    def queue(self, days: int, records: RecordStore, tracker: Optional[Engine],
-              today: Optional[date] = None) -> dict[str, Any]:
+    def queue(
+        self, days: int, records: RecordStore, tracker: Optional[Engine], today: Optional[date] = None
+    ) -> dict[str, Any]:
         today = today or date.today()
         period = Period(today - timedelta(days=days - 1), today)
         warnings: list[str] = []
@@ -272,11 +293,16 @@ class Learning:
             member_keys = [keys[i] for i in members]  # most frequent first
             asked = sorted((o for k in member_keys for o in by_key[k]), key=lambda o: -o.at)
             reasons = Counter(r["code"] for o in asked for r in o.reasons)
-            groups.append({"text": spelling[member_keys[0]], "count": len(asked),
-                           "texts": [spelling[k] for k in member_keys][:MAX_TEXTS],
-                           "reasons": dict(reasons),
-                           "examples": [o.as_json() for o in asked[:EXAMPLES]],
-                           "latest": asked[0].at})
+            groups.append(
+                {
+                    "text": spelling[member_keys[0]],
+                    "count": len(asked),
+                    "texts": [spelling[k] for k in member_keys][:MAX_TEXTS],
+                    "reasons": dict(reasons),
+                    "examples": [o.as_json() for o in asked[:EXAMPLES]],
+                    "latest": asked[0].at,
+                }
+            )
         groups.sort(key=lambda g: (-g["count"], -g["latest"]))
         groups = groups[:MAX_GROUPS]
         titles = {c["id"]: c for c in answer_choices(content)}
@@ -289,24 +315,35 @@ class Learning:
                 index = KnowledgeStore(self.engine).answer_index(self._encoder)
                 for group in groups:
                     group["suggestions"] = [
-                        {"id": m.topic_id, "score": round(m.score, 3),
-                         "title": titles.get(m.topic_id, {}).get("title", m.topic_id),
-                         "kind": titles.get(m.topic_id, {}).get("kind", "")}
-                        for m in index.rank(group["text"], limit=SUGGESTIONS)]
+                        {
+                            "id": m.topic_id,
+                            "score": round(m.score, 3),
+                            "title": titles.get(m.topic_id, {}).get("title", m.topic_id),
+                            "kind": titles.get(m.topic_id, {}).get("kind", ""),
+                        }
+                        for m in index.rank(group["text"], limit=SUGGESTIONS)
+                    ]
             except SQLAlchemyError:
                 logger.exception("learning queue: the KB is not built")
                 warnings.append("知识库还没有构建（posbot kb build），没有推荐答案")
         for group in groups:
             group.pop("latest")
             group.setdefault("suggestions", [])
-        return {"days": days, "since": period.since.isoformat(), "until": period.until.isoformat(),
-                "questions": sum(g["count"] for g in groups), "threshold": self.threshold,
-                "groups": groups, "warnings": warnings}
+        return {
+            "days": days,
+            "since": period.since.isoformat(),
+            "until": period.until.isoformat(),
+            "questions": sum(g["count"] for g in groups),
+            "threshold": self.threshold,
+            "groups": groups,
+            "warnings": warnings,
+        }
 
     # ------------------------------------------------------------------ teaching
     def teach(self, texts: list[str], answer: str, staff: str) -> Taught:
-        taught = teach(self.content_dir, texts, answer, staff=staff, engine=self.engine,
-                       encoder=self._encoder)
+        taught = teach(
+            self.content_dir, texts, answer, staff=staff, engine=self.engine, encoder=self._encoder
+        )
         if taught.added and self.warm:
             self._warm()
         return taught
@@ -333,8 +370,7 @@ class Learning:
             except BadRequest as bad:
                 return _error(400, str(bad))
             try:
-                body = await asyncio.to_thread(self.queue, days, console.records,
-                                               tracker_engine_of(request))
+                body = await asyncio.to_thread(self.queue, days, console.records, tracker_engine_of(request))
             except SQLAlchemyError:
                 logger.exception("learning queue: the database is not reachable")
                 return _error(503, "数据库暂时不可用，请稍后再试")
@@ -368,23 +404,38 @@ class Learning:
             try:
                 taught = await asyncio.to_thread(self.teach, texts, answer, session.user.name)
             except Refused as refusal:
-                return _json({"error": "内容检查没有通过，learned.yml 没有改动：" + "；".join(
-                    str(p) for p in refusal.problems[:3]),
-                    "problems": [str(p) for p in refusal.problems]}, 400)
+                return _json(
+                    {
+                        "error": "内容检查没有通过，learned.yml 没有改动："
+                        + "；".join(str(p) for p in refusal.problems[:3]),
+                        "problems": [str(p) for p in refusal.problems],
+                    },
+                    400,
+                )
             except Busy:
                 return _error(409, "另一位同事正在教机器人，请稍后再试")
             except (OSError, SQLAlchemyError):
                 logger.exception("teaching failed")
                 return _error(503, "没有保存：写文件或更新知识库时出错，请稍后再试或联系管理员")
             await asyncio.to_thread(
-                console.store.audit, session.user.name, "teach", f"answer:{answer}"[:255],
-                json.dumps({"added": taught.added, "already": taught.already},
-                           ensure_ascii=False))
-            return _json({"answer": taught.answer, "title": taught.title,
-                          "added": taught.added, "already": taught.already,
-                          "retrieval_now": taught.retrieval and bool(taught.added),
-                          "nlu_intent": taught.intent, "nlu_learns_at": "make train",
-                          "message": taught_message(taught)})
+                console.store.audit,
+                session.user.name,
+                "teach",
+                f"answer:{answer}"[:255],
+                json.dumps({"added": taught.added, "already": taught.already}, ensure_ascii=False),
+            )
+            return _json(
+                {
+                    "answer": taught.answer,
+                    "title": taught.title,
+                    "added": taught.added,
+                    "already": taught.already,
+                    "retrieval_now": taught.retrieval and bool(taught.added),
+                    "nlu_intent": taught.intent,
+                    "nlu_learns_at": "make train",
+                    "message": taught_message(taught),
+                }
+            )
 
         @bp.route("/api/learning/ignore", methods=["POST"])
         async def learning_ignore(request: Request) -> HTTPResponse:
@@ -397,12 +448,22 @@ class Learning:
                 return _error(400, str(bad))
             try:
                 added = await asyncio.to_thread(
-                    lambda: IgnoreStore(self.engine).ignore(texts, session.user.name))
+                    lambda: IgnoreStore(self.engine).ignore(texts, session.user.name)
+                )
             except SQLAlchemyError:
                 logger.exception("ignoring failed")
                 return _error(503, "数据库暂时不可用，没有保存，请稍后再试")
             await asyncio.to_thread(
-                console.store.audit, session.user.name, "ignore", f"{len(texts)} question(s)",
-                json.dumps(texts, ensure_ascii=False))
-            return _json({"ignored": texts, "new": added,
-                          "message": f"已忽略 {len(texts)} 个问题，不会再出现在待学习里"})
+                console.store.audit,
+                session.user.name,
+                "ignore",
+                f"{len(texts)} question(s)",
+                json.dumps(texts, ensure_ascii=False),
+            )
+            return _json(
+                {
+                    "ignored": texts,
+                    "new": added,
+                    "message": f"已忽略 {len(texts)} 个问题，不会再出现在待学习里",
+                }
+            )

@@ -65,15 +65,24 @@ def build_agent(old: Any, model: Path) -> Any:
 
     templated = old.nlg is None or isinstance(old.nlg, TemplatedNaturalLanguageGenerator)
     nlg = TemplatedNaturalLanguageGenerator({}) if templated else old.nlg
-    processor = MessageProcessor(model_path=str(model), tracker_store=old.tracker_store,
-                                 lock_store=old.lock_store, generator=nlg,
-                                 action_endpoint=old.action_endpoint,
-                                 http_interpreter=old.http_interpreter)
+    processor = MessageProcessor(
+        model_path=str(model),
+        tracker_store=old.tracker_store,
+        lock_store=old.lock_store,
+        generator=nlg,
+        action_endpoint=old.action_endpoint,
+        http_interpreter=old.http_interpreter,
+    )
     if templated:
         nlg.responses = processor.domain.responses if processor.domain else {}
-    agent = Agent(generator=nlg, lock_store=old.lock_store, action_endpoint=old.action_endpoint,
-                  model_server=old.model_server, remote_storage=old.remote_storage,
-                  http_interpreter=old.http_interpreter)
+    agent = Agent(
+        generator=nlg,
+        lock_store=old.lock_store,
+        action_endpoint=old.action_endpoint,
+        model_server=old.model_server,
+        remote_storage=old.remote_storage,
+        http_interpreter=old.http_interpreter,
+    )
     agent.tracker_store = old.tracker_store  # the running store, given the domain at the swap
     agent.processor = processor
     agent.domain = processor.domain
@@ -84,21 +93,30 @@ def _failure(status: int, reason: str, message: str) -> HTTPResponse:
     """Rasa's error JSON (rasa/server.py ``ErrorResponse``), so clients read both alike."""
     import rasa
 
-    return response.json({"version": rasa.__version__, "status": "failure", "message": message,
-                          "reason": reason, "code": status}, status=status)
+    return response.json(
+        {
+            "version": rasa.__version__,
+            "status": "failure",
+            "message": message,
+            "reason": reason,
+            "code": status,
+        },
+        status=status,
+    )
 
 
 def describe(agent: Any) -> dict[str, Optional[str]]:
     processor = getattr(agent, "processor", None)
-    return {"model_file": getattr(processor, "model_filename", None),
-            "model_id": agent.model_id if processor is not None else None}
+    return {
+        "model_file": getattr(processor, "model_filename", None),
+        "model_id": agent.model_id if processor is not None else None,
+    }
 
 
 class ModelLoader:
     """The route, with how to read the token and how to build an agent (injected by tests)."""
 
-    def __init__(self, token: Optional[Callable[[], str]] = None,
-                 build: Optional[Build] = None) -> None:
+    def __init__(self, token: Optional[Callable[[], str]] = None, build: Optional[Build] = None) -> None:
         self.token = token or (lambda: rasa_token(create=False))
         self.build = build or build_agent
         self._loading: Optional[asyncio.Task] = None
@@ -120,13 +138,19 @@ class ModelLoader:
             return _failure(409, "Conflict", "The server has not started its agent yet.")
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        logger.info("loading model %s in a worker thread; %s keeps serving", model,
-                    describe(old)["model_file"])
+        logger.info(
+            "loading model %s in a worker thread; %s keeps serving", model, describe(old)["model_file"]
+        )
         try:
             new = await loop.run_in_executor(None, self.build, old, model)
         except Exception as error:
-            logger.warning("could not load model %s: %s: %s (the old model keeps serving)",
-                           model, type(error).__name__, error, exc_info=True)
+            logger.warning(
+                "could not load model %s: %s: %s (the old model keeps serving)",
+                model,
+                type(error).__name__,
+                error,
+                exc_info=True,
+            )
             return _failure(500, "LoadingError", f"An unexpected error occurred. Error: {error}")
         if new is None or not new.is_ready():
             return _failure(400, "BadRequest", f"Agent with name '{model}' could not be loaded.")
@@ -139,8 +163,12 @@ class ModelLoader:
         old.tracker_store.domain = new.domain
         app.ctx.agent = new
         seconds = round(time.monotonic() - started, 2)
-        logger.info("model %s serving after %.1f s (was %s)", describe(new)["model_file"],
-                    seconds, describe(old)["model_file"])
+        logger.info(
+            "model %s serving after %.1f s (was %s)",
+            describe(new)["model_file"],
+            seconds,
+            describe(old)["model_file"],
+        )
         previous = describe(old)
         del old
         await loop.run_in_executor(None, gc.collect)  # the old model's memory, off the loop
@@ -154,8 +182,12 @@ class ModelLoader:
                 return refused
             body = request.json if isinstance(request.json, dict) else {}
             if body.get("model_server") or body.get("remote_storage"):
-                return _failure(400, "BadRequest", "Only a model file of this server can be "
-                                "loaded here (use PUT /model for a model server).")
+                return _failure(
+                    400,
+                    "BadRequest",
+                    "Only a model file of this server can be "
+                    "loaded here (use PUT /model for a model server).",
+                )
             model_file = body.get("model_file")
             if not isinstance(model_file, str) or not model_file:
                 return _failure(400, "BadRequest", "No path to model file defined in request_body.")

@@ -61,10 +61,13 @@ class Publish:
     """The routes, with the trainer, the token and the servers to publish to (injected by the
     tests; by default bot/training.py's, bot/api_token.py's and ``POSBOT_RASA_URLS``)."""
 
-    def __init__(self, trainer: Optional[Trainer] = None,
-                 token: Optional[Callable[[], str]] = None,
-                 urls: Optional[Callable[[], list[str]]] = None,
-                 loader: Optional[ModelLoader] = None) -> None:
+    def __init__(
+        self,
+        trainer: Optional[Trainer] = None,
+        token: Optional[Callable[[], str]] = None,
+        urls: Optional[Callable[[], list[str]]] = None,
+        loader: Optional[ModelLoader] = None,
+    ) -> None:
         self._trainer = trainer
         self.token = token or (lambda: rasa_token(create=False))
         self.urls = urls or (lambda: Settings.from_env().rasa_urls)
@@ -84,10 +87,18 @@ class Publish:
         if self.console is None:
             return
         self.console.store.audit(
-            str(state.get("by") or "?"), f"model_{state.get('state')}",
+            str(state.get("by") or "?"),
+            f"model_{state.get('state')}",
             str(state.get("model") or ""),
-            json.dumps({"guard": state.get("guard"), "instances": state.get("instances"),
-                        "message": state.get("message")}, ensure_ascii=False))
+            json.dumps(
+                {
+                    "guard": state.get("guard"),
+                    "instances": state.get("instances"),
+                    "message": state.get("message"),
+                },
+                ensure_ascii=False,
+            ),
+        )
 
     def servers(self, urls: list[str]) -> list[dict[str, Any]]:
         """Which model each server serves now (its ``GET /status``)."""
@@ -98,12 +109,18 @@ class Publish:
         found = []
         for url in urls:
             try:
-                reply = requests.get(url.rstrip("/") + "/status", params={"token": token},
-                                     timeout=STATUS_TIMEOUT_S)
+                reply = requests.get(
+                    url.rstrip("/") + "/status", params={"token": token}, timeout=STATUS_TIMEOUT_S
+                )
                 body = reply.json() if reply.ok else {}
-                found.append({"url": url, "model_file": body.get("model_file"),
-                              "model_id": body.get("model_id"),
-                              "error": None if reply.ok else f"HTTP {reply.status_code}"})
+                found.append(
+                    {
+                        "url": url,
+                        "model_file": body.get("model_file"),
+                        "model_id": body.get("model_id"),
+                        "error": None if reply.ok else f"HTTP {reply.status_code}",
+                    }
+                )
             except (requests.RequestException, ValueError) as error:
                 found.append({"url": url, "error": f"没有回答：{type(error).__name__}"})
         return found
@@ -116,18 +133,28 @@ class Publish:
         stat = serving.stat() if serving.is_file() else None
         servers = self.servers(urls) if urls else []
         return {
-            "state": state.get("state"), "message": state.get("message", ""),
-            "by": state.get("by"), "model": state.get("model"),
-            "started": _iso(state.get("started")), "finished": _iso(state.get("finished")),
+            "state": state.get("state"),
+            "message": state.get("message", ""),
+            "by": state.get("by"),
+            "model": state.get("model"),
+            "started": _iso(state.get("started")),
+            "finished": _iso(state.get("finished")),
             "changed": (state.get("changed") or [])[:SHOWN_INPUTS],
-            "guard": state.get("guard"), "instances": state.get("instances") or [],
+            "guard": state.get("guard"),
+            "instances": state.get("instances") or [],
             "log": trainer.log_tail(),
-            "serving": {"file": f"models/{serving.name}", "exists": stat is not None,
-                        "trained_at": _iso(stat.st_mtime) if stat else None},
-            "pending": pending[:SHOWN_INPUTS], "pending_count": len(pending),
-            "can_train": role_can_train, "servers": servers,
+            "serving": {
+                "file": f"models/{serving.name}",
+                "exists": stat is not None,
+                "trained_at": _iso(stat.st_mtime) if stat else None,
+            },
+            "pending": pending[:SHOWN_INPUTS],
+            "pending_count": len(pending),
+            "can_train": role_can_train,
+            "servers": servers,
             "mixed": len({s.get("model_id") for s in servers if not s.get("error")}) > 1,
-            "can_retry": role_can_train and state.get("state") in ("partial", "failed")
+            "can_retry": role_can_train
+            and state.get("state") in ("partial", "failed")
             and bool(state.get("instances")),
         }
 
@@ -142,8 +169,9 @@ class Publish:
             session, refused = console._guard(request, VIEW_ROLE, changes=False)
             if refused:
                 return refused
-            body = await asyncio.to_thread(self.status, session.user.can(TRAIN_ROLE),
-                                           self.urls() or [own_url(request)])
+            body = await asyncio.to_thread(
+                self.status, session.user.can(TRAIN_ROLE), self.urls() or [own_url(request)]
+            )
             return _json(body)
 
         @bp.route("/api/model/retry", methods=["POST"])
@@ -155,8 +183,11 @@ class Publish:
                 token = self.token()
             except (TokenError, OSError):
                 logger.exception("no Rasa API token to publish a model with")
-                return _error(503, "服务器上没有 Rasa API 令牌（POSBOT_RASA_TOKEN 或 var/rasa-token），"
-                              "无法加载新模型，请联系管理员")
+                return _error(
+                    503,
+                    "服务器上没有 Rasa API 令牌（POSBOT_RASA_TOKEN 或 var/rasa-token），"
+                    "无法加载新模型，请联系管理员",
+                )
             urls = self.urls() or [own_url(request)]
             try:
                 state = await asyncio.to_thread(self.trainer.retry, session.user.name, urls, token)
@@ -164,10 +195,21 @@ class Publish:
                 return _error(409, "已经有一个训练或发布在进行，请等它结束")
             except NothingToRetry:
                 return _error(409, "没有需要重试的发布（上一次发布已完成，或它的模型文件已不在）")
-            console.store.audit(session.user.name, "model_retry", str(state["model"]),
-                                json.dumps({"urls": urls}, ensure_ascii=False))
-            return _json({"started": True, "state": state["state"], "model": state["model"],
-                          "message": "正在重新发布：逐台加载，本页会自动刷新"}, 202)
+            console.store.audit(
+                session.user.name,
+                "model_retry",
+                str(state["model"]),
+                json.dumps({"urls": urls}, ensure_ascii=False),
+            )
+            return _json(
+                {
+                    "started": True,
+                    "state": state["state"],
+                    "model": state["model"],
+                    "message": "正在重新发布：逐台加载，本页会自动刷新",
+                },
+                202,
+            )
 
         @bp.route("/api/model/train", methods=["POST"])
         async def model_train(request: Request) -> HTTPResponse:
@@ -178,23 +220,38 @@ class Publish:
                 token = self.token()
             except (TokenError, OSError):
                 logger.exception("no Rasa API token to publish a model with")
-                return _error(503, "服务器上没有 Rasa API 令牌（POSBOT_RASA_TOKEN 或 var/rasa-token），"
-                              "训练好也无法加载新模型，请联系管理员")
+                return _error(
+                    503,
+                    "服务器上没有 Rasa API 令牌（POSBOT_RASA_TOKEN 或 var/rasa-token），"
+                    "训练好也无法加载新模型，请联系管理员",
+                )
             urls = self.urls() or [own_url(request)]
 
             def announce(state: dict[str, Any]) -> None:
-                console.store.audit(session.user.name, "model_train", str(state["model"]),
-                                    json.dumps({"changed": state["changed"][:SHOWN_INPUTS],
-                                                "urls": urls}, ensure_ascii=False))
+                console.store.audit(
+                    session.user.name,
+                    "model_train",
+                    str(state["model"]),
+                    json.dumps(
+                        {"changed": state["changed"][:SHOWN_INPUTS], "urls": urls}, ensure_ascii=False
+                    ),
+                )
 
             try:
-                state = await asyncio.to_thread(self.trainer.start, session.user.name, urls,
-                                                token, announce)
+                state = await asyncio.to_thread(self.trainer.start, session.user.name, urls, token, announce)
             except Busy:
                 return _error(409, "已经有一个训练在进行，请等它结束")
             except NothingToTrain:
-                return _json({"started": False, "message": "训练数据自正在使用的模型以来没有变化，"
-                              "不需要重新训练"})
-            return _json({"started": True, "state": state["state"], "model": state["model"],
-                          "changed": state["changed"][:SHOWN_INPUTS],
-                          "message": "已开始训练：训练、检查、发布大约需要几分钟，本页会自动刷新"}, 202)
+                return _json(
+                    {"started": False, "message": "训练数据自正在使用的模型以来没有变化，" "不需要重新训练"}
+                )
+            return _json(
+                {
+                    "started": True,
+                    "state": state["state"],
+                    "model": state["model"],
+                    "changed": state["changed"][:SHOWN_INPUTS],
+                    "message": "已开始训练：训练、检查、发布大约需要几分钟，本页会自动刷新",
+                },
+                202,
+            )

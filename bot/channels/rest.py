@@ -79,12 +79,23 @@ def _message(event: BotUttered) -> Optional[Dict[str, Any]]:
     custom = data.get("custom") if isinstance(data.get("custom"), dict) else None
     said = agent_said(custom)
     if said is not None:
-        return {"sender": "agent", "agent": said["name"], "text": said["text"], "buttons": [],
-                "custom": custom, "timestamp": event.timestamp}
-    buttons = [b for b in data.get("buttons") or data.get("quick_replies") or []
-               if isinstance(b, dict)]
-    item: Dict[str, Any] = {"sender": "bot", "agent": None, "text": event.text,
-                            "buttons": buttons, "custom": custom, "timestamp": event.timestamp}
+        return {
+            "sender": "agent",
+            "agent": said["name"],
+            "text": said["text"],
+            "buttons": [],
+            "custom": custom,
+            "timestamp": event.timestamp,
+        }
+    buttons = [b for b in data.get("buttons") or data.get("quick_replies") or [] if isinstance(b, dict)]
+    item: Dict[str, Any] = {
+        "sender": "bot",
+        "agent": None,
+        "text": event.text,
+        "buttons": buttons,
+        "custom": custom,
+        "timestamp": event.timestamp,
+    }
     for key in ("image", "attachment"):
         if data.get(key):
             item[key] = data[key]
@@ -93,14 +104,19 @@ def _message(event: BotUttered) -> Optional[Dict[str, Any]]:
     return item
 
 
-def messages_after(events: Iterable[Any], since: Optional[float],
-                   limit: int) -> Tuple[List[Dict[str, Any]], Optional[float], bool]:
+def messages_after(
+    events: Iterable[Any], since: Optional[float], limit: int
+) -> Tuple[List[Dict[str, Any]], Optional[float], bool]:
     """The bot's and agents' messages after ``since`` (oldest first, at most ``limit`` plus any
     sharing the last one's time, so a cursor never falls between two messages), the cursor for
     the next call (None: nothing new), and whether more follow."""
-    found = [(event.timestamp, shown) for event in events
-             if isinstance(event, BotUttered) and (since is None or event.timestamp > since)
-             and (shown := _message(event)) is not None]
+    found = [
+        (event.timestamp, shown)
+        for event in events
+        if isinstance(event, BotUttered)
+        and (since is None or event.timestamp > since)
+        and (shown := _message(event)) is not None
+    ]
     page = found[:limit]
     while len(page) < len(found) and found[len(page)][0] == page[-1][0]:
         page.append(found[len(page)])
@@ -109,8 +125,9 @@ def messages_after(events: Iterable[Any], since: Optional[float],
 
 
 def _poll_error(status: int, message: str) -> HTTPResponse:
-    return response.json({"error": message}, status=status, ensure_ascii=False,
-                         headers={"Cache-Control": "no-store"})
+    return response.json(
+        {"error": message}, status=status, ensure_ascii=False, headers={"Cache-Control": "no-store"}
+    )
 
 
 def _body(request: Request) -> Dict[str, Any]:
@@ -148,15 +165,16 @@ class RestInput(RasaRestInput):
         """GET /webhooks/rest/messages?sender=ID&since=CURSOR[&limit=N]."""
         sender = request.args.get("sender")
         if not sender or not sender.strip() or len(sender) > MAX_SENDER_CHARS:
-            return _poll_error(400, f'"sender" must be the conversation\'s sender id (1 to '
-                                    f"{MAX_SENDER_CHARS} characters)")
+            return _poll_error(
+                400,
+                f'"sender" must be the conversation\'s sender id (1 to ' f"{MAX_SENDER_CHARS} characters)",
+            )
         try:
             since = parse_cursor(request.args.get("since"))
             limit = parse_limit(request.args.get("limit"))
         except BadPoll as bad:
             return _poll_error(400, str(bad))
-        store = getattr(getattr(getattr(request.app, "ctx", None), "agent", None),
-                        "tracker_store", None)
+        store = getattr(getattr(getattr(request.app, "ctx", None), "agent", None), "tracker_store", None)
         if store is None:
             return _poll_error(503, "The bot is not ready yet; try again shortly.")
         try:
@@ -172,9 +190,14 @@ class RestInput(RasaRestInput):
         found, cursor, more = messages_after(tracker.events if tracker else [], since, limit)
         next_cursor = cursor if cursor is not None else since
         return response.json(
-            {"messages": found, "cursor": repr(next_cursor) if next_cursor is not None else "0",
-             "more": more},
-            ensure_ascii=False, headers={"Cache-Control": "no-store"})
+            {
+                "messages": found,
+                "cursor": repr(next_cursor) if next_cursor is not None else "0",
+                "more": more,
+            },
+            ensure_ascii=False,
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def delivery_receipt(self, receipt: str) -> Optional[Delivery]:
         """Nothing is pushed to REST clients: they fetch from the poll route."""
@@ -185,8 +208,10 @@ class RestInput(RasaRestInput):
         if isinstance(sender, int) and not isinstance(sender, bool):
             sender = str(sender)
         if not isinstance(sender, str) or not sender.strip() or len(sender) > MAX_SENDER_CHARS:
-            raise InvalidUsage(f'"sender" must be a non-empty string of at most {MAX_SENDER_CHARS} '
-                               "characters identifying the conversation")
+            raise InvalidUsage(
+                f'"sender" must be a non-empty string of at most {MAX_SENDER_CHARS} '
+                "characters identifying the conversation"
+            )
         return sender
 
     def _extract_input_channel(self, req: Request) -> Text:

@@ -9,7 +9,7 @@ itself; it never receives merchants' messages. Security:
   cross-site ``Origin`` is refused (403);
 * roles are enforced here: releasing needs ``agent``, the learning queue ``editor``, the audit
   log ``admin``;
-* logins are throttled (kb/staff.py: 5 failures per name or address in 15 minutes → 429);
+* logins are throttled (staff/accounts.py: 5 failures per name or address in 15 minutes → 429);
 * logins, logouts and releases (and teach/ignore in the learning queue) are written to the
   audit log.
 
@@ -52,18 +52,20 @@ from bot.channels.delivery import (
 from bot.channels.kb_editor import KbEditor
 from bot.channels.learning import Learning
 from bot.channels.publish import Publish
-from bot.handoff import ReleaseError, release
-from kb.records import HANDOFF_ACTIVE, HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
-from kb.staff import SESSION_HOURS, SessionView, StaffStore, Throttled
 from kb.store import shared_store
+from records.store import HANDOFF_ACTIVE, HANDOFF_NO_AGENT, HANDOFF_WAITING, RecordStore
+from staff.accounts import SESSION_HOURS, SessionView, StaffStore, Throttled
+from staff.handoff import ReleaseError, release
 
 logger = logging.getLogger(__name__)
 
 COOKIE = "posbot_staff"
 CSRF_HEADER = "X-CSRF-Token"
 STAFF_ROOT = Path(__file__).resolve().parent.parent.parent / "web" / "staff"
-PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 FILES = {"": ("index.html", "text/html; charset=utf-8")}
 #: The page's other files: any script or style sheet in web/staff/ (flat names only).
 ASSET = re.compile(r"^[a-z][a-z0-9_-]*\.(js|css)$")
@@ -79,8 +81,7 @@ JOINED_RESPONSE = "utter_agent_joined"
 
 
 def _json(body: Any, status: int = 200) -> HTTPResponse:
-    return response.json(body, status=status, headers={"Cache-Control": "no-store"},
-                         ensure_ascii=False)
+    return response.json(body, status=status, headers={"Cache-Control": "no-store"}, ensure_ascii=False)
 
 
 def _error(status: int, message: str) -> HTTPResponse:
@@ -95,29 +96,36 @@ async def release_in_rasa(records: RecordStore, handoff_id: int, request: Reques
     return await asyncio.to_thread(release, records, handoff_id, url, token=token)
 
 
-async def push_in_rasa(request: Request, conversation_id: str,
-                       posbot: Dict[str, Any]) -> Delivery:
+async def push_in_rasa(request: Request, conversation_id: str, posbot: Dict[str, Any]) -> Delivery:
     """Append a bot event carrying ``{"posbot": …}`` to the conversation and deliver it through
     the merchant's channel (Rasa's ``execute_side_effects`` with ``output_channel=latest``):
     the widget shows it at once, WeChat sends a customer-service message (or keeps it for the
     merchant's next message), REST clients fetch it from GET /webhooks/rest/messages. The event
     carries a receipt id, under which the channel records what it did (bot/channels/delivery.py).
     """
-    url = (f"{own_url(request)}/conversations/"
-           f"{quote(conversation_id, safe='')}/tracker/events")
-    params = {"token": rasa_token(create=False), "execute_side_effects": "true",
-              "output_channel": "latest", "include_events": "NONE"}
+    url = f"{own_url(request)}/conversations/" f"{quote(conversation_id, safe='')}/tracker/events"
+    params = {
+        "token": rasa_token(create=False),
+        "execute_side_effects": "true",
+        "output_channel": "latest",
+        "include_events": "NONE",
+    }
     receipt = uuid.uuid4().hex
-    body = {"event": "bot", "text": None, "data": {"custom": {"posbot": posbot}},
-            "metadata": {RECEIPT_KEY: receipt}}
+    body = {
+        "event": "bot",
+        "text": None,
+        "data": {"custom": {"posbot": posbot}},
+        "metadata": {RECEIPT_KEY: receipt},
+    }
     try:
         reply = await asyncio.to_thread(requests.post, url, json=body, params=params, timeout=30)
     except requests.RequestException:
         logger.exception("could not deliver to conversation %s", conversation_id)
         return Delivery(False, False, NOT_ACCEPTED)
     if not reply.ok:
-        logger.error("Rasa refused a message for %s: HTTP %s %s", conversation_id,
-                     reply.status_code, reply.text[:200])
+        logger.error(
+            "Rasa refused a message for %s: HTTP %s %s", conversation_id, reply.status_code, reply.text[:200]
+        )
         return Delivery(False, False, NOT_ACCEPTED)
     try:
         channel_name = reply.json().get("latest_input_channel")
@@ -146,11 +154,18 @@ class StaffConsole(InputChannel):
     def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> InputChannel:
         return cls()
 
-    def __init__(self, store: Optional[StaffStore] = None, records: Optional[RecordStore] = None,
-                 releaser: Optional[Releaser] = None, root: Optional[Path] = None,
-                 pusher: Optional[Pusher] = None, learning: Optional[Learning] = None,
-                 kb_editor: Optional[KbEditor] = None, dashboard: Optional[Dashboard] = None,
-                 publish: Optional[Publish] = None) -> None:
+    def __init__(
+        self,
+        store: Optional[StaffStore] = None,
+        records: Optional[RecordStore] = None,
+        releaser: Optional[Releaser] = None,
+        root: Optional[Path] = None,
+        pusher: Optional[Pusher] = None,
+        learning: Optional[Learning] = None,
+        kb_editor: Optional[KbEditor] = None,
+        dashboard: Optional[Dashboard] = None,
+        publish: Optional[Publish] = None,
+    ) -> None:
         self._store = store
         self._records = records
         self.releaser = releaser or release_in_rasa
@@ -184,22 +199,21 @@ class StaffConsole(InputChannel):
             return True
         return urlparse(origin).netloc.lower() == str(request.host).lower()
 
-    def _signed_in(self, request: Request, role: str, *,
-                   changes: bool) -> Union[SessionView, HTTPResponse]:
+    def _signed_in(self, request: Request, role: str, *, changes: bool) -> Union[SessionView, HTTPResponse]:
         """The caller's session when it may do this (``role``; ``changes``: a same-origin
         request with the CSRF token), else the refusal to answer with (401 or 403)."""
         session = self._session(request)
         if session is None:
             return _error(401, "请先登录")
-        if changes and not (self._same_origin(request)
-                            and session.csrf_ok(request.headers.get(CSRF_HEADER))):
+        if changes and not (self._same_origin(request) and session.csrf_ok(request.headers.get(CSRF_HEADER))):
             return _error(403, "请求缺少有效的 CSRF 令牌，请刷新页面后重试")
         if not session.user.can(role):
             return _error(403, "您的账号没有这个权限")
         return session
 
-    def _guard(self, request: Request, role: str, *, changes: bool) -> tuple[
-            Optional[SessionView], Optional[HTTPResponse]]:
+    def _guard(
+        self, request: Request, role: str, *, changes: bool
+    ) -> tuple[Optional[SessionView], Optional[HTTPResponse]]:
         """:meth:`_signed_in` as ``(session, None)`` or ``(None, refusal)``."""
         found = self._signed_in(request, role, changes=changes)
         return (None, found) if isinstance(found, HTTPResponse) else (found, None)
@@ -209,8 +223,9 @@ class StaffConsole(InputChannel):
         return str(request.remote_addr or request.ip or "?")
 
     @staticmethod
-    async def _conversation(request: Request,
-                            conversation_id: str) -> tuple[list[dict[str, str]], Optional[str]]:
+    async def _conversation(
+        request: Request, conversation_id: str
+    ) -> tuple[list[dict[str, str]], Optional[str]]:
         """The latest messages of the conversation, and the channel the merchant wrote from."""
         agent = getattr(getattr(request.app, "ctx", None), "agent", None)
         store = getattr(agent, "tracker_store", None)
@@ -235,8 +250,7 @@ class StaffConsole(InputChannel):
         return lines[-TRANSCRIPT:], tracker.get_latest_input_channel()
 
     @staticmethod
-    async def _undelivered(request: Request, channel_name: Optional[str],
-                           conversation_id: str) -> int:
+    async def _undelivered(request: Request, channel_name: Optional[str], conversation_id: str) -> int:
         """Messages the merchant's channel keeps for their next message (WeChat)."""
         channel = input_channel(request.app, channel_name)
         if not isinstance(channel, KeepsUndelivered):
@@ -261,10 +275,17 @@ class StaffConsole(InputChannel):
             path = self.root / filename
             if not path.is_file():
                 return response.text(f"{filename} is missing on this server.\n", status=404)
-            return await response.file(path, mime_type=content_type, headers={
-                "Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff",
-                "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
-                "Cache-Control": "no-cache"})
+            return await response.file(
+                path,
+                mime_type=content_type,
+                headers={
+                    "Content-Security-Policy": PAGE_CSP,
+                    "X-Content-Type-Options": "nosniff",
+                    "X-Frame-Options": "DENY",
+                    "Referrer-Policy": "no-referrer",
+                    "Cache-Control": "no-cache",
+                },
+            )
 
         bp.add_route(page, "/", methods=["GET"], name="page_index")
         bp.add_route(page, "/<name:str>", methods=["GET"], name="page_file")
@@ -280,8 +301,9 @@ class StaffConsole(InputChannel):
                 return _error(400, "请输入用户名和密码")
             try:
                 # argon2 takes tens of milliseconds on purpose: not on the merchants' event loop
-                user = await asyncio.to_thread(self.store.authenticate, name.strip(), password,
-                                               self._address(request))
+                user = await asyncio.to_thread(
+                    self.store.authenticate, name.strip(), password, self._address(request)
+                )
             except Throttled:
                 self.store.audit(name.strip()[:60], "login_throttled", self._address(request))
                 return _error(429, "登录失败次数太多，请 15 分钟后再试")
@@ -291,8 +313,7 @@ class StaffConsole(InputChannel):
             token, session = self.store.start_session(user)
             self.store.audit(user.name, "login", self._address(request))
             reply = _json({"name": user.name, "role": user.role, "csrf": session.csrf})
-            secure = (request.scheme == "https"
-                      or request.headers.get("x-forwarded-proto", "") == "https")
+            secure = request.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
             reply.cookies[COOKIE] = token
             cookie = reply.cookies[COOKIE]
             cookie["httponly"] = True
@@ -318,8 +339,7 @@ class StaffConsole(InputChannel):
             session = self._signed_in(request, "agent", changes=False)
             if isinstance(session, HTTPResponse):
                 return session
-            return _json({"name": session.user.name, "role": session.user.role,
-                          "csrf": session.csrf})
+            return _json({"name": session.user.name, "role": session.user.role, "csrf": session.csrf})
 
         @bp.route("/api/handoffs", methods=["GET"])
         async def handoffs(request: Request) -> HTTPResponse:
@@ -328,22 +348,33 @@ class StaffConsole(InputChannel):
                 return session
             status = request.args.get("status", "open")
             if status == "open":  # waiting, being answered, or asked while nobody was on duty
-                rows = sorted(self.records.handoffs(HANDOFF_WAITING)
-                              + self.records.handoffs(HANDOFF_ACTIVE)
-                              + self.records.handoffs(HANDOFF_NO_AGENT), key=lambda h: h.id)
+                rows = sorted(
+                    self.records.handoffs(HANDOFF_WAITING)
+                    + self.records.handoffs(HANDOFF_ACTIVE)
+                    + self.records.handoffs(HANDOFF_NO_AGENT),
+                    key=lambda h: h.id,
+                )
             else:
                 rows = self.records.handoffs(None if status == "all" else status)
             items = []
             for row in rows[-100:]:
                 transcript, channel = await self._conversation(request, row.conversation_id)
-                items.append({
-                    "id": row.id, "conversation_id": row.conversation_id, "brand": row.brand,
-                    "symptom": row.symptom, "question": row.question, "status": row.status,
-                    "agent": row.agent, "mine": row.agent == session.user.name,
-                    "created_at": row.created_at.isoformat() + "Z",
-                    "channel": channel, "transcript": transcript,
-                    "undelivered": await self._undelivered(request, channel,
-                                                           row.conversation_id)})
+                items.append(
+                    {
+                        "id": row.id,
+                        "conversation_id": row.conversation_id,
+                        "brand": row.brand,
+                        "symptom": row.symptom,
+                        "question": row.question,
+                        "status": row.status,
+                        "agent": row.agent,
+                        "mine": row.agent == session.user.name,
+                        "created_at": row.created_at.isoformat() + "Z",
+                        "channel": channel,
+                        "transcript": transcript,
+                        "undelivered": await self._undelivered(request, channel, row.conversation_id),
+                    }
+                )
             return _json({"handoffs": items})
 
         @bp.route("/api/handoffs/<handoff_id:int>/release", methods=["POST"])
@@ -359,8 +390,13 @@ class StaffConsole(InputChannel):
                 logger.warning("release of handoff %s failed: %s", handoff_id, error)
                 return _error(502, "机器人服务暂时无法恢复这个对话，请稍后再试")
             self.store.audit(session.user.name, "release", f"handoff:{handoff_id}")
-            return _json({"id": handoff_id, "released": True,
-                          "merchant_notified": bool(getattr(result, "merchant_notified", False))})
+            return _json(
+                {
+                    "id": handoff_id,
+                    "released": True,
+                    "merchant_notified": bool(getattr(result, "merchant_notified", False)),
+                }
+            )
 
         @bp.route("/api/handoffs/<handoff_id:int>/claim", methods=["POST"])
         async def claim(request: Request, handoff_id: int) -> HTTPResponse:
@@ -376,10 +412,12 @@ class StaffConsole(InputChannel):
                 return _error(409, f"这个对话已经由{who}接手或已结束")
             self.store.audit(session.user.name, "claim", f"handoff:{handoff_id}")
             joined = response_text(request, JOINED_RESPONSE, name=session.user.name)
-            result = await self.pusher(request, claimed.conversation_id, {
-                "agent_message": {"name": session.user.name, "text": joined}})
-            return _json({"id": handoff_id, "agent": session.user.name, "text": joined,
-                          **result.as_json()})
+            result = await self.pusher(
+                request,
+                claimed.conversation_id,
+                {"agent_message": {"name": session.user.name, "text": joined}},
+            )
+            return _json({"id": handoff_id, "agent": session.user.name, "text": joined, **result.as_json()})
 
         @bp.route("/api/handoffs/<handoff_id:int>/reply", methods=["POST"])
         async def reply(request: Request, handoff_id: int) -> HTTPResponse:
@@ -397,8 +435,11 @@ class StaffConsole(InputChannel):
                 return _error(404, "没有这个转人工记录")
             if row.status != HANDOFF_ACTIVE or row.agent != session.user.name:
                 return _error(409, "请先接手这个对话再回复")
-            result = await self.pusher(request, row.conversation_id, {
-                "agent_message": {"name": session.user.name, "text": text.strip()}})
+            result = await self.pusher(
+                request,
+                row.conversation_id,
+                {"agent_message": {"name": session.user.name, "text": text.strip()}},
+            )
             if not result.accepted:
                 return _error(502, "消息没有发出去（机器人服务没有响应），请稍后重试")
             self.store.audit(session.user.name, "reply", f"handoff:{handoff_id}")
@@ -411,9 +452,19 @@ class StaffConsole(InputChannel):
             session = self._signed_in(request, "admin", changes=False)
             if isinstance(session, HTTPResponse):
                 return session
-            return _json({"entries": [
-                {"at": e.at.isoformat() + "Z", "staff": e.staff, "action": e.action,
-                 "target": e.target} for e in self.store.audit_entries()]})
+            return _json(
+                {
+                    "entries": [
+                        {
+                            "at": e.at.isoformat() + "Z",
+                            "staff": e.staff,
+                            "action": e.action,
+                            "target": e.target,
+                        }
+                        for e in self.store.audit_entries()
+                    ]
+                }
+            )
 
         self.learning.register(bp, self)
         self.kb_editor.register(bp, self)

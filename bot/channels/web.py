@@ -142,9 +142,11 @@ def client_manager(settings: Settings) -> Optional[AsyncRedisManager]:
     """
     if not settings.redis_url:
         return None
-    return AsyncRedisManager(settings.redis_url, channel=settings.socketio_channel,
-                             redis_options={"socket_connect_timeout": 3,
-                                            "socket_keepalive": True})
+    return AsyncRedisManager(
+        settings.redis_url,
+        channel=settings.socketio_channel,
+        redis_options={"socket_connect_timeout": 3, "socket_keepalive": True},
+    )
 
 
 class WebChatOutput(SocketIOOutput):
@@ -277,8 +279,9 @@ class WebChatInput(SocketIOInput):
         """
         cors_allowed_origins: Any = "*" if self.origin_policy.allow_all else self.origin_policy
         manager = client_manager(Settings.from_env())
-        return AsyncServer(async_mode="sanic", cors_allowed_origins=cors_allowed_origins,
-                           client_manager=manager)
+        return AsyncServer(
+            async_mode="sanic", cors_allowed_origins=cors_allowed_origins, client_manager=manager
+        )
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         """Socket.io handlers (as in Rasa 3.6.21, with the fixes above) and the widget files."""
@@ -326,9 +329,7 @@ class WebChatInput(SocketIOInput):
         @sio.on(self.user_message_evt, namespace=self.namespace)
         async def handle_message(sid: Text, data: Any) -> None:
             if not isinstance(data, dict):
-                logger.warning(
-                    "Ignored a %s event without an object payload.", self.user_message_evt
-                )
+                logger.warning("Ignored a %s event without an object payload.", self.user_message_evt)
                 return
             output_channel = TurnOutput(sio, self.bot_message_evt)
             if self.session_persistence:

@@ -42,7 +42,7 @@ def only_fee_values(text: str, entities: List[Dict[str, Any]]) -> bool:
         return False
     rest = list(text)
     for entity in entities:
-        rest[entity["start"]:entity["end"]] = [" "] * (entity["end"] - entity["start"])
+        rest[entity["start"] : entity["end"]] = [" "] * (entity["end"] - entity["start"])
     return all(char in FILLER for char in rest)
 
 
@@ -57,16 +57,26 @@ class BareValueIntent(GraphComponent):
         content_dir = config.get("content_dir")
         return files_digest(Path(content_dir), "*.yml") if content_dir else None
 
-    def __init__(self, config: Dict[Text, Any], model_storage: ModelStorage,
-                 resource: Resource, codes: Optional[List[str]] = None) -> None:
+    def __init__(
+        self,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        codes: Optional[List[str]] = None,
+    ) -> None:
         self._config = config
         self._model_storage = model_storage
         self._resource = resource
         self.codes = {code.upper() for code in codes or []}
 
     @classmethod
-    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
-               execution_context: ExecutionContext) -> BareValueIntent:
+    def create(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> BareValueIntent:
         return cls(config, model_storage, resource)
 
     def train(self, training_data: TrainingData) -> Resource:
@@ -77,8 +87,14 @@ class BareValueIntent(GraphComponent):
         return self._resource
 
     @classmethod
-    def load(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
-             execution_context: ExecutionContext, **kwargs: Any) -> BareValueIntent:
+    def load(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+        **kwargs: Any,
+    ) -> BareValueIntent:
         try:
             with model_storage.read_from(resource) as directory:
                 codes = json.loads((directory / CODES_FILE).read_text(encoding="utf-8"))
@@ -97,12 +113,14 @@ class BareValueIntent(GraphComponent):
                 intent = "fees"
             else:
                 continue
-            ranking = [entry for entry in message.get(INTENT_RANKING_KEY) or []
-                       if entry["name"] != intent]
+            ranking = [entry for entry in message.get(INTENT_RANKING_KEY) or [] if entry["name"] != intent]
             top = {"name": intent, "confidence": 1.0}
             message.set(INTENT, top, add_to_output=True)
-            message.set(INTENT_RANKING_KEY, [top] + [{**entry, "confidence": 0.0}
-                                                     for entry in ranking], add_to_output=True)
+            message.set(
+                INTENT_RANKING_KEY,
+                [top] + [{**entry, "confidence": 0.0} for entry in ranking],
+                add_to_output=True,
+            )
         return messages
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:

@@ -27,8 +27,12 @@ from rasa.utils.tensorflow.constants import RANKING_LENGTH
 class IntentVote(LogisticRegressionClassifier):
     @staticmethod
     def get_default_config() -> Dict[Text, Any]:
-        return {**LogisticRegressionClassifier.get_default_config(), "weight": 0.5,
-                "max_iter": 1000, "C": 1.0}
+        return {
+            **LogisticRegressionClassifier.get_default_config(),
+            "weight": 0.5,
+            "max_iter": 1000,
+            "C": 1.0,
+        }
 
     def __init__(self, config: Dict[Text, Any], *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -39,8 +43,10 @@ class IntentVote(LogisticRegressionClassifier):
             return messages
         weight = float(self.config["weight"])
         for message in messages:
-            if (message.get_sparse_features(attribute=TEXT)[1] is None
-                    and message.get_dense_features(attribute=TEXT)[1] is None):
+            if (
+                message.get_sparse_features(attribute=TEXT)[1] is None
+                and message.get_dense_features(attribute=TEXT)[1] is None
+            ):
                 continue
             features = self._create_X([message])  # Rasa's: sentence features, sparse + dense
             if features.shape[1] != self.clf.n_features_in_:
@@ -53,10 +59,12 @@ class IntentVote(LogisticRegressionClassifier):
                 votes[entry["name"]] = (1.0 - share) * float(entry["confidence"])
             for name, probability in zip(self.clf.classes_, probabilities, strict=True):
                 votes[str(name)] = votes.get(str(name), 0.0) + share * float(probability)
-            ranking = [{"name": name, "confidence": confidence} for name, confidence
-                       in sorted(votes.items(), key=lambda item: -item[1])]
+            ranking = [
+                {"name": name, "confidence": confidence}
+                for name, confidence in sorted(votes.items(), key=lambda item: -item[1])
+            ]
             if self.config[RANKING_LENGTH] > 0:
-                ranking = ranking[:self.config[RANKING_LENGTH]]
+                ranking = ranking[: self.config[RANKING_LENGTH]]
             message.set(INTENT, ranking[0], add_to_output=True)
             message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
         return messages

@@ -27,7 +27,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from bot.nlu.jieba_tokenizer import files_digest
 from bot.nlu.numbers import find_numbers
-from kb.content import format_problems, load_content
+from kb.loader import format_problems, load_content
 from kb.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -63,16 +63,13 @@ def build_nlp(patterns: List[Dict[str, Any]], words: List[str]) -> Any:
     for word in words:
         jieba.add_word(word, freq=50000)
     nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
-    ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER",
-                                                  "overwrite_ents": True})
+    ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "overwrite_ents": True})
     assert isinstance(ruler, EntityRuler)
     ruler.add_patterns(patterns)
     return nlp
 
 
-@DefaultV1Recipe.register(
-    [DefaultV1Recipe.ComponentType.ENTITY_EXTRACTOR], is_trainable=True
-)
+@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.ENTITY_EXTRACTOR], is_trainable=True)
 class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
     """Finds the KB's entities with canonical values; numbers for fee questions by rule."""
 
@@ -126,9 +123,9 @@ class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
         self._nlp = build_nlp(self.patterns, self.words)
         with self._model_storage.write_to(self._resource) as directory:
             (directory / PATTERNS_FILE).write_text(
-                json.dumps(self.patterns, ensure_ascii=False), encoding="utf-8")
-            (directory / WORDS_FILE).write_text(
-                json.dumps(self.words, ensure_ascii=False), encoding="utf-8")
+                json.dumps(self.patterns, ensure_ascii=False), encoding="utf-8"
+            )
+            (directory / WORDS_FILE).write_text(json.dumps(self.words, ensure_ascii=False), encoding="utf-8")
         return self._resource
 
     @classmethod
@@ -161,13 +158,20 @@ class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
                     entities.append(entity)
         bare = _BARE_CODE.match(text)
         if bare and not any(e["entity"] == "error_code" for e in entities):
-            entities.append({"entity": "error_code", "start": bare.start(1), "end": bare.end(1),
-                             "value": bare.group(1).upper()})
+            entities.append(
+                {
+                    "entity": "error_code",
+                    "start": bare.start(1),
+                    "end": bare.end(1),
+                    "value": bare.group(1).upper(),
+                }
+            )
         taken = [(e["start"], e["end"]) for e in entities]
         for found in find_numbers(text):
             if not any(s < found.end and found.start < e for s, e in taken):
-                entities.append({"entity": found.entity, "start": found.start, "end": found.end,
-                                 "value": found.value})
+                entities.append(
+                    {"entity": found.entity, "start": found.start, "end": found.end, "value": found.value}
+                )
         return sorted(entities, key=lambda e: e["start"])
 
     @staticmethod
@@ -177,19 +181,25 @@ class KBEntityExtractor(GraphComponent, EntityExtractorMixin):
             # trigger ("显示A0") the code is the span's last two letters or digits
             at = text.upper().find(canonical.upper()) if canonical else -1
             if at >= 0:
-                return {"entity": label, "start": start + at, "end": start + at + len(canonical),
-                        "value": canonical.upper()}
+                return {
+                    "entity": label,
+                    "start": start + at,
+                    "end": start + at + len(canonical),
+                    "value": canonical.upper(),
+                }
             if canonical:  # a screen text that stands for a code ("余额不足" → 51): the whole span
-                return {"entity": label, "start": start, "end": start + len(text),
-                        "value": canonical.upper()}
+                return {"entity": label, "start": start, "end": start + len(text), "value": canonical.upper()}
             codes = list(_CODE.finditer(text))
             if not codes:
                 return None
             code = codes[-1]
-            return {"entity": label, "start": start + code.start(), "end": start + code.end(),
-                    "value": code.group(0).upper()}
-        return {"entity": label, "start": start, "end": start + len(text),
-                "value": canonical or text}
+            return {
+                "entity": label,
+                "start": start + code.start(),
+                "end": start + code.end(),
+                "value": code.group(0).upper(),
+            }
+        return {"entity": label, "start": start, "end": start + len(text), "value": canonical or text}
 
     def process(self, messages: List[Message]) -> List[Message]:
         for message in messages:

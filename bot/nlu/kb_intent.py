@@ -61,8 +61,13 @@ class KBTopicIntent(GraphComponent):
         self._warned = False
 
     @classmethod
-    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
-               execution_context: ExecutionContext) -> KBTopicIntent:
+    def create(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> KBTopicIntent:
         return cls({**cls.get_default_config(), **config})
 
     def _store(self) -> Optional[KnowledgeStore]:
@@ -85,7 +90,9 @@ class KBTopicIntent(GraphComponent):
                 continue
             if self._names_a_code(message) or self._fault_with_a_code(message):
                 topic_intent: Optional[tuple[str, float]] = (
-                    "error_code", float(ranking[0].get("confidence") or 0.0))
+                    "error_code",
+                    float(ranking[0].get("confidence") or 0.0),
+                )
             else:
                 store = self._store()
                 if store is None:
@@ -118,14 +125,18 @@ class KBTopicIntent(GraphComponent):
         current = str((message.get(INTENT) or {}).get("name") or "")
         if current not in FAULTS:
             return False
-        codes = [str(e.get("value")) for e in message.get(ENTITIES) or []
-                 if e.get("entity") == "error_code" and e.get("value")]
+        codes = [
+            str(e.get("value"))
+            for e in message.get(ENTITIES) or []
+            if e.get("entity") == "error_code" and e.get("value")
+        ]
         store = self._store() if codes else None
         return store is not None and any(store.error_code(code) is not None for code in codes)
 
     @staticmethod
-    def _fault_intent(store: Optional[KnowledgeStore], message: Message,
-                      text: str) -> Optional[tuple[str, float]]:
+    def _fault_intent(
+        store: Optional[KnowledgeStore], message: Message, text: str
+    ) -> Optional[tuple[str, float]]:
         """After a fallback whose best guess was a fault: a report whose meaning is clearly one
         symptom's ("收银台那台机器一张票都吐不出来") is a fault of that symptom's category. Only
         then: the symptom classifier knows nothing but faults ("我用的是拉卡拉" is nearest to
@@ -139,8 +150,9 @@ class KBTopicIntent(GraphComponent):
         intent = CATEGORY_INTENTS.get(symptom.category) if symptom is not None else None
         return (intent, matches[0].score) if intent else None
 
-    def _topic_intent(self, store: KnowledgeStore, message: Message, text: str,
-                      ranking: List[Dict[str, Any]]) -> Optional[tuple[str, float]]:
+    def _topic_intent(
+        self, store: KnowledgeStore, message: Message, text: str, ranking: List[Dict[str, Any]]
+    ) -> Optional[tuple[str, float]]:
         top = str(ranking[0].get("name"))
         current = str((message.get(INTENT) or {}).get("name") or "")
         entities = {e.get("entity") for e in message.get(ENTITIES) or []}

@@ -21,9 +21,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from bot.nlu.normalize import MAX_CHARS, normalize
 
 
-@DefaultV1Recipe.register(
-    [DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER], is_trainable=False
-)
+@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER], is_trainable=False)
 class TextNormalizer(GraphComponent):
     """繁體 → 简体, full-width → half-width, emoji/control → space; same length, so offsets hold.
 
@@ -65,9 +63,7 @@ class TextNormalizer(GraphComponent):
         return messages
 
 
-@DefaultV1Recipe.register(
-    [DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=False
-)
+@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=False)
 class BlankMessageGuard(GraphComponent):
     """A message with no letter or digit (only emoji, spaces, control characters) has no intent.
 
@@ -90,7 +86,10 @@ class BlankMessageGuard(GraphComponent):
         for message in messages:
             text = message.get(TEXT)
             if isinstance(text, str) and not any(c.isalnum() for c in text):
-                message.set(INTENT, {INTENT_NAME_KEY: "nlu_fallback", PREDICTED_CONFIDENCE_KEY: 1.0},
-                            add_to_output=True)
+                message.set(
+                    INTENT,
+                    {INTENT_NAME_KEY: "nlu_fallback", PREDICTED_CONFIDENCE_KEY: 1.0},
+                    add_to_output=True,
+                )
                 message.set(INTENT_RANKING_KEY, [], add_to_output=True)
         return messages

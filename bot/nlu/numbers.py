@@ -12,8 +12,20 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Optional
 
-_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
-           "七": 7, "八": 8, "九": 9}
+_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 _UNITS = {"十": 10, "百": 100, "千": 1000}
 _BIG = {"万": 10_000, "亿": 100_000_000}
 _CN_NUM = "零〇一二两三四五六七八九十百千万亿"
@@ -28,8 +40,10 @@ _RATE_PATTERNS = [
     (re.compile(rf"千分之(?P<num>{NUM})"), Decimal("0.1")),
     (re.compile(rf"万分之(?P<num>{NUM})"), Decimal("0.01")),
     (re.compile(r"(?P<num>\d+(?:\.\d+)?)\s*个点"), Decimal(1)),
-    (re.compile(r"(?:费率|扣率|点位)\s*(?:是|为|:)?\s*(?P<num>\d+(?:\.\d+)?)(?![\d%‰.万千wWkK元块])"),
-     Decimal(1)),
+    (
+        re.compile(r"(?:费率|扣率|点位)\s*(?:是|为|:)?\s*(?P<num>\d+(?:\.\d+)?)(?![\d%‰.万千wWkK元块])"),
+        Decimal(1),
+    ),
 ]
 _AMOUNT_WITH_UNIT = re.compile(
     rf"(?P<num>{NUM})\s*(?P<mag>{_MAG})?(?P<mag2>{_MAG})?(?P<tail>[{_CN_NUM[:-2]}]?)\s*"
@@ -80,9 +94,17 @@ def to_decimal(text: str) -> Optional[Decimal]:
 
 
 def _magnitude(mag: Optional[str]) -> Decimal:
-    return {None: Decimal(1), "": Decimal(1), "万": Decimal(10_000), "w": Decimal(10_000),
-            "W": Decimal(10_000), "千": Decimal(1000), "k": Decimal(1000), "K": Decimal(1000),
-            "百": Decimal(100)}[mag]
+    return {
+        None: Decimal(1),
+        "": Decimal(1),
+        "万": Decimal(10_000),
+        "w": Decimal(10_000),
+        "W": Decimal(10_000),
+        "千": Decimal(1000),
+        "k": Decimal(1000),
+        "K": Decimal(1000),
+        "百": Decimal(100),
+    }[mag]
 
 
 def _plain(value: Decimal) -> str:
@@ -121,8 +143,13 @@ def find_amounts(text: str, taken: list[Found]) -> list[Found]:
         tail = match.group("tail")
         if tail and match.group("mag"):
             value += _DIGITS.get(tail, 0) * _magnitude(match.group("mag")) / 10
-        end = match.end("tail") if tail else match.end("mag2") if match.group("mag2") else (
-            match.end("mag") if match.group("mag") else match.end("num"))
+        end = (
+            match.end("tail")
+            if tail
+            else match.end("mag2")
+            if match.group("mag2")
+            else (match.end("mag") if match.group("mag") else match.end("num"))
+        )
         add(match.start("num"), end, value)
     for pattern in (_AMOUNT_WITH_MAG, _AMOUNT_AFTER_VERB):
         for match in pattern.finditer(text):

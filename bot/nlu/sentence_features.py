@@ -43,8 +43,13 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
             raise ValueError("SentenceEncoderFeaturizer: `scale` must be a positive number")
 
     @classmethod
-    def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
-               execution_context: ExecutionContext) -> SentenceEncoderFeaturizer:
+    def create(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> SentenceEncoderFeaturizer:
         return cls(execution_context.node_name, config)
 
     def _featurize(self, messages: List[Message]) -> None:
@@ -59,8 +64,10 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         encoder = get_encoder()
         vectors: Iterable[Any] = encoder.encode([str(texts[i]) for i in todo]) if todo else []
         scale = float(self._config["scale"])
-        for i, vector in [*zip(todo, vectors, strict=True),
-                          *((i, np.zeros(encoder.dim, dtype=np.float32)) for i in blank)]:
+        for i, vector in [
+            *zip(todo, vectors, strict=True),
+            *((i, np.zeros(encoder.dim, dtype=np.float32)) for i in blank),
+        ]:
             sentence = (np.asarray(vector, dtype=np.float32) * scale)[None, :]
             self.add_features_to_message(None, sentence, TEXT, messages[i])
 

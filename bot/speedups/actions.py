@@ -94,7 +94,6 @@ def _validate_action_result(self: RemoteAction, result: Dict[Text, Any]) -> bool
         raise e
 
 
-
 _original_session = EndpointConfig.session
 _shared_sessions: Dict[Any, aiohttp.ClientSession] = {}
 #: Seconds an idle connection to the action server is kept for reuse. It must stay below the
@@ -123,17 +122,26 @@ def _session(self: EndpointConfig) -> Any:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return _original_session(self)
-    key = (id(loop), tuple(sorted((self.headers or {}).items())),
-           tuple(sorted((self.basic_auth or {}).items())))
+    key = (
+        id(loop),
+        tuple(sorted((self.headers or {}).items())),
+        tuple(sorted((self.basic_auth or {}).items())),
+    )
     session = _shared_sessions.get(key)
     if session is None or session.closed:
         # The same settings as EndpointConfig.session, plus the encoder.
-        auth = (aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"])
-                if self.basic_auth else None)
+        auth = (
+            aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"])
+            if self.basic_auth
+            else None
+        )
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(keepalive_timeout=ACTION_KEEPALIVE_S),
-            headers=self.headers, auth=auth, json_serialize=ujson.dumps,
-            timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT))
+            headers=self.headers,
+            auth=auth,
+            json_serialize=ujson.dumps,
+            timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
+        )
         _shared_sessions[key] = session
     return _LentSession(session)
 
@@ -143,7 +151,6 @@ async def close_sessions() -> None:
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _shared_sessions if k[0] == loop_id]:
         await _shared_sessions.pop(key).close()
-
 
 
 class _EncodedJson:
@@ -180,7 +187,7 @@ def _settled_run(events: List[Event]) -> _EncodedJson:
     if kept is not None and continues(kept[0], events):
         known, text = kept
         if len(known) < len(events):
-            text = ",".join([text, *map(_event_json, events[len(known):])])
+            text = ",".join([text, *map(_event_json, events[len(known) :])])
     else:
         text = ",".join(map(_event_json, events))
     _settled_runs.put(id(events[0]), (events, text))
@@ -190,8 +197,7 @@ def _settled_run(events: List[Event]) -> _EncodedJson:
 _original_action_call_format = RemoteAction._action_call_format
 
 
-def _action_call_format(self: RemoteAction, tracker: DialogueStateTracker, domain: Domain
-                        ) -> Dict[Text, Any]:
+def _action_call_format(self: RemoteAction, tracker: DialogueStateTracker, domain: Domain) -> Dict[Text, Any]:
     """Rasa's request to the action server, with earlier turns' events encoded only once.
 
     Every call sends the whole session (a 30-message session is ~350 events, 137 KB), and Rasa
@@ -208,12 +214,18 @@ def _action_call_format(self: RemoteAction, tracker: DialogueStateTracker, domai
         if isinstance(events[index], UserUttered):
             break
     state = tracker.current_state(EventVerbosity.NONE)
-    state["events"] = [*([_settled_run(events[:settled])] if settled else []),
-                       *(event.as_dict() for event in events[settled:])]
-    result = {"next_action": self._name, "sender_id": tracker.sender_id, "tracker": state,
-              "version": rasa.__version__}
-    if (not self._is_selective_domain_enabled()
-            or domain.does_custom_action_explicitly_need_domain(self.name())):
+    state["events"] = [
+        *([_settled_run(events[:settled])] if settled else []),
+        *(event.as_dict() for event in events[settled:]),
+    ]
+    result = {
+        "next_action": self._name,
+        "sender_id": tracker.sender_id,
+        "tracker": state,
+        "version": rasa.__version__,
+    }
+    if not self._is_selective_domain_enabled() or domain.does_custom_action_explicitly_need_domain(
+        self.name()
+    ):
         result["domain"] = domain.as_dict()
     return result
-

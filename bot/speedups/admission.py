@@ -119,8 +119,7 @@ def gate() -> Optional[FifoGate]:
     return current
 
 
-async def handle_message(self: MessageProcessor, message: UserMessage
-                         ) -> Optional[List[Dict[Text, Any]]]:
+async def handle_message(self: MessageProcessor, message: UserMessage) -> Optional[List[Dict[Text, Any]]]:
     current = gate()
     if current is None or not await current.acquire():
         return await _rasa_handle_message(self, message)

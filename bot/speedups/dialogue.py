@@ -40,8 +40,7 @@ _original_is_rule_applicable = RulePolicy._is_rule_applicable
 _reversed_rules: Dict[Text, List[State]] = {}
 
 
-def _is_rule_applicable(self: RulePolicy, rule_key: Text, turn_index: int,
-                        conversation_state: State) -> bool:
+def _is_rule_applicable(self: RulePolicy, rule_key: Text, turn_index: int, conversation_state: State) -> bool:
     # Rasa 3.6.21 RulePolicy._is_rule_applicable with the reversed rule states kept.
     reversed_rule_states = _reversed_rules.get(rule_key)
     if reversed_rule_states is None:
@@ -68,13 +67,15 @@ def rule_window(policy: RulePolicy) -> int:
     return window
 
 
-def _rule_prediction_states(self: RulePolicy, tracker: Any, domain: Any,
-                            use_text_for_last_user_input: bool = False,
-                            rule_only_data: Optional[Dict[Text, Any]] = None) -> List[State]:
-    found = Policy._prediction_states(self, tracker, domain, use_text_for_last_user_input,
-                                      rule_only_data)
-    return found[-rule_window(self):]
-
+def _rule_prediction_states(
+    self: RulePolicy,
+    tracker: Any,
+    domain: Any,
+    use_text_for_last_user_input: bool = False,
+    rule_only_data: Optional[Dict[Text, Any]] = None,
+) -> List[State]:
+    found = Policy._prediction_states(self, tracker, domain, use_text_for_last_user_input, rule_only_data)
+    return found[-rule_window(self) :]
 
 
 _original_get_possible_keys = RulePolicy._get_possible_keys
@@ -83,12 +84,12 @@ POSSIBLE_KEYS_KEPT = 4096
 
 def _frozen_states(states: List[State]) -> Any:
     """The states as a hashable value that is equal exactly when the states are equal."""
-    return tuple(tuple(sorted((kind, tuple(sorted(sub.items()))) for kind, sub in state.items()))
-                 for state in states)
+    return tuple(
+        tuple(sorted((kind, tuple(sorted(sub.items()))) for kind, sub in state.items())) for state in states
+    )
 
 
-def _get_possible_keys(self: RulePolicy, lookup: Dict[Text, Text], states: List[State]
-                       ) -> Set[Text]:
+def _get_possible_keys(self: RulePolicy, lookup: Dict[Text, Text], states: List[State]) -> Set[Text]:
     """Rasa tests every rule against the last states, rule by rule, 2-4 times per message.
 
     Which rules apply depends on nothing but the rules and the states, and conversations pass
@@ -108,13 +109,11 @@ def _get_possible_keys(self: RulePolicy, lookup: Dict[Text, Text], states: List[
     return set(found[1])
 
 
-
 _original_minimal_graph_schema = GraphSchema.minimal_graph_schema
 _minimal_schemas: Dict[Tuple[int, Tuple[Text, ...]], Tuple[GraphSchema, GraphSchema]] = {}
 
 
-def _minimal_graph_schema(self: GraphSchema, targets: Optional[List[Text]] = None
-                          ) -> GraphSchema:
+def _minimal_graph_schema(self: GraphSchema, targets: Optional[List[Text]] = None) -> GraphSchema:
     """Rasa prunes the prediction graph to the requested targets on every run (2-4 per
     message); the graph of a loaded model does not change, so each pruning is kept."""
     key = (id(self), tuple(targets or ()))
@@ -123,7 +122,6 @@ def _minimal_graph_schema(self: GraphSchema, targets: Optional[List[Text]] = Non
         kept = (self, _original_minimal_graph_schema(self, targets))
         _minimal_schemas[key] = kept
     return kept[1]
-
 
 
 class _LogOnlyCopy:

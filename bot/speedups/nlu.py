@@ -32,20 +32,25 @@ def _rasa_predict(self: RasaModel, batch_in: Tuple[Any, ...]) -> Dict[Text, Any]
     if traced is None or traced[0] is not function:
         # Keras tracks attributes set on a model; this one is ours, not a layer.
         traced = self.__dict__["_posbot_traced"] = (
-            function, function.get_concrete_function(),
-            tuple(tf_models_module.tf.nest.flatten(function.input_signature)))
+            function,
+            function.get_concrete_function(),
+            tuple(tf_models_module.tf.nest.flatten(function.input_signature)),
+        )
     _, concrete, specs = traced
     flat = tf_models_module.tf.nest.flatten(batch_in)
     if len(flat) != len(specs):
         return _original_rasa_predict(self, batch_in)
-    tensors = [tf_models_module.tf.convert_to_tensor(value, dtype_hint=spec.dtype)
-               for value, spec in zip(flat, specs, strict=True)]
+    tensors = [
+        tf_models_module.tf.convert_to_tensor(value, dtype_hint=spec.dtype)
+        for value, spec in zip(flat, specs, strict=True)
+    ]
     if not all(spec.is_compatible_with(tensor) for spec, tensor in zip(specs, tensors, strict=True)):
         return _original_rasa_predict(self, batch_in)
     outputs = tf_models_module.tf_utils.sync_to_numpy_or_python_type(
-        concrete._call_flat(tensors, captured_inputs=concrete.captured_inputs))
+        concrete._call_flat(tensors, captured_inputs=concrete.captured_inputs)
+    )
     if tf_models_module.DIAGNOSTIC_DATA in outputs:
         outputs[tf_models_module.DIAGNOSTIC_DATA] = self._empty_lists_to_none_in_dict(
-            outputs[tf_models_module.DIAGNOSTIC_DATA])
+            outputs[tf_models_module.DIAGNOSTIC_DATA]
+        )
     return outputs
-

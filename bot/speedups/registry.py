@@ -72,8 +72,11 @@ class Patch:
 
     @property
     def target(self) -> str:
-        owner = (self.owner.__name__ if isinstance(self.owner, ModuleType)
-                 else f"{self.owner.__module__}.{self.owner.__qualname__}")
+        owner = (
+            self.owner.__name__
+            if isinstance(self.owner, ModuleType)
+            else f"{self.owner.__module__}.{self.owner.__qualname__}"
+        )
         return f"{owner}.{self.attribute}"
 
     def guarded_source(self) -> str:
@@ -121,8 +124,7 @@ def problem(patch: Patch, rasa_version: str = rasa.__version__) -> Optional[str]
         return f"the source of {patch.target} cannot be read ({error})"
     if found != patch.sha256:
         what = "the module it patches" if patch.guards_module else "the original it replaces"
-        return (f"{what} changed (sha256 {found[:12]}…, reviewed "
-                f"{patch.sha256[:12]}…)")
+        return f"{what} changed (sha256 {found[:12]}…, reviewed " f"{patch.sha256[:12]}…)"
     return None
 
 
@@ -139,8 +141,11 @@ def configure(settings: Settings) -> None:
     states.configure(settings.states_cache)
 
 
-def install(settings: Optional[Settings] = None, patches: Optional[Iterable[Patch]] = None,
-            rasa_version: str = rasa.__version__) -> List[str]:
+def install(
+    settings: Optional[Settings] = None,
+    patches: Optional[Iterable[Patch]] = None,
+    rasa_version: str = rasa.__version__,
+) -> List[str]:
     """Install the patches that pass the guard (idempotent); the names of those installed.
 
     ``settings`` defaults to ``Settings.from_env()``, which raises ``SettingsError`` naming a
@@ -148,8 +153,7 @@ def install(settings: Optional[Settings] = None, patches: Optional[Iterable[Patc
     """
     settings = Settings.from_env() if settings is None else settings
     configure(settings)
-    return _install(list(PATCHES if patches is None else patches), settings.rasa_patches,
-                    rasa_version)
+    return _install(list(PATCHES if patches is None else patches), settings.rasa_patches, rasa_version)
 
 
 def install_fixes() -> List[str]:
@@ -176,23 +180,34 @@ def _install(chosen: List[Patch], speedups: bool, rasa_version: str) -> List[str
             continue
         reason = problem(patch, rasa_version)
         if reason is not None:
-            consequence = ("Rasa's own code runs instead: the bot works, only slower"
-                           if patch.speedup else "Rasa's own behaviour stays")
-            logger.warning("%s %s NOT installed on %s: %s; %s (review it and update "
-                           "bot/speedups/registry.py)", patch.kind, patch.name, patch.target,
-                           reason, consequence)
+            consequence = (
+                "Rasa's own code runs instead: the bot works, only slower"
+                if patch.speedup
+                else "Rasa's own behaviour stays"
+            )
+            logger.warning(
+                "%s %s NOT installed on %s: %s; %s (review it and update " "bot/speedups/registry.py)",
+                patch.kind,
+                patch.name,
+                patch.target,
+                reason,
+                consequence,
+            )
             skipped.append(patch.name)
             continue
         _apply(patch)
         installed.append(patch.name)
         new += 1
-        logger.info("%s %s installed on %s (%s)", patch.kind, patch.name, patch.target,
-                    patch.why)
+        logger.info("%s %s installed on %s (%s)", patch.kind, patch.name, patch.target, patch.why)
     if new or skipped or off:
-        logger.info("patches of Rasa: %d of %d installed on Rasa %s%s%s", len(installed), len(chosen),
-                    rasa_version,
-                    f", {len(skipped)} skipped ({', '.join(skipped)})" if skipped else "",
-                    f", {off} off ({ALL_PATCHES}=0)" if off else "")
+        logger.info(
+            "patches of Rasa: %d of %d installed on Rasa %s%s%s",
+            len(installed),
+            len(chosen),
+            rasa_version,
+            f", {len(skipped)} skipped ({', '.join(skipped)})" if skipped else "",
+            f", {off} off ({ALL_PATCHES}=0)" if off else "",
+        )
     return installed
 
 
@@ -216,105 +231,184 @@ def installed() -> List[str]:
 #: there must stay a debug-log argument; tests/bot/test_perf.py checks the same with ``ast``).
 _DEBUG_COPY_SHA256 = {
     "rasa.core.processor": "f42dfbf26e2ffcb66e08cf4180d1de1cce2a8f59389d5d3b4ea12a95b1f186dd",
-    "rasa.core.policies.rule_policy":
-        "952d1a13906511ac9b8d1c3dcd27148b24bbcd6610ebb13bff23f2fb1667b2b5",
-    "rasa.core.policies.memoization":
-        "e4519f1a04ecdcce2241f5bd01f33b0b886d8a2136329da104946acaff31b775",
+    "rasa.core.policies.rule_policy": "952d1a13906511ac9b8d1c3dcd27148b24bbcd6610ebb13bff23f2fb1667b2b5",
+    "rasa.core.policies.memoization": "e4519f1a04ecdcce2241f5bd01f33b0b886d8a2136329da104946acaff31b775",
     "rasa.core.actions.forms": "7cb6c30550116597a43e0139b3d0c3507e4a1a900d72a5eae8b818aa19647dd7",
 }
 
 PATCHES: List[Patch] = [
-    Patch("action-response-validation", RemoteAction, "_validate_action_result",
-          actions._validate_action_result,
-          "jsonschema re-checked the schema on every action response: ~1/5 of the CPU per "
-          "custom-action turn (py-spy, 2026-11-23)",
-          ALL_PATCHES, PERF + "test_action_responses_are_judged_as_rasas_full_schema_judges_them",
-          "f8cdb4be6812396167ced74161b2ccd65c5ea676ad86d7d359d8c322d9d8dc42"),
-    Patch("action-request-body", RemoteAction, "_action_call_format", actions._action_call_format,
-          "every action call re-encoded the whole session: 10 % of the CPU per message "
-          "(py-spy, 2026-11-24)",
-          ALL_PATCHES, PERF + "test_action_server_requests_are_rasas_byte_for_byte",
-          "428795b944f22edba142d278ec47a30098975b01463ba337ec447dade52a0492"),
-    Patch("action-session", EndpointConfig, "session", actions._session,
-          "a new aiohttp session, TCP connection and json encoding per action call: 6 % of the "
-          "CPU (py-spy, 2026-11-23)",
-          ALL_PATCHES, PERF + "test_action_calls_reuse_one_connection_and_send_the_same_json",
-          "e55aa13d9d4fb4bc440ac33b870a97ee162b76dda7ccb6bf68433567475fdffb"),
-    Patch("event-type-lookup", Event, "resolve_by_type", staticmethod(tracker._resolve_by_type),
-          "walking every Event subclass per deserialised event: 13 % of the CPU with ten "
-          "senders (py-spy, 2026-11-23)",
-          ALL_PATCHES, PERF + "test_event_type_lookup_gives_the_same_class_as_rasa",
-          "b5cf570fa7f286c7059ec73d8880528d03a78b28cf4e80285a46079c0fa65968"),
-    Patch("rule-applicability", RulePolicy, "_is_rule_applicable", dialogue._is_rule_applicable,
-          "each rule's states were reversed again on every comparison (py-spy, 2026-11-23)",
-          ALL_PATCHES, PERF + "test_rule_applicability_is_rasas",
-          "64a108b016b46e573d6020b755a6036439dc207a364b45c9ea5dcb0f18dc7068"),
-    Patch("rule-window", RulePolicy, "_prediction_states", dialogue._rule_prediction_states,
-          "the RulePolicy matched rules against every state of the session, not only the "
-          "longest rule's length (py-spy, 2026-11-23)",
-          ALL_PATCHES,
-          "tests/bot/test_states.py::"
-          "test_the_trained_policies_predict_the_same_with_and_without_the_speed_ups",
-          "ed9b82bed2f26ad7a0de61709e02339983912bece614191089c3adba60cf1452"),
-    Patch("rule-possible-keys", RulePolicy, "_get_possible_keys", dialogue._get_possible_keys,
-          "testing every rule against the same few hundred state windows: 10 % of the CPU "
-          "(py-spy, 2026-11-24)",
-          ALL_PATCHES, PERF + "test_applicable_rules_are_the_ones_rasa_finds",
-          "2915fd81711e194c6d667728e00bd0e51e9c1c2791a0be14c55f0ef9938f9936"),
-    Patch("diet-traced-graph", RasaModel, "_rasa_predict", nlu._rasa_predict,
-          "tf.function's per-call signature handling: a fifth of the NLU time (py-spy, "
-          "2026-11-24)",
-          ALL_PATCHES,
-          PERF + "test_the_trained_diet_model_answers_the_same_without_tf_function_dispatch",
-          "7f745b0f9cb647c9df9e5b04b318a7b93709daf9460bad4373970c6cf9f04d8f"),
-    Patch("dialogue-states", Domain, "states_for_tracker_history",
-          states.states_for_tracker_history,
-          "the session was replayed 6-8 times per message: the largest share of the Rasa "
-          "server's CPU (py-spy, 2026-11-23)",
-          f"{ALL_PATCHES}; POSBOT_STATES_CACHE=0",
-          "tests/bot/test_states.py::test_every_turn_gives_rasas_states",
-          "035111ce73ac90ba50e143abf556f924af07d9f452893f5a96a62895d44df8b7"),
-    Patch("applied-events", DialogueStateTracker, "applied_events", tracker._applied_events,
-          "applied_events computed 6-8 times per message for the same events (py-spy, "
-          "2026-11-23)",
-          ALL_PATCHES, PERF + "test_applied_events_follow_the_tracker_as_it_grows",
-          "764d5065ea9997d613c1984d9357370f9ae32d31ca21346086f16c54f0487aae"),
-    Patch("tracker-copy", DialogueStateTracker, "copy", tracker._copy,
-          "each tracker copy replayed the whole session (3-4 per message): 5 % of the CPU "
-          "(py-spy, 2026-11-23)",
-          ALL_PATCHES, PERF + "test_tracker_copies_are_the_replayed_state_and_stay_independent",
-          "dfa48dca9f355ad1b42c625bc6f6370bafe83514ed17a77904ed64c67bf07285"),
-    Patch("pruned-graph", GraphSchema, "minimal_graph_schema", dialogue._minimal_graph_schema,
-          "the prediction graph was pruned again on every run (2-4 per message; py-spy, "
-          "2026-11-24)",
-          ALL_PATCHES, PERF + "test_pruned_prediction_graphs_are_rasas",
-          "58dfb30335499fff7640e0d4ea6c0a715e23abc27e641b05636798db7bb4f9fe"),
-    Patch("fifo-gate", MessageProcessor, "handle_message", admission.handle_message,
-          "messages overtook each other: the slowest 1 % took 2.6 × the median (make bench, "
-          "10 senders)",
-          f"{ALL_PATCHES}; POSBOT_MAX_INFLIGHT=0",
-          "tests/bot/test_admission.py::test_merchants_behind_a_stalled_message_are_answered",
-          "0c41d4780d2d46769ef2ae2b3f450b88d2602e916590e8be9975aa474db9f7f4"),
-    *[Patch(f"debug-copies-{module.__name__.rsplit('.', 1)[-1]}", module, "copy",
+    Patch(
+        "action-response-validation",
+        RemoteAction,
+        "_validate_action_result",
+        actions._validate_action_result,
+        "jsonschema re-checked the schema on every action response: ~1/5 of the CPU per "
+        "custom-action turn (py-spy, 2026-11-23)",
+        ALL_PATCHES,
+        PERF + "test_action_responses_are_judged_as_rasas_full_schema_judges_them",
+        "f8cdb4be6812396167ced74161b2ccd65c5ea676ad86d7d359d8c322d9d8dc42",
+    ),
+    Patch(
+        "action-request-body",
+        RemoteAction,
+        "_action_call_format",
+        actions._action_call_format,
+        "every action call re-encoded the whole session: 10 % of the CPU per message " "(py-spy, 2026-11-24)",
+        ALL_PATCHES,
+        PERF + "test_action_server_requests_are_rasas_byte_for_byte",
+        "428795b944f22edba142d278ec47a30098975b01463ba337ec447dade52a0492",
+    ),
+    Patch(
+        "action-session",
+        EndpointConfig,
+        "session",
+        actions._session,
+        "a new aiohttp session, TCP connection and json encoding per action call: 6 % of the "
+        "CPU (py-spy, 2026-11-23)",
+        ALL_PATCHES,
+        PERF + "test_action_calls_reuse_one_connection_and_send_the_same_json",
+        "e55aa13d9d4fb4bc440ac33b870a97ee162b76dda7ccb6bf68433567475fdffb",
+    ),
+    Patch(
+        "event-type-lookup",
+        Event,
+        "resolve_by_type",
+        staticmethod(tracker._resolve_by_type),
+        "walking every Event subclass per deserialised event: 13 % of the CPU with ten "
+        "senders (py-spy, 2026-11-23)",
+        ALL_PATCHES,
+        PERF + "test_event_type_lookup_gives_the_same_class_as_rasa",
+        "b5cf570fa7f286c7059ec73d8880528d03a78b28cf4e80285a46079c0fa65968",
+    ),
+    Patch(
+        "rule-applicability",
+        RulePolicy,
+        "_is_rule_applicable",
+        dialogue._is_rule_applicable,
+        "each rule's states were reversed again on every comparison (py-spy, 2026-11-23)",
+        ALL_PATCHES,
+        PERF + "test_rule_applicability_is_rasas",
+        "64a108b016b46e573d6020b755a6036439dc207a364b45c9ea5dcb0f18dc7068",
+    ),
+    Patch(
+        "rule-window",
+        RulePolicy,
+        "_prediction_states",
+        dialogue._rule_prediction_states,
+        "the RulePolicy matched rules against every state of the session, not only the "
+        "longest rule's length (py-spy, 2026-11-23)",
+        ALL_PATCHES,
+        "tests/bot/test_states.py::"
+        "test_the_trained_policies_predict_the_same_with_and_without_the_speed_ups",
+        "ed9b82bed2f26ad7a0de61709e02339983912bece614191089c3adba60cf1452",
+    ),
+    Patch(
+        "rule-possible-keys",
+        RulePolicy,
+        "_get_possible_keys",
+        dialogue._get_possible_keys,
+        "testing every rule against the same few hundred state windows: 10 % of the CPU "
+        "(py-spy, 2026-11-24)",
+        ALL_PATCHES,
+        PERF + "test_applicable_rules_are_the_ones_rasa_finds",
+        "2915fd81711e194c6d667728e00bd0e51e9c1c2791a0be14c55f0ef9938f9936",
+    ),
+    Patch(
+        "diet-traced-graph",
+        RasaModel,
+        "_rasa_predict",
+        nlu._rasa_predict,
+        "tf.function's per-call signature handling: a fifth of the NLU time (py-spy, " "2026-11-24)",
+        ALL_PATCHES,
+        PERF + "test_the_trained_diet_model_answers_the_same_without_tf_function_dispatch",
+        "7f745b0f9cb647c9df9e5b04b318a7b93709daf9460bad4373970c6cf9f04d8f",
+    ),
+    Patch(
+        "dialogue-states",
+        Domain,
+        "states_for_tracker_history",
+        states.states_for_tracker_history,
+        "the session was replayed 6-8 times per message: the largest share of the Rasa "
+        "server's CPU (py-spy, 2026-11-23)",
+        f"{ALL_PATCHES}; POSBOT_STATES_CACHE=0",
+        "tests/bot/test_states.py::test_every_turn_gives_rasas_states",
+        "035111ce73ac90ba50e143abf556f924af07d9f452893f5a96a62895d44df8b7",
+    ),
+    Patch(
+        "applied-events",
+        DialogueStateTracker,
+        "applied_events",
+        tracker._applied_events,
+        "applied_events computed 6-8 times per message for the same events (py-spy, " "2026-11-23)",
+        ALL_PATCHES,
+        PERF + "test_applied_events_follow_the_tracker_as_it_grows",
+        "764d5065ea9997d613c1984d9357370f9ae32d31ca21346086f16c54f0487aae",
+    ),
+    Patch(
+        "tracker-copy",
+        DialogueStateTracker,
+        "copy",
+        tracker._copy,
+        "each tracker copy replayed the whole session (3-4 per message): 5 % of the CPU "
+        "(py-spy, 2026-11-23)",
+        ALL_PATCHES,
+        PERF + "test_tracker_copies_are_the_replayed_state_and_stay_independent",
+        "dfa48dca9f355ad1b42c625bc6f6370bafe83514ed17a77904ed64c67bf07285",
+    ),
+    Patch(
+        "pruned-graph",
+        GraphSchema,
+        "minimal_graph_schema",
+        dialogue._minimal_graph_schema,
+        "the prediction graph was pruned again on every run (2-4 per message; py-spy, " "2026-11-24)",
+        ALL_PATCHES,
+        PERF + "test_pruned_prediction_graphs_are_rasas",
+        "58dfb30335499fff7640e0d4ea6c0a715e23abc27e641b05636798db7bb4f9fe",
+    ),
+    Patch(
+        "fifo-gate",
+        MessageProcessor,
+        "handle_message",
+        admission.handle_message,
+        "messages overtook each other: the slowest 1 % took 2.6 × the median (make bench, " "10 senders)",
+        f"{ALL_PATCHES}; POSBOT_MAX_INFLIGHT=0",
+        "tests/bot/test_admission.py::test_merchants_behind_a_stalled_message_are_answered",
+        "0c41d4780d2d46769ef2ae2b3f450b88d2602e916590e8be9975aa474db9f7f4",
+    ),
+    *[
+        Patch(
+            f"debug-copies-{module.__name__.rsplit('.', 1)[-1]}",
+            module,
+            "copy",
             dialogue._LogOnlyCopy(),
-            "deep copies made only for debug log calls, also with debug logging off (py-spy, "
-            "2026-11-24)",
-            ALL_PATCHES, PERF + "test_skipped_copies_are_only_ever_debug_log_arguments",
+            "deep copies made only for debug log calls, also with debug logging off (py-spy, " "2026-11-24)",
+            ALL_PATCHES,
+            PERF + "test_skipped_copies_are_only_ever_debug_log_arguments",
             _DEBUG_COPY_SHA256[module.__name__],
-            guards_module=True)
-      for module in dialogue.LOG_ONLY_COPY_MODULES],
-    Patch("outage-save", FailSafeTrackerStore, "on_tracker_store_error",
-          outage.on_tracker_store_error,
-          "a failed save was kept in memory and never read again (bot/outage.py)",
-          "always (a fix, not a speed-up)",
-          "tests/bot/test_outage.py::test_other_errors_keep_rasas_fallback",
-          "6faca7ba72b36da4594c789a1ee9d86ea185a8785a1e0543199b63bf02937e12",
-          speedup=False),
-    Patch("outage-read", FailSafeTrackerStore, "on_tracker_store_retrieve_error",
-          outage.on_tracker_store_retrieve_error,
-          "a failed read answered from an empty conversation (bot/outage.py)",
-          "always (a fix, not a speed-up)",
-          "tests/bot/test_outage.py::test_other_errors_keep_rasas_fallback",
-          "162b49564c52ab49f2be6a40ed56d11564e6607fdcd6975d44e678f69ca6ce9d",
-          speedup=False),
+            guards_module=True,
+        )
+        for module in dialogue.LOG_ONLY_COPY_MODULES
+    ],
+    Patch(
+        "outage-save",
+        FailSafeTrackerStore,
+        "on_tracker_store_error",
+        outage.on_tracker_store_error,
+        "a failed save was kept in memory and never read again (bot/outage.py)",
+        "always (a fix, not a speed-up)",
+        "tests/bot/test_outage.py::test_other_errors_keep_rasas_fallback",
+        "6faca7ba72b36da4594c789a1ee9d86ea185a8785a1e0543199b63bf02937e12",
+        speedup=False,
+    ),
+    Patch(
+        "outage-read",
+        FailSafeTrackerStore,
+        "on_tracker_store_retrieve_error",
+        outage.on_tracker_store_retrieve_error,
+        "a failed read answered from an empty conversation (bot/outage.py)",
+        "always (a fix, not a speed-up)",
+        "tests/bot/test_outage.py::test_other_errors_keep_rasas_fallback",
+        "162b49564c52ab49f2be6a40ed56d11564e6607fdcd6975d44e678f69ca6ce9d",
+        speedup=False,
+    ),
 ]

@@ -115,9 +115,15 @@ def states_for_tracker_history(
     """Same result as ``Domain.states_for_tracker_history``, resumed from the last call."""
     if FOLDS.limit <= 0:
         return _original(self, tracker, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
-    key = (tracker.sender_id, id(self), tracker.is_rule_tracker, tuple(tracker.slots),
-           omit_unset_slots, ignore_rule_only_turns,
-           json.dumps(rule_only_data, sort_keys=True, default=str))
+    key = (
+        tracker.sender_id,
+        id(self),
+        tracker.is_rule_tracker,
+        tuple(tracker.slots),
+        omit_unset_slots,
+        ignore_rule_only_turns,
+        json.dumps(rule_only_data, sort_keys=True, default=str),
+    )
     applied = tracker.applied_events()
 
     fold = FOLDS.get(key)
@@ -127,8 +133,11 @@ def states_for_tracker_history(
         if common == len(applied) == len(fold.applied):  # asked again (RulePolicy asks twice)
             finals = [] if fold.final is None else [fold.final]
             return [_fresh(state) for state in (*fold.states, *finals)]
-        start = max((c for c in (*fold.checkpoints, fold.end) if c.position <= common),
-                    key=lambda c: c.position, default=None)
+        start = max(
+            (c for c in (*fold.checkpoints, fold.end) if c.position <= common),
+            key=lambda c: c.position,
+            default=None,
+        )
     if start is None:
         replay = tracker.init_copy()
         states: List[State] = []
@@ -138,7 +147,7 @@ def states_for_tracker_history(
         checkpoints: List[_Checkpoint] = []
     else:
         replay = _replay_copy(start.tracker)
-        states = fold.states[:start.n_states]
+        states = fold.states[: start.n_states]
         last_ml_action_sub_state = start.last_ml_action_sub_state
         turn_was_hidden = start.turn_was_hidden
         position = start.position
@@ -168,18 +177,22 @@ def states_for_tracker_history(
 
     for index in range(position, len(applied)):
         event = applied[index]
-        if index > position and (isinstance(event, UserUttered) or (
-                isinstance(event, ActionExecuted) and event.action_name in forms)):
-            checkpoints.append(_Checkpoint(index, _replay_copy(replay), len(states),
-                                           last_ml_action_sub_state, turn_was_hidden))
+        if index > position and (
+            isinstance(event, UserUttered)
+            or (isinstance(event, ActionExecuted) and event.action_name in forms)
+        ):
+            checkpoints.append(
+                _Checkpoint(
+                    index, _replay_copy(replay), len(states), last_ml_action_sub_state, turn_was_hidden
+                )
+            )
             del checkpoints[:-CHECKPOINTS]
         if isinstance(event, ActionExecuted):
             step(replay, event.hide_rule_turn)
         replay.update(event)
 
     # The fold after the last event; ``replay`` is not changed from here on.
-    end = _Checkpoint(len(applied), replay, len(states), last_ml_action_sub_state,
-                      turn_was_hidden)
+    end = _Checkpoint(len(applied), replay, len(states), last_ml_action_sub_state, turn_was_hidden)
     kept_states = list(states)
     # The state after the last event (Rasa's final ``yield tracker, False``).
     step(replay, False)

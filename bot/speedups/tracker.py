@@ -37,8 +37,7 @@ _original_resolve_by_type = Event.resolve_by_type
 _event_types: Dict[Text, Type[Event]] = {}
 
 
-def _resolve_by_type(type_name: Text, default: Optional[Type[Event]] = None
-                     ) -> Optional[Type[Event]]:
+def _resolve_by_type(type_name: Text, default: Optional[Type[Event]] = None) -> Optional[Type[Event]]:
     found = _event_types.get(type_name)
     if found is None:
         # First match wins, in the order Rasa's own loop would meet the classes.
@@ -48,7 +47,6 @@ def _resolve_by_type(type_name: Text, default: Optional[Type[Event]] = None
     if found is not None:
         return found
     return _original_resolve_by_type(type_name, default)  # "topic", default, or the error
-
 
 
 _original_applied_events = DialogueStateTracker.applied_events
@@ -73,21 +71,21 @@ def _applied_events(self: DialogueStateTracker) -> List[Event]:
     if memo is not None and memo[0] is events and memo[1] == count and memo[2] is last:
         return list(memo[3])
     applied = None
-    if memo is not None and memo[0] is events and 0 < memo[1] < count and (
-            events[memo[1] - 1] is memo[2]):
+    if memo is not None and memo[0] is events and 0 < memo[1] < count and (events[memo[1] - 1] is memo[2]):
         added = list(itertools.islice(events, memo[1], None))
         loop_names = memo[4]
-        if not any(isinstance(e, _REWINDING)
-                   or (isinstance(e, ActiveLoop) and e.name and e.name not in loop_names)
-                   or (isinstance(e, ActionExecuted) and e.action_name in loop_names)
-                   for e in added):
+        if not any(
+            isinstance(e, _REWINDING)
+            or (isinstance(e, ActiveLoop) and e.name and e.name not in loop_names)
+            or (isinstance(e, ActionExecuted) and e.action_name in loop_names)
+            for e in added
+        ):
             applied = memo[3] + added
     if applied is None:
         applied = _original_applied_events(self)
         loop_names = frozenset(e.name for e in events if isinstance(e, ActiveLoop) and e.name)
     self.__dict__["_posbot_applied"] = (events, count, last, applied, loop_names)
     return list(applied)
-
 
 
 _original_copy = DialogueStateTracker.copy
@@ -106,8 +104,7 @@ def clone_tracker(tracker: DialogueStateTracker) -> DialogueStateTracker:
         clone.slots[name] = copy.copy(slot)
     clone._paused = tracker._paused
     clone.followup_action = tracker.followup_action
-    clone.latest_action = (dict(tracker.latest_action) if tracker.latest_action is not None
-                           else None)
+    clone.latest_action = dict(tracker.latest_action) if tracker.latest_action is not None else None
     # Logged events are shared, as in Rasa's copy; the placeholders of a tracker without a
     # user message or bot utterance (``UserUttered.empty()``) are its own in Rasa's copy.
     clone.latest_message = _shared_if_logged(tracker, tracker.latest_message)
@@ -148,4 +145,3 @@ def _copy(self: DialogueStateTracker) -> DialogueStateTracker:
         for event in itertools.islice(self.events, len(replayed.events), None):
             replayed.update(event)
     return clone_tracker(replayed)
-

@@ -15,8 +15,8 @@ import pytest
 from rasa_sdk import Tracker
 from sqlalchemy.engine import Engine
 
-from kb.records import RecordStore
 from kb.store import KnowledgeStore
+from records.store import RecordStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,9 +34,15 @@ def records(action_store: KnowledgeStore) -> RecordStore:
     return RecordStore(engine)
 
 
-def answer(name: str, text: Optional[str] = None, intent: Optional[str] = None,
-           confidence: float = 0.98, entities: Optional[list[dict]] = None,
-           candidate: Optional[tuple[str, Any]] = None, **slots: Any) -> Tracker:
+def answer(
+    name: str,
+    text: Optional[str] = None,
+    intent: Optional[str] = None,
+    confidence: float = 0.98,
+    entities: Optional[list[dict]] = None,
+    candidate: Optional[tuple[str, Any]] = None,
+    **slots: Any,
+) -> Tracker:
     """Snapshot ``name`` with its last merchant message replaced by ``text``/``intent``.
 
     ``candidate`` replaces the slot candidate Rasa appended for the validation call (from_text

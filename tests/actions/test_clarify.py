@@ -13,21 +13,19 @@ from tests.conftest import load_tracker, render
 
 
 @pytest.mark.asyncio
-async def test_first_miss_offers_the_candidate_topics_and_none_of_them(action_store,
-                                                                      flow_domain) -> None:
+async def test_first_miss_offers_the_candidate_topics_and_none_of_them(action_store, flow_domain) -> None:
     dispatcher = CollectingDispatcher()
     assert await ActionClarify().run(dispatcher, load_tracker("unsure_message"), flow_domain) == []
     assert render(flow_domain, dispatcher.messages) == ["抱歉，我没太明白。您是想问："]
     buttons = response_buttons(flow_domain, dispatcher.messages[0])
     assert 2 <= len(buttons) <= 4 and buttons[-1] == ("都不是", "/deny")
     for title, payload in buttons[:-1]:  # each names the KB topic it answers
-        topic_id = json.loads(payload[payload.index("{"):])["kb_topic"]
+        topic_id = json.loads(payload[payload.index("{") :])["kb_topic"]
         assert action_store.topic(topic_id).title == title
 
 
 @pytest.mark.asyncio
-async def test_second_miss_in_a_row_apologises_with_menu_and_human(action_store,
-                                                                  flow_domain) -> None:
+async def test_second_miss_in_a_row_apologises_with_menu_and_human(action_store, flow_domain) -> None:
     dispatcher = CollectingDispatcher()
     await ActionClarify().run(dispatcher, load_tracker("unsure_twice"), flow_domain)
     texts = render(flow_domain, dispatcher.messages)

@@ -19,15 +19,23 @@ def test_an_intent_without_a_ranking_is_still_read() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("text", "expected"), [
-    ("拉卡拉", True), ("我用的是拉卡拉的机器", True), ("拉卡拉的POS机！", True), ("是拉卡拉呀~", True),
-    ("拉卡拉的怎么签到", False), ("拉卡拉客服电话", False),
-])
-async def test_a_brand_statement_is_a_brand_and_filler_words_only(action_store, text,
-                                                                  expected) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("拉卡拉", True),
+        ("我用的是拉卡拉的机器", True),
+        ("拉卡拉的POS机！", True),
+        ("是拉卡拉呀~", True),
+        ("拉卡拉的怎么签到", False),
+        ("拉卡拉客服电话", False),
+    ],
+)
+async def test_a_brand_statement_is_a_brand_and_filler_words_only(action_store, text, expected) -> None:
     start = text.index("拉卡拉")
-    tracker = load_tracker("tracker_new", text=text, intent={"name": "choose_brand",
-                                                             "confidence": 0.9},
-                           entities=[{"entity": "brand", "value": "拉卡拉", "start": start,
-                                      "end": start + 3}])
+    tracker = load_tracker(
+        "tracker_new",
+        text=text,
+        intent={"name": "choose_brand", "confidence": 0.9},
+        entities=[{"entity": "brand", "value": "拉卡拉", "start": start, "end": start + 3}],
+    )
     assert await is_brand_statement(tracker) is expected

@@ -11,8 +11,11 @@ from tests.conftest import load_tracker, render
 
 
 def code_message(text: str, *codes: str) -> dict:
-    return {"text": text, "intent": {"name": "error_code", "confidence": 0.98},
-            "entities": [{"entity": "error_code", "value": c} for c in codes]}
+    return {
+        "text": text,
+        "intent": {"name": "error_code", "confidence": 0.98},
+        "entities": [{"entity": "error_code", "value": c} for c in codes],
+    }
 
 
 async def explain(domain: dict, text: str, *codes: str) -> tuple[list[str], list]:
@@ -62,14 +65,18 @@ async def test_insufficient_funds_says_retry_is_useless(action_store, domain) ->
 
 
 @pytest.mark.asyncio
-async def test_a_code_and_its_screen_text_get_one_explanation_of_the_typed_code(action_store,
-                                                                                domain) -> None:
+async def test_a_code_and_its_screen_text_get_one_explanation_of_the_typed_code(action_store, domain) -> None:
     dispatcher = CollectingDispatcher()
     text = "显示41 挂失卡 怎么办"
-    tracker = load_tracker("tracker_new", text=text,
-                           intent={"name": "error_code", "confidence": 0.98},
-                           entities=[{"entity": "error_code", "value": "41", "start": 2, "end": 4},
-                                     {"entity": "error_code", "value": "04", "start": 5, "end": 8}])
+    tracker = load_tracker(
+        "tracker_new",
+        text=text,
+        intent={"name": "error_code", "confidence": 0.98},
+        entities=[
+            {"entity": "error_code", "value": "41", "start": 2, "end": 4},
+            {"entity": "error_code", "value": "04", "start": 5, "end": 8},
+        ],
+    )
     events = await ActionExplainErrorCode().run(dispatcher, tracker, domain)
     texts = render(domain, dispatcher.messages)
     assert texts[0].startswith("应答码 41：")

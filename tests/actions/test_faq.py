@@ -17,20 +17,20 @@ from tests.conftest import render
 
 
 def kb_topics(buttons: list[tuple[str, str]]) -> list[str]:
-    return [json.loads(p[p.index("{"):])["kb_topic"] for _, p in buttons if '"kb_topic"' in p]
+    return [json.loads(p[p.index("{") :])["kb_topic"] for _, p in buttons if '"kb_topic"' in p]
 
 
 @pytest.mark.asyncio
 async def test_a_how_to_question_about_the_printer_gets_its_answer_not_a_walk(
-        action_store, flow_domain) -> None:
-    """"打印纸怎么装" is classified as a hardware fault, but it asks how to load paper."""
+    action_store, flow_domain
+) -> None:
+    """ "打印纸怎么装" is classified as a hardware fault, but it asks how to load paper."""
     dispatcher = CollectingDispatcher()
     tracker = answer("fault_message", "新买的打印纸怎么装进去", "fault_hardware", entities=[])
     events = await ActionStartTroubleshooting().run(dispatcher, tracker, flow_domain)
     assert SlotSet("ts_start", False) in events
     assert SlotSet("answered_topic", "paper_load") in events
-    assert render(flow_domain, dispatcher.messages)[0].startswith(
-        action_store.topic("paper_load").answer)
+    assert render(flow_domain, dispatcher.messages)[0].startswith(action_store.topic("paper_load").answer)
 
 
 @pytest.mark.asyncio
@@ -42,7 +42,8 @@ async def test_a_fault_report_still_starts_the_walk(action_store, flow_domain) -
 
 @pytest.mark.asyncio
 async def test_a_topic_from_another_intent_wins_when_its_questions_are_nearer(
-        action_store, flow_domain) -> None:
+    action_store, flow_domain
+) -> None:
     """Intent usage_tips, but the message asks how to get a frozen terminal unfrozen."""
     dispatcher = CollectingDispatcher()
     tracker = answer("topic_question", "机器被冻结了 怎么才能解封", "usage_tips", confidence=0.6)
@@ -54,25 +55,35 @@ async def test_a_topic_from_another_intent_wins_when_its_questions_are_nearer(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("text, intent", [("麻烦帮我申请上门修机器", "apply_pos"),
-                                          ("能在这里帮我提交个报修单吗", "usage_tips"),
-                                          ("帮我预约个维修", "contact_support")])
-async def test_a_request_to_file_a_repair_opens_the_ticket_form(action_store, flow_domain,
-                                                                text, intent) -> None:
+@pytest.mark.parametrize(
+    "text, intent",
+    [
+        ("麻烦帮我申请上门修机器", "apply_pos"),
+        ("能在这里帮我提交个报修单吗", "usage_tips"),
+        ("帮我预约个维修", "contact_support"),
+    ],
+)
+async def test_a_request_to_file_a_repair_opens_the_ticket_form(
+    action_store, flow_domain, text, intent
+) -> None:
     dispatcher = CollectingDispatcher()
     tracker = answer("topic_question", text, intent)
-    assert await ActionAnswerTopic().run(dispatcher, tracker, flow_domain) == [
-        FollowupAction("ticket_form")]
+    assert await ActionAnswerTopic().run(dispatcher, tracker, flow_domain) == [FollowupAction("ticket_form")]
     assert dispatcher.messages == []
 
 
 @pytest.mark.asyncio
 async def test_a_button_answers_exactly_the_topic_it_names(action_store, flow_domain) -> None:
     dispatcher = CollectingDispatcher()
-    tracker = answer("topic_question", '/usage_tips{"kb_topic": "paper_size"}', "usage_tips",
-                     entities=[{"entity": "kb_topic", "value": "paper_size"}])
+    tracker = answer(
+        "topic_question",
+        '/usage_tips{"kb_topic": "paper_size"}',
+        "usage_tips",
+        entities=[{"entity": "kb_topic", "value": "paper_size"}],
+    )
     assert await ActionAnswerTopic().run(dispatcher, tracker, flow_domain) == [
-        SlotSet("answered_topic", "paper_size")]
+        SlotSet("answered_topic", "paper_size")
+    ]
 
 
 @pytest.mark.asyncio
@@ -87,12 +98,12 @@ async def test_an_answer_offers_its_walk_and_related_topics(action_store, flow_d
 
 
 @pytest.mark.asyncio
-async def test_nonsense_gets_an_honest_question_back_not_a_default_answer(
-        action_store, flow_domain) -> None:
+async def test_nonsense_gets_an_honest_question_back_not_a_default_answer(action_store, flow_domain) -> None:
     dispatcher = CollectingDispatcher()
     tracker = answer("topic_question", "嗯嗯嗯那个啥", "usage_tips", confidence=0.3, entities=[])
     assert await ActionAnswerTopic().run(dispatcher, tracker, flow_domain) == [
-        SlotSet("answered_topic", None)]
+        SlotSet("answered_topic", None)
+    ]
     first = render(flow_domain, dispatcher.messages)[0]
     assert first.startswith("抱歉，我没太明白") or first.startswith("不好意思")
 
@@ -105,15 +116,17 @@ def test_a_comparison_covers_every_brand_named(action_store) -> None:
 
 @pytest.mark.asyncio
 async def test_a_specific_fault_gets_its_specific_answer_with_the_walk_as_a_button(
-        action_store, flow_domain) -> None:
-    """"小票打出来是白纸": the paper is in the wrong way round — say so, offer the walk."""
+    action_store, flow_domain
+) -> None:
+    """ "小票打出来是白纸": the paper is in the wrong way round — say so, offer the walk."""
     dispatcher = CollectingDispatcher()
     tracker = answer("fault_message", "小票打出来是白纸", "fault_hardware", entities=[])
     events = await ActionStartTroubleshooting().run(dispatcher, tracker, flow_domain)
     assert SlotSet("answered_topic", "paper_side") in events
     assert SlotSet("ts_start", False) in events
     assert ("一步步排查：打印问题", '/fault_hardware{"symptom": "printer"}') in response_buttons(
-        flow_domain, dispatcher.messages[-1])
+        flow_domain, dispatcher.messages[-1]
+    )
 
 
 @pytest.mark.asyncio
@@ -126,15 +139,20 @@ async def test_a_question_about_causes_gets_the_overview_not_a_walk(action_store
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("topic_id, button", [
-    ("fees_overview", ("帮我算手续费", '/fees{"flow": "fee_calc"}')),
-    ("repair_paid", ("登记报修", '/contact_support{"flow": "ticket"}')),
-])
-async def test_a_topic_of_a_flow_links_to_it_with_a_button(action_store, flow_domain, topic_id,
-                                                           button) -> None:
+@pytest.mark.parametrize(
+    "topic_id, button",
+    [
+        ("fees_overview", ("帮我算手续费", '/fees{"flow": "fee_calc"}')),
+        ("repair_paid", ("登记报修", '/contact_support{"flow": "ticket"}')),
+    ],
+)
+async def test_a_topic_of_a_flow_links_to_it_with_a_button(
+    action_store, flow_domain, topic_id, button
+) -> None:
     dispatcher = CollectingDispatcher()
     payload = f'/usage_tips{{"kb_topic": "{topic_id}"}}'
-    tracker = answer("topic_question", payload, "usage_tips",
-                     entities=[{"entity": "kb_topic", "value": topic_id}])
+    tracker = answer(
+        "topic_question", payload, "usage_tips", entities=[{"entity": "kb_topic", "value": topic_id}]
+    )
     await ActionAnswerTopic().run(dispatcher, tracker, flow_domain)
     assert button in response_buttons(flow_domain, dispatcher.messages[-1])

@@ -13,8 +13,11 @@ from tests.conftest import load_tracker, render
 
 
 def fee_message(text: str, **entities: str) -> dict:
-    return {"text": text, "intent": {"name": "fees", "confidence": 0.95},
-            "entities": [{"entity": k, "value": v} for k, v in entities.items()]}
+    return {
+        "text": text,
+        "intent": {"name": "fees", "confidence": 0.95},
+        "entities": [{"entity": k, "value": v} for k, v in entities.items()],
+    }
 
 
 async def run(tracker_name: str, domain: dict, text: str, **entities: str):
@@ -33,8 +36,9 @@ def test_arithmetic_rounds_to_the_fen() -> None:
 
 @pytest.mark.asyncio
 async def test_credit_card_fee_shows_the_arithmetic_and_the_contract_reminder(action_store, domain):
-    texts, _, events = await run("tracker_new", domain, "刷了10000元信用卡,费率0.6%",
-                                 amount="10000", card_type="信用卡", rate="0.6")
+    texts, _, events = await run(
+        "tracker_new", domain, "刷了10000元信用卡,费率0.6%", amount="10000", card_type="信用卡", rate="0.6"
+    )
     assert texts[0] == "按费率 0.6% 计算：10,000 元 × 0.6% = 60 元。"
     assert "没有单笔封顶" in texts[1]
     assert "0.6% 是市场上常见的标准类商户费率" in texts[2]
@@ -44,8 +48,9 @@ async def test_credit_card_fee_shows_the_arithmetic_and_the_contract_reminder(ac
 
 @pytest.mark.asyncio
 async def test_debit_card_explains_the_regulated_caps(action_store, domain):
-    texts, _, _ = await run("tracker_new", domain, "储蓄卡刷5万,费率0.5%", amount="50000",
-                            card_type="借记卡", rate="0.5")
+    texts, _, _ = await run(
+        "tracker_new", domain, "储蓄卡刷5万,费率0.5%", amount="50000", card_type="借记卡", rate="0.5"
+    )
     assert texts[0] == "按费率 0.5% 计算：50,000 元 × 0.5% = 250 元。"
     assert "单笔最高 13 元" in texts[1] and "6.5 元" in texts[1]
     assert "发改价格〔2016〕557号" in texts[1]
@@ -65,12 +70,15 @@ async def test_missing_card_type_is_asked(action_store, domain):
     assert texts == ["请问刷的是借记卡（储蓄卡）还是信用卡？两者的收费规则不同。"]
 
 
-@pytest.mark.parametrize(("entity", "value", "expected"), [
-    ("amount", "-500", "金额 -500 元看起来不太对"),
-    ("amount", "99999999999", "金额 99999999999 元看起来不太对"),
-    ("rate", "60", "费率 60% 看起来不太对"),
-    ("rate", "0", "费率 0% 看起来不太对"),
-])
+@pytest.mark.parametrize(
+    ("entity", "value", "expected"),
+    [
+        ("amount", "-500", "金额 -500 元看起来不太对"),
+        ("amount", "99999999999", "金额 99999999999 元看起来不太对"),
+        ("rate", "60", "费率 60% 看起来不太对"),
+        ("rate", "0", "费率 0% 看起来不太对"),
+    ],
+)
 @pytest.mark.asyncio
 async def test_nonsense_numbers_are_refused_politely(action_store, domain, entity, value, expected):
     entities = {"amount": "10000", "rate": "0.6", "card_type": "信用卡", entity: value}
@@ -90,7 +98,7 @@ async def test_general_fee_question_answers_from_the_kb(action_store, domain):
 
 @pytest.mark.asyncio
 async def test_a_fee_rule_question_gets_the_rule_not_the_calculator(action_store, domain):
-    """"信用卡手续费国家有上限吗": the regulation answer, no question about the amount."""
+    """ "信用卡手续费国家有上限吗": the regulation answer, no question about the amount."""
     texts, _, events = await run("tracker_new", domain, "信用卡刷卡手续费国家规定有没有上限")
     assert events == [SlotSet("answered_topic", "fees_cap_rule")]
     rule = action_store.topic("fees_cap_rule")
@@ -107,7 +115,7 @@ async def test_an_explicit_request_starts_the_calculator_without_numbers(action_
 
 @pytest.mark.asyncio
 async def test_a_rate_on_its_own_is_a_question_not_a_calculation(action_store, domain):
-    """"0.6的费率正常吗": no amount, no "帮我算" — the merchant asks about the rules."""
+    """ "0.6的费率正常吗": no amount, no "帮我算" — the merchant asks about the rules."""
     texts, _, events = await run("tracker_new", domain, "0.6的费率正常吗", rate="0.6")
     assert "请告诉我这笔交易的金额" not in "".join(texts)
     assert events and events[-1]["name"] == "answered_topic"
@@ -115,22 +123,27 @@ async def test_a_rate_on_its_own_is_a_question_not_a_calculation(action_store, d
 
 @pytest.mark.asyncio
 async def test_a_bare_rate_typed_alone_starts_the_calculator(action_store, domain):
-    """"0.6%" on its own is the calculator's own example: ask for the amount."""
+    """ "0.6%" on its own is the calculator's own example: ask for the amount."""
     dispatcher = CollectingDispatcher()
-    message = {"text": "0.6%", "intent": {"name": "fees", "confidence": 0.95},
-               "entities": [{"entity": "rate", "value": "0.6", "start": 0, "end": 4}]}
+    message = {
+        "text": "0.6%",
+        "intent": {"name": "fees", "confidence": 0.95},
+        "entities": [{"entity": "rate", "value": "0.6", "start": 0, "end": 4}],
+    }
     await ActionAnswerFees().run(dispatcher, load_tracker("tracker_new", **message), domain)
     assert render(domain, dispatcher.messages) == ["请告诉我这笔交易的金额，例如“刷了10000元”。"]
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("text, entities", [
-    ("买股票手续费怎么算", {}),
-    ("炒股1万块要交多少手续费", {"amount": "10000"}),
-    ("花呗分期的手续费是多少", {}),
-])
-async def test_fees_outside_card_acquiring_get_a_polite_decline(action_store, domain, text,
-                                                                 entities):
+@pytest.mark.parametrize(
+    "text, entities",
+    [
+        ("买股票手续费怎么算", {}),
+        ("炒股1万块要交多少手续费", {"amount": "10000"}),
+        ("花呗分期的手续费是多少", {}),
+    ],
+)
+async def test_fees_outside_card_acquiring_get_a_polite_decline(action_store, domain, text, entities):
     texts, _, events = await run("tracker_new", domain, text, **entities)
     assert texts == [domain["responses"]["utter_out_of_scope"][0]["text"]]
     assert not any("×" in t or "费率" in t[:20] for t in texts)
@@ -139,8 +152,14 @@ async def test_fees_outside_card_acquiring_get_a_polite_decline(action_store, do
 
 @pytest.mark.asyncio
 async def test_a_pos_fee_question_naming_a_loan_is_still_answered(action_store, domain):
-    texts, _, _ = await run("tracker_new", domain, "刷了10000元信用卡 费率0.6% 算一下 我是拿来还贷款的POS",
-                            amount="10000", card_type="信用卡", rate="0.6")
+    texts, _, _ = await run(
+        "tracker_new",
+        domain,
+        "刷了10000元信用卡 费率0.6% 算一下 我是拿来还贷款的POS",
+        amount="10000",
+        card_type="信用卡",
+        rate="0.6",
+    )
     assert texts[0] == "按费率 0.6% 计算：10,000 元 × 0.6% = 60 元。"
 
 
@@ -154,8 +173,12 @@ async def test_the_calculator_button_under_a_fee_answer_starts_the_calculator(ac
 async def test_an_amount_that_was_deducted_is_a_question_not_a_calculation(action_store, domain):
     dispatcher = CollectingDispatcher()
     text = "刷卡突然被扣了99元服务费"
-    tracker = load_tracker("tracker_new", text=text, intent={"name": "fees", "confidence": 0.9},
-                           entities=[{"entity": "amount", "value": "99", "start": 7, "end": 9}])
+    tracker = load_tracker(
+        "tracker_new",
+        text=text,
+        intent={"name": "fees", "confidence": 0.9},
+        entities=[{"entity": "amount", "value": "99", "start": 7, "end": 9}],
+    )
     events = await ActionAnswerFees().run(dispatcher, tracker, domain)
     assert events[-1] == SlotSet("answered_topic", "deduction_99")
 
@@ -166,12 +189,18 @@ async def test_a_deduction_is_a_question_even_with_the_amount_slot_filled(action
     an amount remembered from an earlier message continues the calculator."""
     from rasa_sdk import Tracker
 
-    tracker = load_tracker("tracker_new", text="pos机莫名其妙扣了99块 这是什么钱",
-                           intent={"name": "fees", "confidence": 0.9},
-                           entities=[{"entity": "amount", "value": "99", "start": 10, "end": 12}])
+    tracker = load_tracker(
+        "tracker_new",
+        text="pos机莫名其妙扣了99块 这是什么钱",
+        intent={"name": "fees", "confidence": 0.9},
+        entities=[{"entity": "amount", "value": "99", "start": 10, "end": 12}],
+    )
     state = tracker.current_state()
-    state["events"] = [*state["events"], {"event": "user", "text": state["latest_message"]["text"]},
-                       {"event": "slot", "name": "amount", "value": "99"}]
+    state["events"] = [
+        *state["events"],
+        {"event": "user", "text": state["latest_message"]["text"]},
+        {"event": "slot", "name": "amount", "value": "99"},
+    ]
     state["slots"] = {**state["slots"], "amount": "99"}
     tracker = Tracker.from_dict(state)
     dispatcher = CollectingDispatcher()
@@ -179,8 +208,11 @@ async def test_a_deduction_is_a_question_even_with_the_amount_slot_filled(action
     assert events[-1] == SlotSet("answered_topic", "deduction_99")
     assert not any("×" in t for t in render(domain, dispatcher.messages))
 
-    state["events"] = [{"event": "user", "text": "刷了5000"},
-                       {"event": "slot", "name": "amount", "value": "5000"}, *state["events"]]
+    state["events"] = [
+        {"event": "user", "text": "刷了5000"},
+        {"event": "slot", "name": "amount", "value": "5000"},
+        *state["events"],
+    ]
     dispatcher = CollectingDispatcher()
     events = await ActionAnswerFees().run(dispatcher, Tracker.from_dict(state), domain)
     assert SlotSet("answered_topic", "deduction_99") not in events  # the calculator goes on

@@ -15,8 +15,11 @@ def test_every_domain_action_is_registered_exactly_once(flow_domain) -> None:
     executor.register_package("actions")
     custom = [name for name in flow_domain["actions"] if not name.startswith("utter_")]
     assert custom and sorted(set(custom) - set(executor.actions)) == []
-    classes = [cls for cls in _subclasses(Action)
-               if cls.__module__.startswith("actions.") and not inspect.isabstract(cls)]
+    classes = [
+        cls
+        for cls in _subclasses(Action)
+        if cls.__module__.startswith("actions.") and not inspect.isabstract(cls)
+    ]
     names = Counter(cls().name() for cls in classes)
     assert [name for name, count in names.items() if count > 1] == []
     assert set(names) == set(executor.actions)

@@ -12,8 +12,7 @@ from tests.conftest import load_tracker, render
 
 def support_message(text: str, brand: str | None = None) -> dict:
     entities = [{"entity": "brand", "value": brand}] if brand else []
-    return {"text": text, "intent": {"name": "contact_support", "confidence": 0.97},
-            "entities": entities}
+    return {"text": text, "intent": {"name": "contact_support", "confidence": 0.97}, "entities": entities}
 
 
 @pytest.mark.asyncio
@@ -68,9 +67,8 @@ async def test_unknown_brand_gets_the_general_route(action_store, domain) -> Non
 
 
 @pytest.mark.asyncio
-async def test_a_complaint_question_gets_the_complaint_route_not_the_hotline(action_store,
-                                                                           domain) -> None:
-    """"投诉找谁": the complaint ladder (provider → 12363 …), not only a hotline."""
+async def test_a_complaint_question_gets_the_complaint_route_not_the_hotline(action_store, domain) -> None:
+    """ "投诉找谁": the complaint ladder (provider → 12363 …), not only a hotline."""
     dispatcher = CollectingDispatcher()
     tracker = load_tracker("tracker_new", **support_message("pos机乱扣费 我要投诉 该找哪个部门"))
     events = await ActionContactSupport().run(dispatcher, tracker, domain)
@@ -82,10 +80,14 @@ async def test_a_complaint_question_gets_the_complaint_route_not_the_hotline(act
 @pytest.mark.asyncio
 async def test_every_brand_named_gets_its_hotline(action_store, domain) -> None:
     dispatcher = CollectingDispatcher()
-    tracker = load_tracker("tracker_new", **{
-        "text": "拉卡拉和银联的客服电话分别多少",
-        "intent": {"name": "contact_support", "confidence": 0.97},
-        "entities": [{"entity": "brand", "value": "拉卡拉"}, {"entity": "brand", "value": "银联"}]})
+    tracker = load_tracker(
+        "tracker_new",
+        **{
+            "text": "拉卡拉和银联的客服电话分别多少",
+            "intent": {"name": "contact_support", "confidence": 0.97},
+            "entities": [{"entity": "brand", "value": "拉卡拉"}, {"entity": "brand", "value": "银联"}],
+        },
+    )
     await ActionContactSupport().run(dispatcher, tracker, domain)
     texts = render(domain, dispatcher.messages)
     assert texts[0].startswith("拉卡拉的官方客服热线是 95016。")

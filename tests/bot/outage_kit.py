@@ -29,10 +29,10 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, SlotSet, UserUttered
 from sqlalchemy import create_engine, text
 
-from bot.launcher import free_port
 from bot.lock_store import TicketLockStore
 from bot.settings import PROJECT_ROOT
 from bot.stores import CachedSQLTrackerStore
+from ops.launcher import free_port
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS_DB = 13
@@ -170,9 +170,17 @@ class Outage:
         engine = create_engine(f"{PG}/{self.tracker_db}")
         try:
             with engine.connect() as conn:
-                rows = conn.execute(text(
-                    "SELECT data FROM events WHERE sender_id = :s AND type_name = 'user' "
-                    "ORDER BY id"), {"s": sender}).scalars().all()
+                rows = (
+                    conn.execute(
+                        text(
+                            "SELECT data FROM events WHERE sender_id = :s AND type_name = 'user' "
+                            "ORDER BY id"
+                        ),
+                        {"s": sender},
+                    )
+                    .scalars()
+                    .all()
+                )
         finally:
             engine.dispose()
         import json
@@ -196,11 +204,17 @@ def outage() -> Iterator[Outage]:
     tracker_db = f"posbot_outage_{uuid.uuid4().hex[:8]}"
     prefix = f"o{uuid.uuid4().hex[:10]}"
     postgres, red = Relay(("127.0.0.1", 5432)), Relay(("127.0.0.1", 6379))
-    store = CachedSQLTrackerStore(domain=domain(), dialect="postgresql", host="127.0.0.1",
-                                  port=postgres.port, db=tracker_db, username="postgres",
-                                  password="", login_db="test")
-    locks = TicketLockStore(host="127.0.0.1", port=red.port, db=REDIS_DB, key_prefix=prefix,
-                            socket_timeout=2)
+    store = CachedSQLTrackerStore(
+        domain=domain(),
+        dialect="postgresql",
+        host="127.0.0.1",
+        port=postgres.port,
+        db=tracker_db,
+        username="postgres",
+        password="",
+        login_db="test",
+    )
+    locks = TicketLockStore(host="127.0.0.1", port=red.port, db=REDIS_DB, key_prefix=prefix, socket_timeout=2)
     agent = Agent(domain=domain(), tracker_store=store, lock_store=locks)
     processor = FeeProcessor(agent)
     agent.processor = processor  # type: ignore[assignment]

@@ -11,8 +11,9 @@ from bot.settings import Settings, SettingsError
 from bot.speedups import admission, registry
 
 
-async def _run_through(gate: admission.FifoGate, names: list[str], entered: list[str],
-                       hold: float = 0.01) -> None:
+async def _run_through(
+    gate: admission.FifoGate, names: list[str], entered: list[str], hold: float = 0.01
+) -> None:
     async def one(name: str) -> None:
         async with gate:
             entered.append(name)
@@ -128,8 +129,7 @@ async def test_merchants_behind_a_stalled_message_are_answered(monkeypatch) -> N
     monkeypatch.setattr(admission, "_rasa_handle_message", rasa)
     monkeypatch.setattr(admission, "SLOTS", 2)
     monkeypatch.setattr(admission, "MAX_WAIT_S", 0.05)
-    stuck = [asyncio.create_task(admission.handle_message(None, UserMessage("卡住")))
-             for _ in range(2)]
+    stuck = [asyncio.create_task(admission.handle_message(None, UserMessage("卡住"))) for _ in range(2)]
     await asyncio.sleep(0)
     answer = await asyncio.wait_for(admission.handle_message(None, UserMessage("你好")), 1)
     assert answer == [{"text": "答复 你好"}]
@@ -140,7 +140,8 @@ async def test_merchants_behind_a_stalled_message_are_answered(monkeypatch) -> N
 
 @pytest.mark.asyncio
 async def test_rasa_handles_at_most_the_configured_messages_at_once_in_arrival_order(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     inside: list[int] = []
     answered: list[str] = []
     busy = 0
@@ -157,17 +158,16 @@ async def test_rasa_handles_at_most_the_configured_messages_at_once_in_arrival_o
 
     monkeypatch.setattr(admission, "_rasa_handle_message", rasa)
     monkeypatch.setattr(admission, "SLOTS", 2)
-    replies = await asyncio.gather(*[
-        admission.handle_message(None, UserMessage(f"问题{i}", sender_id=f"m{i}"))
-        for i in range(10)])
+    replies = await asyncio.gather(
+        *[admission.handle_message(None, UserMessage(f"问题{i}", sender_id=f"m{i}")) for i in range(10)]
+    )
     assert max(inside) == 2
     assert answered == [f"问题{i}" for i in range(10)]
     assert replies[3] == [{"text": "答复 问题3"}]
 
     monkeypatch.setattr(admission, "SLOTS", 0)  # off: every message at once
     inside.clear()
-    await asyncio.gather(*[admission.handle_message(None, UserMessage(f"问题{i}"))
-                           for i in range(10)])
+    await asyncio.gather(*[admission.handle_message(None, UserMessage(f"问题{i}")) for i in range(10)])
     assert max(inside) == 10
 
 
@@ -194,8 +194,7 @@ async def test_installing_the_speed_ups_sets_the_gate(monkeypatch: pytest.Monkey
     """The gate takes its settings when the server installs the speed-ups, not at import."""
     monkeypatch.setattr(admission, "SLOTS", admission.SLOTS)
     monkeypatch.setattr(admission, "MAX_WAIT_S", admission.MAX_WAIT_S)
-    registry.configure(Settings.from_env({"POSBOT_MAX_INFLIGHT": "3",
-                                          "POSBOT_GATE_MAX_WAIT_S": "0.25"}))
+    registry.configure(Settings.from_env({"POSBOT_MAX_INFLIGHT": "3", "POSBOT_GATE_MAX_WAIT_S": "0.25"}))
     current = admission.gate()
     assert (current.slots, current.max_wait) == (3, 0.25)
     registry.configure(Settings.from_env({"POSBOT_MAX_INFLIGHT": "0"}))

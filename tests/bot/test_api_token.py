@@ -66,6 +66,12 @@ def test_only_a_fingerprint_is_ever_shown() -> None:
 
 def test_the_server_gets_the_token_only_when_the_api_is_enabled() -> None:
     assert rasa_argv(["run", "--enable-api", "--port", "5005"], "s" * 20) == [
-        "run", "--enable-api", "--port", "5005", "--auth-token", "s" * 20]
+        "run",
+        "--enable-api",
+        "--port",
+        "5005",
+        "--auth-token",
+        "s" * 20,
+    ]
     assert rasa_argv(["run", "--port", "5005"], "s" * 20) == ["run", "--port", "5005"]
     assert rasa_argv(["shell"], "s" * 20) == ["shell"]

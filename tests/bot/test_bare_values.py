@@ -15,8 +15,11 @@ from bot.nlu.bare_values import BareValueIntent
 from bot.nlu.kb_entities import KBEntityExtractor
 
 EXTRACTOR = KBEntityExtractor({}, None, None)  # numbers and bare codes only (no KB patterns)
-GOODBYE = [{"name": "goodbye", "confidence": 0.87}, {"name": "error_code", "confidence": 0.05},
-           {"name": "thanks", "confidence": 0.08}]
+GOODBYE = [
+    {"name": "goodbye", "confidence": 0.87},
+    {"name": "error_code", "confidence": 0.05},
+    {"name": "thanks", "confidence": 0.08},
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +29,9 @@ def storage(tmp_path_factory) -> LocalModelStorage:
 
 @pytest.fixture(scope="module")
 def trained(storage) -> BareValueIntent:
-    component = BareValueIntent.create({"content_dir": "kb/content"}, storage, Resource("codes"),
-                                      ExecutionContext(GraphSchema({}), "test"))
+    component = BareValueIntent.create(
+        {"content_dir": "kb/content"}, storage, Resource("codes"), ExecutionContext(GraphSchema({}), "test")
+    )
     component.train(TrainingData())
     return component
 
@@ -48,21 +52,40 @@ def test_a_code_the_kb_lists_becomes_an_error_code_question(trained, text) -> No
     assert sum(entry["confidence"] for entry in ranking) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("text", ["10000元", "1万", "一万块钱", "两千块。", "0.6%", "千分之六", "0.38",
-                                  "10000", "0.6%，10000元"])
+@pytest.mark.parametrize(
+    "text", ["10000元", "1万", "一万块钱", "两千块。", "0.6%", "千分之六", "0.38", "10000", "0.6%，10000元"]
+)
 def test_amounts_and_rates_alone_answer_the_fee_calculator(trained, text) -> None:
     assert classified(trained, text)[INTENT] == {"name": "fees", "confidence": 1.0}
 
 
-@pytest.mark.parametrize("text", ["88", "886", "刷卡显示51", "5", "", "13812345678", "12345678",
-                                  "刷了1万", "1万 谢谢", "N6G1234567", "666"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "88",
+        "886",
+        "刷卡显示51",
+        "5",
+        "",
+        "13812345678",
+        "12345678",
+        "刷了1万",
+        "1万 谢谢",
+        "N6G1234567",
+        "666",
+    ],
+)
 def test_other_messages_keep_the_classifiers_answer(trained, text) -> None:
     assert classified(trained, text)[INTENT] == GOODBYE[0]
 
 
 def test_the_codes_travel_with_the_model(trained, storage) -> None:
-    loaded = BareValueIntent.load({"content_dir": "does/not/exist"}, storage, Resource("codes"),
-                                 ExecutionContext(GraphSchema({}), "test"))
+    loaded = BareValueIntent.load(
+        {"content_dir": "does/not/exist"},
+        storage,
+        Resource("codes"),
+        ExecutionContext(GraphSchema({}), "test"),
+    )
     assert loaded.codes == trained.codes
     assert {"00", "51", "A0", "96"} <= loaded.codes and "88" not in loaded.codes
 
@@ -71,7 +94,8 @@ def test_a_broken_kb_stops_training_with_its_problems(tmp_path, storage) -> None
     broken = tmp_path / "content"
     broken.mkdir()
     (broken / "error_codes.yml").write_text("error_codes:\n  - codes: [\n", encoding="utf-8")
-    component = BareValueIntent.create({"content_dir": str(broken)}, storage, Resource("broken"),
-                                       ExecutionContext(GraphSchema({}), "test"))
+    component = BareValueIntent.create(
+        {"content_dir": str(broken)}, storage, Resource("broken"), ExecutionContext(GraphSchema({}), "test")
+    )
     with pytest.raises(RasaException, match="posbot kb lint"):
         component.train(TrainingData())

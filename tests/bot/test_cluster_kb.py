@@ -27,8 +27,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from kb.build import build
-from kb.content import load_content
 from kb.editing import read_entity, save
+from kb.loader import load_content
 from kb.settings import CONTENT_DIR
 from kb.store import KnowledgeStore
 
@@ -57,7 +57,9 @@ class BigramEncoder:
         return out / np.maximum(norms, 1e-9)
 '''
 
-INSTANCE = ENCODER_SOURCE + '''
+INSTANCE = (
+    ENCODER_SOURCE
+    + """
 import json, logging, sys
 from sqlalchemy import create_engine
 from kb.store import KnowledgeStore
@@ -84,7 +86,8 @@ for line in sys.stdin:
     print(json.dumps({"digest": store.digest(), "topic": best.topic_id,
                       "nearest": best.question, "answer": store.topic(best.topic_id).answer,
                       "builds": len(builds)}, ensure_ascii=False), flush=True)
-'''
+"""
+)
 
 
 def _encoder() -> Any:
@@ -95,9 +98,15 @@ def _encoder() -> Any:
 
 class Instance:
     def __init__(self, url: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", INSTANCE, url], cwd=ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", INSTANCE, url],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+        )
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
     def ask(self, question: str) -> dict[str, Any]:
@@ -121,8 +130,7 @@ def shared_kb(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     yield content, url
 
 
-def test_a_console_edit_reaches_both_instances_without_restart(
-        shared_kb: tuple[Path, str]) -> None:
+def test_a_console_edit_reaches_both_instances_without_restart(shared_kb: tuple[Path, str]) -> None:
     content, url = shared_kb
     instances = [Instance(url), Instance(url)]
     try:
@@ -132,18 +140,34 @@ def test_a_console_edit_reaches_both_instances_without_restart(
         # an editor saves the topic in the console (a new phrasing and a new answer)
         engine = create_engine(url)
         loaded = read_entity(content, "topic", TOPIC)
-        fields = {**loaded["fields"], "answer": NEW_ANSWER,
-                  "questions": [*loaded["fields"]["questions"], NEW_QUESTION]}
-        saved = save(content, "topic", TOPIC, fields, loaded["version"], staff="editor1",
-                     engine=engine, encoder=_encoder())
+        fields = {
+            **loaded["fields"],
+            "answer": NEW_ANSWER,
+            "questions": [*loaded["fields"]["questions"], NEW_QUESTION],
+        }
+        saved = save(
+            content,
+            "topic",
+            TOPIC,
+            fields,
+            loaded["version"],
+            staff="editor1",
+            engine=engine,
+            encoder=_encoder(),
+        )
         assert saved.changed
         digest = KnowledgeStore(engine).digest()
         engine.dispose()
         assert digest != before[0]["digest"]
         for instance in instances:
             after = instance.ask(NEW_QUESTION)
-            assert after == {"digest": digest, "topic": TOPIC, "nearest": NEW_QUESTION,
-                             "answer": NEW_ANSWER, "builds": 2}
+            assert after == {
+                "digest": digest,
+                "topic": TOPIC,
+                "nearest": NEW_QUESTION,
+                "answer": NEW_ANSWER,
+                "builds": 2,
+            }
             # and only once: the next question uses the rebuilt index
             assert instance.ask("刷卡机坏了是什么原因")["builds"] == 2
     finally:

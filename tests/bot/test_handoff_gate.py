@@ -12,8 +12,9 @@ import bot.handoff_gate as handoff_gate
 from bot.handoff_gate import DEFAULT_TIMEOUT_MIN, gate, timeout_minutes
 
 
-@pytest.mark.parametrize("raw, minutes", [("5", 5.0), ("0.5", 0.5), ("", DEFAULT_TIMEOUT_MIN),
-                                          ("soon", DEFAULT_TIMEOUT_MIN)])
+@pytest.mark.parametrize(
+    "raw, minutes", [("5", 5.0), ("0.5", 0.5), ("", DEFAULT_TIMEOUT_MIN), ("soon", DEFAULT_TIMEOUT_MIN)]
+)
 def test_the_timeout_comes_from_the_environment(raw: str, minutes: float) -> None:
     assert timeout_minutes({"POSBOT_HANDOFF_TIMEOUT_MIN": raw}) == minutes
 
@@ -33,16 +34,16 @@ async def test_outside_the_rasa_server_messages_pass_on_untouched(monkeypatch) -
 
 
 @pytest.mark.asyncio
-async def test_a_records_database_outage_logs_one_warning_line_per_message(
-        monkeypatch, caplog) -> None:
+async def test_a_records_database_outage_logs_one_warning_line_per_message(monkeypatch, caplog) -> None:
     """The message goes on to the bot (which answers it, or the outage guard apologises);
     the log gets one WARNING line per message, without traceback, SQL or the merchant's text;
     the traceback is there at DEBUG."""
     monkeypatch.setattr(handoff_gate, "rasa_agent", lambda: object())
 
     def database_down():
-        raise OperationalError("SELECT handoffs.secret_column FROM handoffs", {},
-                               ConnectionRefusedError("connection refused"))
+        raise OperationalError(
+            "SELECT handoffs.secret_column FROM handoffs", {}, ConnectionRefusedError("connection refused")
+        )
 
     monkeypatch.setattr(handoff_gate, "shared_store", database_down)
     seen = []
@@ -60,7 +61,8 @@ async def test_a_records_database_outage_logs_one_warning_line_per_message(
     warnings = [r for r in records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == [
         "handoff gate: could not read the handoff of shop-1 (ConnectionRefusedError), "
-        "passing the message on"] * 2
+        "passing the message on"
+    ] * 2
     assert all(r.exc_info is None for r in records if r.levelno >= logging.INFO)
     assert not [r for r in records if r.levelno > logging.WARNING]
     debug = [r for r in records if r.levelno == logging.DEBUG]

@@ -23,9 +23,12 @@ Y = ["fees", "fault_hardware", "fees", "fault_hardware"]
 
 @pytest.fixture()
 def vote(tmp_path) -> IntentVote:
-    component = IntentVote.create({**IntentVote.get_default_config(), "weight": 0.5},
-                                  LocalModelStorage(tmp_path), Resource("vote"),
-                                  ExecutionContext(GraphSchema({}), "test"))
+    component = IntentVote.create(
+        {**IntentVote.get_default_config(), "weight": 0.5},
+        LocalModelStorage(tmp_path),
+        Resource("vote"),
+        ExecutionContext(GraphSchema({}), "test"),
+    )
     component.clf = LogisticRegression(max_iter=1000).fit(X, Y)
     return component
 
@@ -33,8 +36,14 @@ def vote(tmp_path) -> IntentVote:
 def message(row: list[float], ranking: list[tuple[str, float]]) -> Message:
     msg = Message(data={TEXT: "刷卡手续费"})
     if row:
-        msg.add_features(Features(csr_matrix(np.array([row], dtype=float)),
-                                  FEATURE_TYPE_SENTENCE, TEXT, "CountVectorsFeaturizer"))
+        msg.add_features(
+            Features(
+                csr_matrix(np.array([row], dtype=float)),
+                FEATURE_TYPE_SENTENCE,
+                TEXT,
+                "CountVectorsFeaturizer",
+            )
+        )
     if ranking:
         msg.set(INTENT_RANKING_KEY, [{"name": n, "confidence": c} for n, c in ranking])
         msg.set(INTENT, {"name": ranking[0][0], "confidence": ranking[0][1]})
@@ -45,8 +54,11 @@ def test_the_intent_is_the_average_of_both_opinions(vote) -> None:
     diet = [("fault_hardware", 0.6), ("fees", 0.3), ("greet", 0.1)]
     msg = vote.process([message([3, 0, 1], diet)])[0]
     regression = dict(zip(vote.clf.classes_, vote.clf.predict_proba(X[0])[0], strict=True))
-    expected = {"fault_hardware": 0.5 * 0.6 + 0.5 * regression["fault_hardware"],
-                "fees": 0.5 * 0.3 + 0.5 * regression["fees"], "greet": 0.5 * 0.1}
+    expected = {
+        "fault_hardware": 0.5 * 0.6 + 0.5 * regression["fault_hardware"],
+        "fees": 0.5 * 0.3 + 0.5 * regression["fees"],
+        "greet": 0.5 * 0.1,
+    }
     ranking = msg.get(INTENT_RANKING_KEY)
     assert [r["name"] for r in ranking] == sorted(expected, key=lambda n: -expected[n])
     for entry in ranking:
@@ -60,8 +72,12 @@ def test_without_features_or_training_diets_answer_stands(vote, tmp_path) -> Non
     diet = [("greet", 0.9), ("thanks", 0.1)]
     blank = vote.process([message([], diet)])[0]
     assert blank.get(INTENT) == {"name": "greet", "confidence": 0.9}
-    untrained = IntentVote.create(IntentVote.get_default_config(), LocalModelStorage(tmp_path),
-                                  Resource("untrained"), ExecutionContext(GraphSchema({}), "t"))
+    untrained = IntentVote.create(
+        IntentVote.get_default_config(),
+        LocalModelStorage(tmp_path),
+        Resource("untrained"),
+        ExecutionContext(GraphSchema({}), "t"),
+    )
     assert untrained.process([message([3, 0, 1], diet)])[0].get(INTENT)["name"] == "greet"
 
 
@@ -73,9 +89,12 @@ def test_training_examples_keep_their_labels(vote) -> None:
 
 def test_the_regression_is_trained_with_the_configured_strength(tmp_path) -> None:
     def trained(c: float) -> IntentVote:
-        component = IntentVote.create({**IntentVote.get_default_config(), "C": c},
-                                      LocalModelStorage(tmp_path), Resource(f"vote-{c}"),
-                                      ExecutionContext(GraphSchema({}), "test"))
+        component = IntentVote.create(
+            {**IntentVote.get_default_config(), "C": c},
+            LocalModelStorage(tmp_path),
+            Resource(f"vote-{c}"),
+            ExecutionContext(GraphSchema({}), "test"),
+        )
         component.clf.fit(X, Y)
         return component
 

@@ -10,8 +10,9 @@ import bot.nlu.kb_intent as kb_intent
 from bot.nlu.kb_intent import KBTopicIntent
 
 
-def parsed(text: str, ranking: list[tuple[str, float]], entities: list[dict] | None = None,
-           intent: str | None = None) -> Message:
+def parsed(
+    text: str, ranking: list[tuple[str, float]], entities: list[dict] | None = None, intent: str | None = None
+) -> Message:
     message = Message(data={TEXT: text})
     rows = [{"name": name, "confidence": confidence} for name, confidence in ranking]
     message.set(INTENT, {"name": intent or rows[0]["name"], "confidence": rows[0]["confidence"]})
@@ -31,8 +32,9 @@ def intent(message: Message) -> str:
 
 
 def test_a_sure_topic_sets_its_intent_even_after_a_fallback(component, store) -> None:
-    message = parsed("电签机的电池能不能自己拆下来换",
-                     [("nlu_fallback", 0.55), ("apply_pos", 0.30), ("usage_tips", 0.28)])
+    message = parsed(
+        "电签机的电池能不能自己拆下来换", [("nlu_fallback", 0.55), ("apply_pos", 0.30), ("usage_tips", 0.28)]
+    )
     component.process([message])
     expected = store.topic("battery_removal").intent
     assert expected != "apply_pos" and intent(message) == expected
@@ -47,13 +49,16 @@ def test_a_question_about_a_component_is_not_held_as_a_fault_report(component, s
     assert store.topic("op_keys").intent == "training" and intent(message) == "training"
 
 
-@pytest.mark.parametrize("text, ranking, entities", [
-    ("我要找人工客服", [("human_handoff", 0.7), ("contact_support", 0.25)], []),
-    ("刷卡显示51", [("error_code", 0.6), ("fees", 0.2)], [{"entity": "error_code", "value": "51"}]),
-    ("打印机不出纸了", [("fault_hardware", 0.8), ("usage_tips", 0.1)], []),
-    ("0.6%", [("fees", 1.0), ("usage_tips", 0.0)], []),
-    ("你好", [("greet", 0.9), ("usage_tips", 0.05)], []),
-])
+@pytest.mark.parametrize(
+    "text, ranking, entities",
+    [
+        ("我要找人工客服", [("human_handoff", 0.7), ("contact_support", 0.25)], []),
+        ("刷卡显示51", [("error_code", 0.6), ("fees", 0.2)], [{"entity": "error_code", "value": "51"}]),
+        ("打印机不出纸了", [("fault_hardware", 0.8), ("usage_tips", 0.1)], []),
+        ("0.6%", [("fees", 1.0), ("usage_tips", 0.0)], []),
+        ("你好", [("greet", 0.9), ("usage_tips", 0.05)], []),
+    ],
+)
 def test_what_retrieval_cannot_judge_keeps_the_nlu_intent(component, text, ranking, entities):
     message = parsed(text, ranking, entities)
     component.process([message])
@@ -63,6 +68,7 @@ def test_what_retrieval_cannot_judge_keeps_the_nlu_intent(component, text, ranki
 def test_without_a_built_kb_the_nlu_intent_stays(monkeypatch) -> None:
     def no_kb():
         raise RuntimeError("no such table: kb_meta")
+
     monkeypatch.setattr(kb_intent, "shared_store", no_kb)
     message = parsed("电签机的电池能不能自己拆下来换", [("apply_pos", 0.5), ("usage_tips", 0.4)])
     KBTopicIntent(KBTopicIntent.get_default_config()).process([message])
@@ -75,8 +81,10 @@ def test_a_bad_threshold_is_refused_at_start() -> None:
 
 
 def test_after_a_fallback_a_clear_fault_report_gets_its_symptoms_fault_intent(component) -> None:
-    message = parsed("收银台那台机器今天一张票都吐不出来",
-                     [("nlu_fallback", 0.6), ("fault_hardware", 0.3), ("usage_tips", 0.28)])
+    message = parsed(
+        "收银台那台机器今天一张票都吐不出来",
+        [("nlu_fallback", 0.6), ("fault_hardware", 0.3), ("usage_tips", 0.28)],
+    )
     component.process([message])
     assert intent(message) == "fault_hardware"
 
@@ -87,21 +95,29 @@ def test_after_a_fallback_a_vague_report_gets_no_guessed_symptom(component) -> N
     assert intent(message) not in {"fault_hardware", "fault_software", "fault_network"}
 
 
-@pytest.mark.parametrize("text, ranking", [
-    ("我用的是拉卡拉", [("nlu_fallback", 0.6), ("contact_support", 0.3), ("choose_brand", 0.25)]),
-    ("好的 我去试试", [("nlu_fallback", 0.6), ("affirm", 0.42), ("out_of_scope", 0.37)]),
-])
+@pytest.mark.parametrize(
+    "text, ranking",
+    [
+        ("我用的是拉卡拉", [("nlu_fallback", 0.6), ("contact_support", 0.3), ("choose_brand", 0.25)]),
+        ("好的 我去试试", [("nlu_fallback", 0.6), ("affirm", 0.42), ("out_of_scope", 0.37)]),
+    ],
+)
 def test_after_a_fallback_that_was_no_fault_no_walk_is_guessed(component, text, ranking) -> None:
     message = parsed(text, ranking)
     component.process([message])
     assert intent(message) not in {"fault_hardware", "fault_software", "fault_network"}
 
 
-@pytest.mark.parametrize("text, code", [("返回41是什么情况 要不要把卡扣下", "41"),
-                                        ("客人刷卡老提示余额不足 是他卡里没钱了吗", "51")])
+@pytest.mark.parametrize(
+    "text, code",
+    [("返回41是什么情况 要不要把卡扣下", "41"), ("客人刷卡老提示余额不足 是他卡里没钱了吗", "51")],
+)
 def test_a_code_in_a_message_the_nlu_gave_up_on_is_a_code_question(component, text, code):
-    message = parsed(text, [("nlu_fallback", 0.45), ("usage_tips", 0.3), ("bill_query", 0.2)],
-                     [{"entity": "error_code", "value": code}])
+    message = parsed(
+        text,
+        [("nlu_fallback", 0.45), ("usage_tips", 0.3), ("bill_query", 0.2)],
+        [{"entity": "error_code", "value": code}],
+    )
     component.process([message])
     assert intent(message) == "error_code"
     without_code = parsed(text, [("nlu_fallback", 0.45), ("usage_tips", 0.3)])
@@ -109,17 +125,21 @@ def test_a_code_in_a_message_the_nlu_gave_up_on_is_a_code_question(component, te
     assert intent(without_code) != "error_code"
 
 
-@pytest.mark.parametrize("text, code, fault", [("pos机报错A0怎么解决", "A0", "fault_software"),
-                                               ("刷卡一直提示余额不足", "51", "fault_hardware")])
+@pytest.mark.parametrize(
+    "text, code, fault",
+    [("pos机报错A0怎么解决", "A0", "fault_software"), ("刷卡一直提示余额不足", "51", "fault_hardware")],
+)
 def test_a_fault_report_naming_a_known_code_is_a_code_question(component, text, code, fault):
-    message = parsed(text, [(fault, 0.7), ("error_code", 0.2)],
-                     [{"entity": "error_code", "value": code}])
+    message = parsed(text, [(fault, 0.7), ("error_code", 0.2)], [{"entity": "error_code", "value": code}])
     component.process([message])
     assert intent(message) == "error_code"
 
 
 def test_a_number_that_is_no_code_leaves_the_fault_report_alone(component) -> None:
-    message = parsed("打印机刷了50笔就卡纸", [("fault_hardware", 0.8), ("usage_tips", 0.1)],
-                     [{"entity": "error_code", "value": "50"}])
+    message = parsed(
+        "打印机刷了50笔就卡纸",
+        [("fault_hardware", 0.8), ("usage_tips", 0.1)],
+        [{"entity": "error_code", "value": "50"}],
+    )
     component.process([message])
     assert intent(message) == "fault_hardware"

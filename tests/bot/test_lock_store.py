@@ -22,11 +22,10 @@ import redis
 from rasa.core.lock_store import LockError, LockStore, RedisLockStore
 from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
 
-from bot.launcher import PROJECT_ROOT, free_port
 from bot.lock_store import TicketLockStore
+from ops.launcher import PROJECT_ROOT, free_port
 
 REDIS_DB = 13
-
 
 
 @pytest.fixture()
@@ -41,8 +40,7 @@ def prefix() -> Iterator[str]:
 
 
 def instance(prefix: str, **settings: Any) -> TicketLockStore:
-    return TicketLockStore(host="127.0.0.1", port=6379, db=REDIS_DB, key_prefix=prefix,
-                           **settings)
+    return TicketLockStore(host="127.0.0.1", port=6379, db=REDIS_DB, key_prefix=prefix, **settings)
 
 
 @dataclass
@@ -79,8 +77,13 @@ class Journal:
         return found
 
 
-def run_instances(stores: list[LockStore], conversation: str, per_instance: int = 5,
-                  hold_s: float = 0.02, timeout_s: float = 30) -> tuple[Journal, list[str]]:
+def run_instances(
+    stores: list[LockStore],
+    conversation: str,
+    per_instance: int = 5,
+    hold_s: float = 0.02,
+    timeout_s: float = 30,
+) -> tuple[Journal, list[str]]:
     """Every store (own thread, own event loop) sends ``per_instance`` messages at once.
 
     A message not handled within ``timeout_s`` is an error (a lost ticket waits forever)."""
@@ -290,22 +293,38 @@ def test_redis_down_is_a_lock_error_logged_once(caplog: pytest.LogCaptureFixture
 
 
 def test_rasa_loads_it_from_the_production_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {"POSBOT_ACTION_URL": "http://127.0.0.1:1/webhook", "POSBOT_PG_HOST": "127.0.0.1",
-           "POSBOT_PG_PORT": "5432", "POSBOT_PG_DB": "x", "POSBOT_PG_LOGIN_DB": "x",
-           "POSBOT_PG_USER": "x", "POSBOT_PG_PASSWORD": "", "POSBOT_REDIS_HOST": "127.0.0.1",
-           "POSBOT_REDIS_PORT": "6379", "POSBOT_REDIS_DB": str(REDIS_DB)}
+    env = {
+        "POSBOT_ACTION_URL": "http://127.0.0.1:1/webhook",
+        "POSBOT_PG_HOST": "127.0.0.1",
+        "POSBOT_PG_PORT": "5432",
+        "POSBOT_PG_DB": "x",
+        "POSBOT_PG_LOGIN_DB": "x",
+        "POSBOT_PG_USER": "x",
+        "POSBOT_PG_PASSWORD": "",
+        "POSBOT_REDIS_HOST": "127.0.0.1",
+        "POSBOT_REDIS_PORT": "6379",
+        "POSBOT_REDIS_DB": str(REDIS_DB),
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    config = read_endpoint_config(str(PROJECT_ROOT / "bot" / "endpoints.production.yml"),
-                                  "lock_store")
+    config = read_endpoint_config(str(PROJECT_ROOT / "bot" / "endpoints.production.yml"), "lock_store")
     store = LockStore.create(config)
     assert isinstance(store, TicketLockStore)
     assert store.key_prefix == "posbot:ticketlock:"
     assert store.red.connection_pool.connection_kwargs["db"] == REDIS_DB
 
-    custom = LockStore.create(EndpointConfig(
-        url="127.0.0.1", type="bot.lock_store.TicketLockStore", port="6379", db="3",
-        key_prefix="shop", password="secret", lock_lifetime="20", wait_time="0.5"))
+    custom = LockStore.create(
+        EndpointConfig(
+            url="127.0.0.1",
+            type="bot.lock_store.TicketLockStore",
+            port="6379",
+            db="3",
+            key_prefix="shop",
+            password="secret",
+            lock_lifetime="20",
+            wait_time="0.5",
+        )
+    )
     assert custom.key_prefix == "shop:ticketlock:" and custom.lock_lifetime == 20
     assert custom.wait_time == 0.5
     assert custom.red.connection_pool.connection_kwargs["password"] == "secret"

@@ -41,8 +41,7 @@ async def say(o: Outage, who: str, text: str) -> list[str]:
 
 
 @pytest.mark.asyncio
-async def test_a_failed_read_is_not_turned_into_an_empty_conversation(
-        outage: Outage) -> None:  # noqa: F811
+async def test_a_failed_read_is_not_turned_into_an_empty_conversation(outage: Outage) -> None:
     who = sender()
     assert await say(outage, who, "算一下手续费") == [ASK_AMOUNT]
     assert await say(outage, who, "10000元") == [ASK_RATE]
@@ -83,7 +82,8 @@ async def test_other_errors_keep_rasas_fallback() -> None:
 
 @pytest.mark.asyncio
 async def test_a_connection_closed_while_pooled_is_read_again_not_an_outage(
-        outage: Outage, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    outage: Outage, caplog: pytest.LogCaptureFixture
+) -> None:
     """PostgreSQL came back: the pooled connection is dead, the next read takes a new one."""
     who = sender()
     assert await say(outage, who, "算一下手续费") == [ASK_AMOUNT]
@@ -97,7 +97,8 @@ async def test_a_connection_closed_while_pooled_is_read_again_not_an_outage(
 
 @pytest.mark.asyncio
 async def test_the_outage_is_logged_once_then_its_end_and_one_line_per_message(
-        outage: Outage, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    outage: Outage, caplog: pytest.LogCaptureFixture
+) -> None:
     who = sender()
     assert await say(outage, who, "算一下手续费") == [ASK_AMOUNT]
     outage.postgres.cut()
@@ -117,8 +118,7 @@ async def test_the_outage_is_logged_once_then_its_end_and_one_line_per_message(
 
 
 @pytest.mark.asyncio
-async def test_a_save_that_fails_stores_nothing_and_shows_only_the_apology(
-        outage: Outage) -> None:  # noqa: F811
+async def test_a_save_that_fails_stores_nothing_and_shows_only_the_apology(outage: Outage) -> None:
     """The database goes away in the middle of the turn: the answer already produced is
     dropped, the merchant reads the apology, and the turn is not in the database."""
     who = sender()
@@ -139,7 +139,8 @@ async def test_a_save_that_fails_stores_nothing_and_shows_only_the_apology(
 
 @pytest.mark.asyncio
 async def test_redis_down_the_message_is_not_handled_and_the_merchant_is_asked_again(
-        outage: Outage, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    outage: Outage, caplog: pytest.LogCaptureFixture
+) -> None:
     who = sender()
     assert await say(outage, who, "算一下手续费") == [ASK_AMOUNT]
     outage.redis.cut()

@@ -57,9 +57,19 @@ async def test_action_calls_reuse_one_connection_and_send_the_same_json() -> Non
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    payload = {"tracker": {"events": [{"event": "user", "text": "打印机不出纸/卡纸",
-                                       "timestamp": time.time(), "confidence": 0.123456789}]},
-               "domain": {"slots": {"brand": None}}}
+    payload = {
+        "tracker": {
+            "events": [
+                {
+                    "event": "user",
+                    "text": "打印机不出纸/卡纸",
+                    "timestamp": time.time(),
+                    "confidence": 0.123456789,
+                }
+            ]
+        },
+        "domain": {"slots": {"brand": None}},
+    }
     try:
         endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook")
         first = await endpoint.request(json=payload, method="post")
@@ -73,10 +83,12 @@ async def test_action_calls_reuse_one_connection_and_send_the_same_json() -> Non
 
 @pytest.mark.asyncio
 async def test_an_idle_action_connection_is_dropped_before_the_action_server_drops_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The ticket form once lost the merchant's SN: a pooled connection the action server
     (Sanic, 5 s keep-alive) had just closed was reused. Ours closes first."""
     from sanic.config import DEFAULT_CONFIG
+
     assert actions.ACTION_KEEPALIVE_S < DEFAULT_CONFIG["KEEP_ALIVE_TIMEOUT"]
     registry.install()
     monkeypatch.setattr(actions, "ACTION_KEEPALIVE_S", 0.3)
@@ -106,8 +118,7 @@ async def test_an_idle_action_connection_is_dropped_before_the_action_server_dro
     assert peers[0] == peers[1] and peers[2] != peers[1]
 
 
-RECORDED = json.loads((PROJECT_ROOT / "tests" / "data" / "conversations.json")
-                      .read_text(encoding="utf-8"))
+RECORDED = json.loads((PROJECT_ROOT / "tests" / "data" / "conversations.json").read_text(encoding="utf-8"))
 CONVERSATION_EVENTS = [event for events in RECORDED.values() for event in events]
 
 
@@ -129,8 +140,7 @@ def test_action_responses_are_judged_as_rasas_full_schema_judges_them() -> None:
         {"events": ["slot"]},
     ]
     for response in responses:
-        assert actions._valid_response(response) == actions._response_validator().is_valid(response), (
-            response)
+        assert actions._valid_response(response) == actions._response_validator().is_valid(response), response
     with pytest.raises(ValidationError, match="Failed to validate Action server response"):
         actions._validate_action_result(None, {"events": [{"event": "slot", "name": "brand"}]})
 
@@ -150,26 +160,39 @@ def test_applied_events_follow_the_tracker_as_it_grows() -> None:
 
 def test_pruned_prediction_graphs_are_rasas() -> None:
     registry.install()
-    schema = GraphSchema({
-        "a": SchemaNode(needs={}, uses=object, constructor_name="create", fn="run", config={}),
-        "b": SchemaNode(needs={"x": "a"}, uses=object, constructor_name="create", fn="run",
-                        config={}, is_target=True),
-        "c": SchemaNode(needs={}, uses=object, constructor_name="create", fn="run", config={}),
-    })
+    schema = GraphSchema(
+        {
+            "a": SchemaNode(needs={}, uses=object, constructor_name="create", fn="run", config={}),
+            "b": SchemaNode(
+                needs={"x": "a"}, uses=object, constructor_name="create", fn="run", config={}, is_target=True
+            ),
+            "c": SchemaNode(needs={}, uses=object, constructor_name="create", fn="run", config={}),
+        }
+    )
     for targets in (["b"], ["a"], None, ["a"]):
-        assert (schema.minimal_graph_schema(targets).nodes
-                == dialogue._original_minimal_graph_schema(schema, targets).nodes)
+        assert (
+            schema.minimal_graph_schema(targets).nodes
+            == dialogue._original_minimal_graph_schema(schema, targets).nodes
+        )
 
 
 def test_skipped_copies_are_only_ever_debug_log_arguments() -> None:
     """Every use of ``copy`` in the modules whose copies are skipped is a debug-call argument."""
     for module in dialogue.LOG_ONLY_COPY_MODULES:
         tree = ast.parse(Path(inspect.getsourcefile(module)).read_text(encoding="utf-8"))
-        in_debug = {id(node) for call in ast.walk(tree) if isinstance(call, ast.Call)
-                    and isinstance(call.func, ast.Attribute) and call.func.attr == "debug"
-                    for node in ast.walk(call)}
-        uses = [node for node in ast.walk(tree) if isinstance(node, ast.Name)
-                and node.id == "copy" and isinstance(node.ctx, ast.Load)]
+        in_debug = {
+            id(node)
+            for call in ast.walk(tree)
+            if isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "debug"
+            for node in ast.walk(call)
+        }
+        uses = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Name) and node.id == "copy" and isinstance(node.ctx, ast.Load)
+        ]
         assert uses and all(id(node) in in_debug for node in uses), module.__name__
 
 
@@ -206,8 +229,9 @@ def _recorded_prefixes(domain: Domain) -> list[DialogueStateTracker]:
     trackers = []
     for sender, recorded in RECORDED.items():
         events = [Event.from_parameters(e) for e in recorded]
-        trackers += [DialogueStateTracker.from_events(sender, events[:n], domain.slots)
-                     for n in range(len(events) + 1)]
+        trackers += [
+            DialogueStateTracker.from_events(sender, events[:n], domain.slots) for n in range(len(events) + 1)
+        ]
     return trackers
 
 
@@ -240,19 +264,27 @@ def test_applicable_rules_are_the_ones_rasa_finds(tmp_path: Path) -> None:
     registry.install()
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
     trackers = _recorded_prefixes(domain)
-    policy = RulePolicy(RulePolicy.get_default_config(), LocalModelStorage(tmp_path),
-                        Resource("rules"), ExecutionContext(GraphSchema({}), "test"))
+    policy = RulePolicy(
+        RulePolicy.get_default_config(),
+        LocalModelStorage(tmp_path),
+        Resource("rules"),
+        ExecutionContext(GraphSchema({}), "test"),
+    )
     # Rules made of real turns: every 2-4 state stretch of the first conversation.
     states = domain.states_for_tracker_history(trackers[len(trackers) // 3])
-    rules = {policy._create_feature_key(states[i:i + n]): "action_listen"
-             for n in (2, 3, 4) for i in range(len(states) - n)}
+    rules = {
+        policy._create_feature_key(states[i : i + n]): "action_listen"
+        for n in (2, 3, 4)
+        for i in range(len(states) - n)
+    }
     assert len(rules) > 20
     tried = 0
     for tracker in trackers[::3]:
         window = domain.states_for_tracker_history(tracker)[-6:]
         for _ in range(2):
             assert policy._get_possible_keys(rules, window) == dialogue._original_get_possible_keys(
-                policy, rules, window)
+                policy, rules, window
+            )
             tried += bool(dialogue._original_get_possible_keys(policy, rules, window))
     assert tried > 10  # some windows do match some rules
 
@@ -266,11 +298,16 @@ def test_rule_applicability_is_rasas(tmp_path: Path) -> None:
 
     domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
     trackers = _recorded_prefixes(domain)
-    policy = RulePolicy(RulePolicy.get_default_config(), LocalModelStorage(tmp_path),
-                        Resource("rules"), ExecutionContext(GraphSchema({}), "test"))
+    policy = RulePolicy(
+        RulePolicy.get_default_config(),
+        LocalModelStorage(tmp_path),
+        Resource("rules"),
+        ExecutionContext(GraphSchema({}), "test"),
+    )
     states = domain.states_for_tracker_history(trackers[len(trackers) // 2])
-    rules = [policy._create_feature_key(states[i:i + n]) for n in (1, 2, 3, 5)
-             for i in range(len(states) - n)]
+    rules = [
+        policy._create_feature_key(states[i : i + n]) for n in (1, 2, 3, 5) for i in range(len(states) - n)
+    ]
     outcomes = set()
     for tracker in trackers[::7]:
         window = domain.states_for_tracker_history(tracker)[-6:]
@@ -278,8 +315,10 @@ def test_rule_applicability_is_rasas(tmp_path: Path) -> None:
             for turn_index, state in enumerate(reversed(window)):
                 for _ in range(2):  # the second time from the kept reversed states
                     ours = dialogue._is_rule_applicable(policy, rule, turn_index, state)
-                    assert ours == dialogue._original_is_rule_applicable(
-                        policy, rule, turn_index, state), (rule, turn_index)
+                    assert ours == dialogue._original_is_rule_applicable(policy, rule, turn_index, state), (
+                        rule,
+                        turn_index,
+                    )
                 outcomes.add(ours)
     assert outcomes == {True, False}
 
@@ -287,17 +326,19 @@ def test_rule_applicability_is_rasas(tmp_path: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_the_trained_diet_model_answers_the_same_without_tf_function_dispatch(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Every dev-set message parsed through tf.function (Rasa) and through the traced graph."""
     import re
 
     from rasa.core.agent import Agent
     from rasa.utils.tensorflow.models import RasaModel
 
-    from bot.launcher import DEFAULT_MODEL
+    from ops.launcher import DEFAULT_MODEL
 
-    texts = re.findall(r"^    - (.+)$", (PROJECT_ROOT / "tests" / "nlu" / "dev.yml")
-                       .read_text(encoding="utf-8"), flags=re.M)[::3]
+    texts = re.findall(
+        r"^    - (.+)$", (PROJECT_ROOT / "tests" / "nlu" / "dev.yml").read_text(encoding="utf-8"), flags=re.M
+    )[::3]
     agent = Agent.load(str(DEFAULT_MODEL))
     calls = []
     original = nlu._original_rasa_predict
@@ -331,12 +372,17 @@ async def test_the_trained_diet_model_answers_the_same_without_tf_function_dispa
 def _tracker_state(tracker: DialogueStateTracker) -> dict:
     from rasa.shared.core.trackers import EventVerbosity
 
-    return {"events": [id(e) for e in tracker.events], "state": tracker.current_state(
-                EventVerbosity.ALL),
-            "slots": {n: (s.value, s.has_been_set) for n, s in tracker.slots.items()},
-            "paused": tracker._paused, "followup": tracker.followup_action,
-            "latest_action": tracker.latest_action, "message": tracker.latest_message,
-            "bot": tracker.latest_bot_utterance, "loop": tracker.active_loop}
+    return {
+        "events": [id(e) for e in tracker.events],
+        "state": tracker.current_state(EventVerbosity.ALL),
+        "slots": {n: (s.value, s.has_been_set) for n, s in tracker.slots.items()},
+        "paused": tracker._paused,
+        "followup": tracker.followup_action,
+        "latest_action": tracker.latest_action,
+        "message": tracker.latest_message,
+        "bot": tracker.latest_bot_utterance,
+        "loop": tracker.active_loop,
+    }
 
 
 def test_tracker_copies_are_the_replayed_state_and_stay_independent() -> None:
@@ -374,14 +420,17 @@ def test_an_event_copied_and_changed_is_sent_as_changed() -> None:
     first = UserUttered("打印机", {"name": "fault_hardware", "confidence": 0.4}, timestamp=1.0)
     later = UserUttered("好的", {"name": "affirm", "confidence": 0.9}, timestamp=3.0)
     tracker = DialogueStateTracker.from_events(
-        "m", [first, ActionExecuted("action_listen", timestamp=2.0), later], domain.slots)
+        "m", [first, ActionExecuted("action_listen", timestamp=2.0), later], domain.slots
+    )
     actions._action_call_format(action, tracker, domain)  # first's JSON is now kept
     changed = copy_module.deepcopy(first)
     changed.parse_data["intent"]["confidence"] = 1.0
     again = DialogueStateTracker.from_events(
-        "m", [changed, ActionExecuted("action_listen", timestamp=2.0), later], domain.slots)
+        "m", [changed, ActionExecuted("action_listen", timestamp=2.0), later], domain.slots
+    )
     assert ujson.dumps(actions._action_call_format(action, again, domain)) == ujson.dumps(
-        actions._original_action_call_format(action, again, domain))
+        actions._original_action_call_format(action, again, domain)
+    )
 
 
 def test_copies_of_odd_trackers_are_rasas() -> None:
@@ -400,8 +449,11 @@ def test_copies_of_odd_trackers_are_rasas() -> None:
     tracker_speedups.remember_replay(fresh)
     one = fresh.copy()
     one.update(EntitiesAdded([{"entity": "brand", "value": "银联", "start": 0, "end": 2}]))
-    assert fresh.copy().latest_message.entities == tracker_speedups._original_copy(
-        fresh).latest_message.entities == []
+    assert (
+        fresh.copy().latest_message.entities
+        == tracker_speedups._original_copy(fresh).latest_message.entities
+        == []
+    )
 
 
 def test_states_that_cannot_be_kept_are_judged_by_rasa(tmp_path: Path) -> None:
@@ -411,7 +463,11 @@ def test_states_that_cannot_be_kept_are_judged_by_rasa(tmp_path: Path) -> None:
     from rasa.engine.storage.resource import Resource
 
     registry.install()
-    policy = RulePolicy(RulePolicy.get_default_config(), LocalModelStorage(tmp_path),
-                        Resource("rules"), ExecutionContext(GraphSchema({}), "test"))
+    policy = RulePolicy(
+        RulePolicy.get_default_config(),
+        LocalModelStorage(tmp_path),
+        Resource("rules"),
+        ExecutionContext(GraphSchema({}), "test"),
+    )
     states = [{"user": {"intent": "greet", "entities": ["brand"]}}]  # a list: unhashable
     assert policy._get_possible_keys({}, states) == set()

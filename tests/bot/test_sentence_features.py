@@ -12,7 +12,8 @@ from kb.encoder import get_encoder
 
 def test_a_blank_message_gets_a_zero_vector_like_the_others_get_theirs() -> None:
     featurizer = SentenceEncoderFeaturizer(
-        "e5", {**SentenceEncoderFeaturizer.get_default_config(), "scale": 1.0})
+        "e5", {**SentenceEncoderFeaturizer.get_default_config(), "scale": 1.0}
+    )
     question, blank = Message(data={TEXT: "打印机不出纸"}), Message(data={TEXT: "   "})
     featurizer.process([question, blank])
     dim = get_encoder().dim

@@ -40,7 +40,8 @@ def test_every_entry_was_reviewed_against_the_installed_rasa() -> None:
     problems = {patch.name: registry.problem(patch) for patch in registry.PATCHES}
     assert {name: why for name, why in problems.items() if why} == {}, (
         "Rasa changed under these patches: review each against the new Rasa code, then record "
-        "the new sha256 in bot/speedups/registry.py")
+        "the new sha256 in bot/speedups/registry.py"
+    )
 
 
 def test_entries_are_complete_and_unique() -> None:
@@ -56,16 +57,18 @@ def test_entries_are_complete_and_unique() -> None:
 def test_every_entry_has_a_comparison_test_that_pytest_collects() -> None:
     node_ids = sorted({patch.test for patch in registry.PATCHES})
     found = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         *node_ids], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
-    collected = {line.split("[", 1)[0] for line in found.stdout.splitlines()
-                 if line.startswith("tests/")}
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *node_ids],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    collected = {line.split("[", 1)[0] for line in found.stdout.splitlines() if line.startswith("tests/")}
     assert found.returncode == 0, found.stdout[-2000:] + found.stderr[-2000:]
     assert set(node_ids) <= collected, set(node_ids) - collected
 
 
-def test_install_logs_each_patch_and_a_summary(unpatched: object,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_install_logs_each_patch_and_a_summary(unpatched: object, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="bot.speedups"):
         names = registry.install(Settings.from_env({}))
     assert names == [patch.name for patch in registry.PATCHES]
@@ -81,7 +84,8 @@ def test_install_logs_each_patch_and_a_summary(unpatched: object,
 
 
 def test_a_changed_original_is_skipped_and_named_while_the_others_install(
-        unpatched: object, caplog: pytest.LogCaptureFixture) -> None:
+    unpatched: object, caplog: pytest.LogCaptureFixture
+) -> None:
     changed = dataclasses.replace(registry.PATCHES[0], sha256="0" * 64)
     gone = dataclasses.replace(registry.PATCHES[1], attribute="_no_such_method_in_rasa")
     others = registry.PATCHES[2:]
@@ -99,8 +103,7 @@ def test_a_changed_original_is_skipped_and_named_while_the_others_install(
     assert f"2 skipped ({changed.name}, {gone.name})" in summary
 
 
-def test_another_rasa_version_installs_nothing(unpatched: object,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_another_rasa_version_installs_nothing(unpatched: object, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="bot.speedups"):
         assert registry.install(Settings.from_env({}), rasa_version="3.7.0") == []
     assert not any(_is_ours(patch) for patch in registry.PATCHES)
@@ -125,16 +128,23 @@ def test_importing_the_server_modules_patches_nothing_even_with_bad_settings() -
         print(json.dumps([p.name for p in registry.PATCHES
                           if p.owner.__dict__.get(p.attribute) is p.replacement]))
     """)
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "POSBOT_MAX_INFLIGHT": "many",
-           "POSBOT_STATES_CACHE": "-1", "POSBOT_GATE_MAX_WAIT_S": "0"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "POSBOT_MAX_INFLIGHT": "many",
+        "POSBOT_STATES_CACHE": "-1",
+        "POSBOT_GATE_MAX_WAIT_S": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
-def test_the_server_installs_before_rasas_cli_runs(unpatched: object,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_server_installs_before_rasas_cli_runs(
+    unpatched: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import rasa.__main__
 
     seen: list[list[str]] = []
@@ -150,7 +160,8 @@ def test_the_server_installs_before_rasas_cli_runs(unpatched: object,
 
 
 def test_a_bad_setting_stops_the_server_at_start_naming_it(
-        unpatched: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    unpatched: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import rasa.__main__
 
     monkeypatch.setattr(rasa.__main__, "main", lambda: pytest.fail("Rasa must not start"))

@@ -19,17 +19,21 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from bot.settings import PROJECT_ROOT
 from bot.speedups import registry, states
 
-CONVERSATIONS = json.loads((PROJECT_ROOT / "tests" / "data" / "conversations.json")
-                           .read_text(encoding="utf-8"))
+CONVERSATIONS = json.loads(
+    (PROJECT_ROOT / "tests" / "data" / "conversations.json").read_text(encoding="utf-8")
+)
 # What the policies pass: RulePolicy (all turns); MemoizationPolicy (rule-only turns left out,
 # with the rule-only data of our model, which is empty; and with some, to cover that path).
 SETTINGS = [
     {"ignore_rule_only_turns": False, "rule_only_data": None},
-    {"ignore_rule_only_turns": True,
-     "rule_only_data": {"rule_only_slots": [], "rule_only_loops": []}},
-    {"ignore_rule_only_turns": True,
-     "rule_only_data": {"rule_only_slots": ["ts_solved", "contact_phone"],
-                        "rule_only_loops": ["ticket_form"]}},
+    {"ignore_rule_only_turns": True, "rule_only_data": {"rule_only_slots": [], "rule_only_loops": []}},
+    {
+        "ignore_rule_only_turns": True,
+        "rule_only_data": {
+            "rule_only_slots": ["ts_solved", "contact_phone"],
+            "rule_only_loops": ["ticket_form"],
+        },
+    },
 ]
 
 
@@ -83,7 +87,7 @@ def test_a_forms_folded_turns_resume_from_an_earlier_checkpoint(domain) -> None:
         states.states_for_tracker_history(domain, tracker)
         replayed.append(states.FOLDS.replayed_events - before)
     # Without resuming, the last call alone would replay the whole conversation again.
-    assert max(replayed[n // 2:]) < len(trackers[-1].applied_events()) // 2
+    assert max(replayed[n // 2 :]) < len(trackers[-1].applied_events()) // 2
 
 
 @pytest.mark.integration
@@ -93,7 +97,7 @@ async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_
     from rasa.core.agent import Agent
     from rasa.shared.core.events import ActionExecuted
 
-    from bot.launcher import DEFAULT_MODEL
+    from ops.launcher import DEFAULT_MODEL
 
     agent = Agent.load(str(DEFAULT_MODEL))
     processor, domain = agent.processor, agent.domain
@@ -101,19 +105,23 @@ async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_
     try:
         for sender in sorted(CONVERSATIONS):
             events = [Event.from_parameters(e) for e in CONVERSATIONS[sender]]
-            cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted)
-                    and e.policy and i > 0]
+            cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted) and e.policy and i > 0]
             for cut in cuts:
                 # Prediction may change the tracker (it clears a follow-up action): one each.
                 registry.revert()
                 rasas = processor._predict_next_with_tracker(
-                    DialogueStateTracker.from_events(sender, events[:cut], domain.slots))
+                    DialogueStateTracker.from_events(sender, events[:cut], domain.slots)
+                )
                 registry.install()
                 ours = processor._predict_next_with_tracker(
-                    DialogueStateTracker.from_events(sender, events[:cut], domain.slots))
+                    DialogueStateTracker.from_events(sender, events[:cut], domain.slots)
+                )
                 assert (ours.policy_name, ours.probabilities, ours.events, ours.hide_rule_turn) == (
-                    rasas.policy_name, rasas.probabilities, rasas.events, rasas.hide_rule_turn), (
-                    f"{sender}, before event {cut}")
+                    rasas.policy_name,
+                    rasas.probabilities,
+                    rasas.events,
+                    rasas.hide_rule_turn,
+                ), f"{sender}, before event {cut}"
                 predicted += 1
     finally:
         registry.install()

@@ -35,40 +35,49 @@ def cached(domain: Domain, db: Path, **kwargs) -> CachedSQLTrackerStore:
 
 def turn(text: str, intent: str, answer: str) -> list[Event]:
     now = time.time()
-    return [UserUttered(text, {"name": intent, "confidence": 0.9}, timestamp=now),
-            ActionExecuted("utter_greet", timestamp=now + 0.001),
-            BotUttered(answer, timestamp=now + 0.002),
-            ActionExecuted("action_listen", timestamp=now + 0.003)]
+    return [
+        UserUttered(text, {"name": intent, "confidence": 0.9}, timestamp=now),
+        ActionExecuted("utter_greet", timestamp=now + 0.001),
+        BotUttered(answer, timestamp=now + 0.002),
+        ActionExecuted("action_listen", timestamp=now + 0.003),
+    ]
 
 
 def conversation(domain: Domain, sender: str, *events: Event) -> DialogueStateTracker:
     return DialogueStateTracker.from_events(sender, list(events), domain.slots)
 
 
-async def save_and_read_back(domain: Domain, db: Path, tracker: DialogueStateTracker
-                             ) -> tuple[CachedSQLTrackerStore, dict, dict]:
+async def save_and_read_back(
+    domain: Domain, db: Path, tracker: DialogueStateTracker
+) -> tuple[CachedSQLTrackerStore, dict, dict]:
     """Save through the cached store; read back from its memory and with Rasa's own SQL store."""
     store = cached(domain, db)
     await store.save(tracker)
     from_memory = await store.retrieve(tracker.sender_id)
-    from_database = await SQLTrackerStore(domain, dialect="sqlite", db=str(db)).retrieve(
-        tracker.sender_id)
+    from_database = await SQLTrackerStore(domain, dialect="sqlite", db=str(db)).retrieve(tracker.sender_id)
     return store, state(from_memory), state(from_database)
 
 
 def state(tracker: DialogueStateTracker) -> dict:
     current = tracker.current_state(EventVerbosity.ALL)
-    return {"events": current["events"], "slots": current["slots"],
-            "latest_message": current["latest_message"]}
+    return {
+        "events": current["events"],
+        "slots": current["slots"],
+        "latest_message": current["latest_message"],
+    }
 
 
 @pytest.mark.asyncio
 async def test_a_remembered_conversation_equals_the_database_copy(rasa_domain, tmp_path) -> None:
-    tracker = conversation(rasa_domain, "m1", *turn("你好", "greet", "您好"),
-                           SlotSet("brand", "拉卡拉"), *turn("打印机不出纸", "fault_hardware", "请…"))
+    tracker = conversation(
+        rasa_domain,
+        "m1",
+        *turn("你好", "greet", "您好"),
+        SlotSet("brand", "拉卡拉"),
+        *turn("打印机不出纸", "fault_hardware", "请…"),
+    )
 
-    store, from_memory, from_database = await save_and_read_back(rasa_domain, tmp_path / "t.db",
-                                                                 tracker)
+    store, from_memory, from_database = await save_and_read_back(rasa_domain, tmp_path / "t.db", tracker)
 
     assert store.hits == 1
     assert from_memory == from_database
@@ -79,12 +88,18 @@ async def test_a_remembered_conversation_equals_the_database_copy(rasa_domain, t
 async def test_only_the_latest_session_comes_back_as_from_the_database(rasa_domain, tmp_path) -> None:
     old = turn("刷卡显示A0", "error_code", "A0 是…")
     time.sleep(0.01)
-    tracker = conversation(rasa_domain, "m2", *old, ActionExecuted("action_session_start"),
-                           SessionStarted(), SlotSet("brand", "银联"),
-                           ActionExecuted("action_listen"), *turn("谢谢", "thanks", "不客气"))
+    tracker = conversation(
+        rasa_domain,
+        "m2",
+        *old,
+        ActionExecuted("action_session_start"),
+        SessionStarted(),
+        SlotSet("brand", "银联"),
+        ActionExecuted("action_listen"),
+        *turn("谢谢", "thanks", "不客气"),
+    )
 
-    store, from_memory, from_database = await save_and_read_back(rasa_domain, tmp_path / "t.db",
-                                                                 tracker)
+    store, from_memory, from_database = await save_and_read_back(rasa_domain, tmp_path / "t.db", tracker)
 
     assert store.hits == 1
     assert from_memory == from_database
@@ -92,8 +107,7 @@ async def test_only_the_latest_session_comes_back_as_from_the_database(rasa_doma
 
 
 @pytest.mark.asyncio
-async def test_events_written_by_another_server_are_read_from_the_database(rasa_domain,
-                                                                          tmp_path) -> None:
+async def test_events_written_by_another_server_are_read_from_the_database(rasa_domain, tmp_path) -> None:
     first, second = cached(rasa_domain, tmp_path / "t.db"), cached(rasa_domain, tmp_path / "t.db")
     await first.save(conversation(rasa_domain, "m3", *turn("你好", "greet", "您好")))
 
@@ -103,8 +117,7 @@ async def test_events_written_by_another_server_are_read_from_the_database(rasa_
     seen = await first.retrieve("m3")
 
     assert first.misses == 1 and first.hits == 0
-    assert [e.get("text") for e in state(seen)["events"] if e["event"] == "user"] == [
-        "你好", "转人工"]
+    assert [e.get("text") for e in state(seen)["events"] if e["event"] == "user"] == ["你好", "转人工"]
 
 
 @pytest.mark.asyncio
@@ -153,7 +166,6 @@ async def test_sqlite_runs_in_write_ahead_log_mode(rasa_domain, tmp_path) -> Non
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
-
 async def stored_texts(domain: Domain, db: Path, sender: str) -> list[str]:
     """The user messages of the latest session, as Rasa's own SQL store reads them."""
     tracker = await SQLTrackerStore(domain, dialect="sqlite", db=str(db)).retrieve(sender)
@@ -172,14 +184,14 @@ async def test_later_turns_append_exactly_the_new_events(rasa_domain, tmp_path) 
 
     assert store.fast_saves == 3
     assert await stored_texts(rasa_domain, tmp_path / "t.db", "m5") == ["你好", "打印机不出纸", "谢谢"]
-    _, from_memory, from_database = await save_and_read_back(rasa_domain, tmp_path / "t.db",
-                                                             await store.retrieve("m5"))
+    _, from_memory, from_database = await save_and_read_back(
+        rasa_domain, tmp_path / "t.db", await store.retrieve("m5")
+    )
     assert from_memory == from_database
 
 
 @pytest.mark.asyncio
-async def test_a_write_between_reading_and_saving_takes_rasas_own_path(
-        rasa_domain, tmp_path) -> None:
+async def test_a_write_between_reading_and_saving_takes_rasas_own_path(rasa_domain, tmp_path) -> None:
     first, second = cached(rasa_domain, tmp_path / "t.db"), cached(rasa_domain, tmp_path / "t.db")
     await first.save(conversation(rasa_domain, "m6", *turn("你好", "greet", "您好")))
     mine = await first.retrieve("m6")
@@ -197,20 +209,26 @@ async def test_a_write_between_reading_and_saving_takes_rasas_own_path(
 
 
 def full_state(tracker: DialogueStateTracker) -> dict:
-    return {**tracker.current_state(EventVerbosity.ALL),
-            "slots_set": {n: s.has_been_set for n, s in tracker.slots.items()},
-            "paused": tracker.is_paused(), "followup": tracker.followup_action,
-            "latest_bot": tracker.latest_bot_utterance, "loop": tracker.active_loop}
+    return {
+        **tracker.current_state(EventVerbosity.ALL),
+        "slots_set": {n: s.has_been_set for n, s in tracker.slots.items()},
+        "paused": tracker.is_paused(),
+        "followup": tracker.followup_action,
+        "latest_bot": tracker.latest_bot_utterance,
+        "loop": tracker.active_loop,
+    }
 
 
 @pytest.mark.asyncio
 async def test_recorded_conversations_come_back_turn_by_turn_as_rasa_reads_them(
-        rasa_domain, tmp_path) -> None:
+    rasa_domain, tmp_path
+) -> None:
     """Forms, a handoff pause, a restart: saved after every user turn, read back each time."""
     import json
 
-    recorded = json.loads((PROJECT_ROOT / "tests" / "data" / "conversations.json")
-                          .read_text(encoding="utf-8"))
+    recorded = json.loads(
+        (PROJECT_ROOT / "tests" / "data" / "conversations.json").read_text(encoding="utf-8")
+    )
     store = cached(rasa_domain, tmp_path / "t.db")
     rasas = SQLTrackerStore(rasa_domain, dialect="sqlite", db=str(tmp_path / "t.db"))
     compared = 0

@@ -242,21 +242,28 @@ def strict_fake_bot(tmp_path: Path) -> Iterator[FakeBot]:
 
 
 @contextmanager
-def console_server(folder: Path, *args: str,
-                   module: str = "tests.browser.kb_editor_server") -> Iterator[str]:
+def console_server(folder: Path, *args: str, module: str = "tests.browser.kb_editor_server") -> Iterator[str]:
     """The staff console without Rasa (``python -m MODULE PORT FOLDER *ARGS``, by default
     tests/browser/kb_editor_server.py) in a child process working in ``folder``; yields its URL
     once /staff/api/me answers 401. The KB and database settings point into ``folder``, so
     nothing falls back to the checkout's kb/content or var/."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT),
-               POSBOT_KB_CONTENT=str(folder / "content"),
-               POSBOT_DATABASE_URL=f"sqlite:///{folder / 'posbot.sqlite3'}")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(PROJECT_ROOT),
+        POSBOT_KB_CONTENT=str(folder / "content"),
+        POSBOT_DATABASE_URL=f"sqlite:///{folder / 'posbot.sqlite3'}",
+    )
     log_path = folder / "server.log"
     with log_path.open("wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", module, str(port), str(folder), *args],
-                                  cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", module, str(port), str(folder), *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -268,8 +275,9 @@ def console_server(folder: Path, *args: str,
             except OSError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{module} did not start:\n"
-                                   + log_path.read_text(errors="replace")[-3000:])
+                raise RuntimeError(
+                    f"{module} did not start:\n" + log_path.read_text(errors="replace")[-3000:]
+                )
             time.sleep(0.3)
         yield url
     finally:

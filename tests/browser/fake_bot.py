@@ -43,9 +43,7 @@ PRINTER_STEPS = (
     "3. 在收银机“设置 → 打印测试页”中试打一张。\n"
     "图解说明见 https://help.example.com/printer 。"
 )
-CARD_ANSWER = (
-    "刷卡失败时请记下屏幕上的错误代码，参考[刷卡故障排查指南](https://help.example.com/card)。"
-)
+CARD_ANSWER = "刷卡失败时请记下屏幕上的错误代码，参考[刷卡故障排查指南](https://help.example.com/card)。"
 AGENT_NAME = "小王"
 AGENT_TEXT = "您好，我看到您的打印机不出纸了，请先打开纸仓盖看看。"
 HANDOFF_TEXT = "正在为您转接人工客服，请稍候。"
@@ -88,8 +86,9 @@ class ScriptedAgent:
             await out.send_response(sender, {"text": HANDOFF_TEXT})
             await out.send_response(sender, {"custom": {"posbot": {"handoff": "started"}}})
         elif text == "/agent":  # what the staff console sends when an agent replies
-            await out.send_response(sender, {"custom": {"posbot": {"agent_message": {
-                "name": AGENT_NAME, "text": AGENT_TEXT}}}})
+            await out.send_response(
+                sender, {"custom": {"posbot": {"agent_message": {"name": AGENT_NAME, "text": AGENT_TEXT}}}}
+            )
         elif text == "/release":
             await out.send_response(sender, {"custom": {"posbot": {"handoff": "released"}}})
             await out.send_response(sender, {"text": RELEASE_TEXT})

@@ -33,11 +33,11 @@ from bot.channels.publish import Publish
 from bot.channels.staff import StaffConsole
 from bot.training import Trainer
 from kb.build import build
-from kb.content import load_content
 from kb.encoder import SentenceEncoder
-from kb.records import RecordStore
+from kb.loader import load_content
 from kb.settings import CONTENT_DIR
-from kb.staff import StaffStore
+from records.store import RecordStore
+from staff.accounts import StaffStore
 from tests.kb.test_editing import ENCODER
 
 #: The learning queue's grouping threshold for the bigram stand-in: 0.95 is e5's (kb/learning.py
@@ -64,23 +64,32 @@ def seed_tracker(path: Path, conversations: dict[str, list[Event]]) -> None:
     store.engine.dispose()
 
 
-def console_app(folder: Path, editor: str, password: str, *,
-                encoder: SentenceEncoder = ENCODER, tracker: Optional[Path] = None,
-                threshold: float = BIGRAM_GROUP_AT) -> Sanic:
+def console_app(
+    folder: Path,
+    editor: str,
+    password: str,
+    *,
+    encoder: SentenceEncoder = ENCODER,
+    tracker: Optional[Path] = None,
+    threshold: float = BIGRAM_GROUP_AT,
+) -> Sanic:
     """The console on FOLDER: content/ (a copy of kb/content), posbot.sqlite3 (the KB built with
     ``encoder``, accounts, records), project/ (the root 训练发布 looks at)."""
     content = folder / "content"
     shutil.copytree(CONTENT_DIR, content)
-    engine = create_engine(f"sqlite:///{folder / 'posbot.sqlite3'}",
-                           connect_args={"check_same_thread": False})
+    engine = create_engine(
+        f"sqlite:///{folder / 'posbot.sqlite3'}", connect_args={"check_same_thread": False}
+    )
     build(engine, load_content(content), encoder=encoder)
     staff = StaffStore(engine)
     staff.add_user(editor, "editor", password)
-    channel = StaffConsole(staff, RecordStore(engine),
-                           learning=Learning(content, engine=engine, encoder=encoder, warm=False,
-                                             threshold=threshold),
-                           kb_editor=KbEditor(content, engine=engine, encoder=encoder, warm=False),
-                           publish=Publish(trainer=Trainer(root=folder / "project")))
+    channel = StaffConsole(
+        staff,
+        RecordStore(engine),
+        learning=Learning(content, engine=engine, encoder=encoder, warm=False, threshold=threshold),
+        kb_editor=KbEditor(content, engine=engine, encoder=encoder, warm=False),
+        publish=Publish(trainer=Trainer(root=folder / "project")),
+    )
     app = Sanic("kb_editor_browser")
     app.blueprint(channel.blueprint(lambda _: None), url_prefix="/staff")
     if tracker is not None:  # where the console finds Rasa's tracker store (app.ctx.agent)
@@ -88,12 +97,16 @@ def console_app(folder: Path, editor: str, password: str, *,
     return app
 
 
-def main(port: int, folder: Path, editor: str, password: str,
-         tracker: Optional[Path] = None) -> None:
+def main(port: int, folder: Path, editor: str, password: str, tracker: Optional[Path] = None) -> None:
     app = console_app(folder, editor, password, tracker=tracker)
     app.run(host="127.0.0.1", port=port, access_log=False)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4],
-         Path(sys.argv[5]) if len(sys.argv) > 5 else None)
+    main(
+        int(sys.argv[1]),
+        Path(sys.argv[2]),
+        sys.argv[3],
+        sys.argv[4],
+        Path(sys.argv[5]) if len(sys.argv) > 5 else None,
+    )

@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from kb.staff import StaffStore
+from staff.accounts import StaffStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 WAIT_MS = 60_000
 PASSWORD = "a long staff password"
 
 
-def test_an_agent_answers_a_merchant_in_the_widget(page: Any, phone_page: Any, live_bot: Any,
-                                                   screenshots: Any) -> None:
+def test_an_agent_answers_a_merchant_in_the_widget(
+    page: Any, phone_page: Any, live_bot: Any, screenshots: Any
+) -> None:
     from playwright.sync_api import expect
 
     name = f"小李{uuid.uuid4().hex[:4]}"
@@ -48,8 +49,7 @@ def test_an_agent_answers_a_merchant_in_the_widget(page: Any, phone_page: Any, l
     item.get_by_test_id("agent-input").fill("您好，请把屏幕上的提示拍给我看看")
     item.get_by_test_id("agent-send").click()
     expect(agent_messages.last).to_contain_text("请把屏幕上的提示拍给我看看", timeout=WAIT_MS)
-    expect(item.get_by_test_id("transcript")).to_contain_text("请把屏幕上的提示拍给我看看",
-                                                             timeout=WAIT_MS)
+    expect(item.get_by_test_id("transcript")).to_contain_text("请把屏幕上的提示拍给我看看", timeout=WAIT_MS)
     console.screenshot(path=str(screenshots / "console-phone-chat.png"))
     page.screenshot(path=str(screenshots / "widget-agent-live.png"))
 
@@ -60,4 +60,5 @@ def test_an_agent_answers_a_merchant_in_the_widget(page: Any, phone_page: Any, l
     page.get_by_test_id("input").fill("打印机不出纸")
     page.get_by_test_id("input").press("Enter")
     expect(page.get_by_test_id("bot-message").filter(has_text="先检查打印纸").last).to_be_visible(
-        timeout=WAIT_MS)
+        timeout=WAIT_MS
+    )

@@ -31,8 +31,11 @@ def editor_console(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     port = _free_port()
     log = open(tmp_path / "server.log", "wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.browser.kb_editor_server", str(port), str(tmp_path),
-         EDITOR, PASSWORD], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        [sys.executable, "-m", "tests.browser.kb_editor_server", str(port), str(tmp_path), EDITOR, PASSWORD],
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -55,7 +58,8 @@ def editor_console(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_an_editor_changes_an_answer_sees_it_in_history_and_restores_it(
-        editor_console: tuple[str, Path], page: Any, screenshots: Path) -> None:
+    editor_console: tuple[str, Path], page: Any, screenshots: Path
+) -> None:
     # the server is requested first so that it outlives the page (the inbox polls every 5 s)
     from playwright.sync_api import expect
 
@@ -78,8 +82,7 @@ def test_an_editor_changes_an_answer_sees_it_in_history_and_restores_it(
     # a change the linter refuses: shown as file:line, the file untouched
     page.get_by_test_id("kb-field-questions").fill("只写一个问法")
     page.get_by_test_id("kb-save").click()
-    expect(page.get_by_test_id("kb-problems")).to_contain_text(
-        "topics/device.yml:", timeout=WAIT_MS)
+    expect(page.get_by_test_id("kb-problems")).to_contain_text("topics/device.yml:", timeout=WAIT_MS)
     expect(page.get_by_test_id("kb-problems")).to_contain_text("give at least 5 ways")
     assert device.read_bytes() == original
 
@@ -123,18 +126,21 @@ def test_an_editor_changes_an_answer_sees_it_in_history_and_restores_it(
     page.get_by_test_id("kb-field-family").fill("apply")
     page.get_by_test_id("kb-field-question").fill("收款码贴纸掉了怎么补？")
     page.get_by_test_id("kb-field-questions").fill(
-        "收款码贴纸掉了咋办\n二维码贴纸丢了\n收款码牌子坏了怎么换\n码牌掉了能补吗\n收款贴纸没了")
+        "收款码贴纸掉了咋办\n二维码贴纸丢了\n收款码牌子坏了怎么换\n码牌掉了能补吗\n收款贴纸没了"
+    )
     page.get_by_test_id("kb-field-answer").fill("请联系为您安装机器的业务员或服务商补一张新的收款码贴纸。")
     page.get_by_test_id("kb-field-source").fill("seed:test")
     page.get_by_test_id("kb-save").click()
-    expect(page.get_by_test_id("kb-result")).to_contain_text("已保存并发布：话题「sticker_lost」",
-                                                             timeout=WAIT_MS)
+    expect(page.get_by_test_id("kb-result")).to_contain_text(
+        "已保存并发布：话题「sticker_lost」", timeout=WAIT_MS
+    )
     assert "  - id: sticker_lost\n" in service.read_text()
     expect(changes).to_have_count(1)
     expect(changes.first).to_contain_text("新建")
     undo = changes.first.get_by_test_id("kb-restore")
     undo.click()
     undo.click()
-    expect(page.get_by_test_id("kb-result")).to_contain_text("已从 topics/service.yml 里删掉",
-                                                             timeout=WAIT_MS)
+    expect(page.get_by_test_id("kb-result")).to_contain_text(
+        "已从 topics/service.yml 里删掉", timeout=WAIT_MS
+    )
     assert service.read_bytes() == service_before

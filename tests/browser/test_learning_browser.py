@@ -18,9 +18,9 @@ import pytest
 from rasa.shared.core.events import ActionExecuted, BotUttered, Event, UserUttered
 from sqlalchemy import create_engine
 
-from kb.content import LEARNED_FILE
+from kb.loader import LEARNED_FILE
 from kb.settings import CONTENT_DIR
-from kb.staff import StaffStore
+from staff.accounts import StaffStore
 from tests.browser.conftest import console_server
 from tests.browser.kb_editor_server import seed_tracker
 
@@ -35,10 +35,12 @@ ANSWER_TITLE = "怎么联系POS机的客服和技术支持？"  # topic contact_
 
 def turn(text: str, intent: str, action: str, said: str, ago: float) -> list[Event]:
     at = NOW - ago
-    return [ActionExecuted("action_listen", timestamp=at - 1),
-            UserUttered(text, {"name": intent, "confidence": 0.9}, timestamp=at),
-            ActionExecuted(action, timestamp=at + 0.5),
-            BotUttered("……", metadata={"utter_action": said}, timestamp=at + 1)]
+    return [
+        ActionExecuted("action_listen", timestamp=at - 1),
+        UserUttered(text, {"name": intent, "confidence": 0.9}, timestamp=at),
+        ActionExecuted(action, timestamp=at + 0.5),
+        BotUttered("……", metadata={"utter_action": said}, timestamp=at + 1),
+    ]
 
 
 CONVERSATIONS = {
@@ -57,8 +59,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     folder = tmp_path_factory.mktemp("learning_console")
     seed_tracker(folder / "tracker.sqlite3", CONVERSATIONS)
     with console_server(folder, EDITOR, PASSWORD, str(folder / "tracker.sqlite3")) as url:
-        StaffStore(create_engine(f"sqlite:///{folder / 'posbot.sqlite3'}")).add_user(
-            AGENT, "agent", PASSWORD)
+        StaffStore(create_engine(f"sqlite:///{folder / 'posbot.sqlite3'}")).add_user(AGENT, "agent", PASSWORD)
         yield url, folder
 
 
@@ -81,7 +82,8 @@ def log_in(page: Any, url: str, name: str) -> None:
 
 
 def test_an_editor_teaches_a_group_of_unanswered_questions(
-        console: tuple[str, Path], real_learned: bytes, page: Any, screenshots: Path) -> None:
+    console: tuple[str, Path], real_learned: bytes, page: Any, screenshots: Path
+) -> None:
     from playwright.sync_api import expect
 
     url, folder = console
@@ -97,8 +99,9 @@ def test_an_editor_teaches_a_group_of_unanswered_questions(
     expect(sticker.get_by_test_id("examples")).to_contain_text("对话 shop-101")
     expect(sticker.get_by_test_id("examples")).to_contain_text("对话 shop-102")
     expect(sticker.get_by_test_id("teach-text")).to_have_count(2)
-    assert sorted(sticker.get_by_test_id("teach-text").evaluate_all(
-        "boxes => boxes.map(b => b.value)")) == sorted(STICKER)
+    assert sorted(
+        sticker.get_by_test_id("teach-text").evaluate_all("boxes => boxes.map(b => b.value)")
+    ) == sorted(STICKER)
     expect(speaker.get_by_test_id("group-count")).to_have_text("× 1")
     expect(speaker).to_contain_text(SPEAKER)
 
@@ -121,7 +124,7 @@ def test_an_editor_teaches_a_group_of_unanswered_questions(
     expect(result).to_contain_text("现在就生效")
     after = learned.read_bytes()
     assert after.startswith(before)  # appended: every earlier line as it was
-    added = after[len(before):].decode("utf-8")
+    added = after[len(before) :].decode("utf-8")
     assert f"# staff console, {EDITOR}, " in added
     for text in STICKER:
         assert f"  - text: {text}\n    answer: contact_support\n" in added
@@ -134,7 +137,8 @@ def test_an_editor_teaches_a_group_of_unanswered_questions(
 
 
 def test_an_agent_has_no_learning_tab_and_is_refused_by_the_server(
-        console: tuple[str, Path], real_learned: bytes, page: Any) -> None:
+    console: tuple[str, Path], real_learned: bytes, page: Any
+) -> None:
     from playwright.sync_api import expect
 
     url, folder = console
@@ -151,8 +155,10 @@ def test_an_agent_has_no_learning_tab_and_is_refused_by_the_server(
     queue = page.request.get(f"{url}/staff/api/learning")
     assert queue.status == 403 and queue.json()["error"] == "您的账号没有这个权限"
     csrf = page.request.get(f"{url}/staff/api/me").json()["csrf"]
-    taught = page.request.post(f"{url}/staff/api/learning/teach",
-                               headers={"X-CSRF-Token": csrf, "Origin": url},
-                               data={"texts": [SPEAKER], "answer": "contact_support"})
+    taught = page.request.post(
+        f"{url}/staff/api/learning/teach",
+        headers={"X-CSRF-Token": csrf, "Origin": url},
+        data={"texts": [SPEAKER], "answer": "contact_support"},
+    )
     assert taught.status == 403 and taught.json()["error"] == "您的账号没有这个权限"
     assert learned.read_bytes() == before

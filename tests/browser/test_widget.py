@@ -56,9 +56,7 @@ def no_horizontal_scroll(page: Any) -> bool:
     )
 
 
-def test_chinese_question_gets_the_numbered_answer(
-    page: Any, fake_bot: FakeBot, screenshots: Path
-) -> None:
+def test_chinese_question_gets_the_numbered_answer(page: Any, fake_bot: FakeBot, screenshots: Path) -> None:
     open_widget(page, fake_bot)
     expect(page.get_by_test_id("input")).to_be_focused()
     expect(page.get_by_test_id("input")).to_have_attribute("placeholder", "请描述您遇到的问题…")
@@ -86,9 +84,7 @@ def test_chinese_question_gets_the_numbered_answer(
     assert question["sender_id"] == greet["sender_id"] == session_id(page)
 
 
-def test_quick_reply_sends_payload_and_shows_title(
-    page: Any, fake_bot: FakeBot, screenshots: Path
-) -> None:
+def test_quick_reply_sends_payload_and_shows_title(page: Any, fake_bot: FakeBot, screenshots: Path) -> None:
     open_widget(page, fake_bot)
     page.screenshot(path=str(screenshots / "widget-desktop-welcome.png"))
     page.get_by_test_id("quick-reply").filter(has_text="刷卡失败").click()
@@ -229,8 +225,9 @@ def test_image_attachment(page: Any, fake_bot: FakeBot) -> None:
     assert image.evaluate("img => img.naturalWidth") > 0
 
 
-def test_an_agents_reply_is_shown_as_from_a_named_person(page: Any, fake_bot: FakeBot,
-                                                        screenshots: Path) -> None:
+def test_an_agents_reply_is_shown_as_from_a_named_person(
+    page: Any, fake_bot: FakeBot, screenshots: Path
+) -> None:
     open_widget(page, fake_bot)
     bot_messages = page.get_by_test_id("bot-message").count()
     send(page, "/agent")
@@ -330,9 +327,7 @@ def test_embedded_on_a_merchant_site_with_data_attributes(page: Any, fake_bot: F
     assert question["metadata"] == {"channel": "web", "page": "/_test/shop/checkout"}
 
 
-def test_origins_outside_posbot_cors_origins_cannot_connect(
-    page: Any, strict_fake_bot: FakeBot
-) -> None:
+def test_origins_outside_posbot_cors_origins_cannot_connect(page: Any, strict_fake_bot: FakeBot) -> None:
     """POSBOT_CORS_ORIGINS=https://shop.example.com: a foreign page gets no conversation."""
     page.goto(f"http://localhost:{strict_fake_bot.port}/_test/shop/checkout")
     page.get_by_test_id("launcher").click()
@@ -354,9 +349,7 @@ def test_answer_while_closed_shows_unread_badge(page: Any, fake_bot: FakeBot) ->
 
     badge = page.get_by_test_id("unread")
     expect(badge).to_have_text("1")
-    expect(page.get_by_test_id("launcher")).to_have_attribute(
-        "aria-label", "打开在线客服，1条新消息"
-    )
+    expect(page.get_by_test_id("launcher")).to_have_attribute("aria-label", "打开在线客服，1条新消息")
     page.get_by_test_id("launcher").click()
     expect(badge).to_be_hidden()
     expect(page.get_by_test_id("bot-message").last).to_have_text(script.SLOW_ANSWER)

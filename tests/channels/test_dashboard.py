@@ -34,10 +34,10 @@ from sqlalchemy.orm import Session
 from bot.channels.dashboard import Dashboard
 from bot.channels.learning import unanswered_occurrences
 from bot.channels.staff import COOKIE, StaffConsole
-from bot.report import Period, unanswered_questions
-from kb.records import Feedback, Handoff, RecordStore
-from kb.staff import StaffStore
 from kb.store import KnowledgeStore
+from records.store import Feedback, Handoff, RecordStore
+from staff.accounts import StaffStore
+from staff.report import Period, unanswered_questions
 
 PASSWORD = "correct horse battery"
 HOST = "127.0.0.1:5005"
@@ -81,7 +81,8 @@ class Said:
         events: list[Event] = [
             ActionExecuted("action_listen", timestamp=ts - 1),
             UserUttered(self.text, {"name": self.intent, "confidence": 0.9}, timestamp=ts),
-            ActionExecuted(self.action, timestamp=ts + 0.1)]
+            ActionExecuted(self.action, timestamp=ts + 0.1),
+        ]
         metadata = {"utter_action": self.said} if self.said else {}
         events.append(BotUttered("……", metadata=metadata, timestamp=ts + 0.2))
         if self.topic:
@@ -91,41 +92,137 @@ class Said:
 
 SEED = [
     # yesterday
-    Said("c1", 1, "10:00:00", "打印机不出纸", "fault_hardware", "action_start_troubleshooting",
-         "answered", said="utter_troubleshoot_intro"),
+    Said(
+        "c1",
+        1,
+        "10:00:00",
+        "打印机不出纸",
+        "fault_hardware",
+        "action_start_troubleshooting",
+        "answered",
+        said="utter_troubleshoot_intro",
+    ),
     Said("c1", 1, "10:01:00", "/affirm", "affirm", "troubleshoot_form", "button"),
-    Said("c2", 1, "23:59:50", "收款码贴纸掉了怎么补", "nlu_fallback", "action_clarify", "fallback",
-         said="utter_clarify"),
+    Said(
+        "c2",
+        1,
+        "23:59:50",
+        "收款码贴纸掉了怎么补",
+        "nlu_fallback",
+        "action_clarify",
+        "fallback",
+        said="utter_clarify",
+    ),
     # the same conversation, ten seconds after local midnight (still yesterday in UTC): the
     # "您是想问" comes from action_answer_topic, which the report used to miss
-    Said("c2", 0, "00:00:10", "结算多久到账", "bill_query", "action_answer_topic", "clarify",
-         said="utter_clarify"),
+    Said(
+        "c2",
+        0,
+        "00:00:10",
+        "结算多久到账",
+        "bill_query",
+        "action_answer_topic",
+        "clarify",
+        said="utter_clarify",
+    ),
     # today
-    Said("c3", 0, "09:00:00", "今天天气怎么样", "out_of_scope", "utter_out_of_scope", "declined",
-         said="utter_out_of_scope"),
-    Said("c3", 0, "09:01:00", "怎么申请POS机", "apply_pos", "action_answer_topic", "answered",
-         topic="apply_process"),
-    Said("c3", 0, "09:02:00", "/deny", "deny", "action_record_feedback", "button",
-         said="utter_feedback_unhelpful"),
-    Said("c4", 0, "11:00:00", "办POS机要多久", "apply_pos", "action_answer_topic", "answered",
-         topic="apply_process"),
-    Said("c4", 0, "11:05:00", "结算多久到账啊", "bill_query", "action_answer_topic", "answered",
-         topic="settlement_arrival"),
-    Said("c5", 0, "12:00:00", "机器冒烟了怎么办", "fault_hardware", "action_default_fallback",
-         "fallback", said="utter_default"),
-    Said("c5", 0, "12:01:00", "收款码贴纸掉了怎么补", "nlu_fallback", "action_clarify", "fallback",
-         said="utter_clarify"),
+    Said(
+        "c3",
+        0,
+        "09:00:00",
+        "今天天气怎么样",
+        "out_of_scope",
+        "utter_out_of_scope",
+        "declined",
+        said="utter_out_of_scope",
+    ),
+    Said(
+        "c3",
+        0,
+        "09:01:00",
+        "怎么申请POS机",
+        "apply_pos",
+        "action_answer_topic",
+        "answered",
+        topic="apply_process",
+    ),
+    Said(
+        "c3",
+        0,
+        "09:02:00",
+        "/deny",
+        "deny",
+        "action_record_feedback",
+        "button",
+        said="utter_feedback_unhelpful",
+    ),
+    Said(
+        "c4",
+        0,
+        "11:00:00",
+        "办POS机要多久",
+        "apply_pos",
+        "action_answer_topic",
+        "answered",
+        topic="apply_process",
+    ),
+    Said(
+        "c4",
+        0,
+        "11:05:00",
+        "结算多久到账啊",
+        "bill_query",
+        "action_answer_topic",
+        "answered",
+        topic="settlement_arrival",
+    ),
+    Said(
+        "c5",
+        0,
+        "12:00:00",
+        "机器冒烟了怎么办",
+        "fault_hardware",
+        "action_default_fallback",
+        "fallback",
+        said="utter_default",
+    ),
+    Said(
+        "c5",
+        0,
+        "12:01:00",
+        "收款码贴纸掉了怎么补",
+        "nlu_fallback",
+        "action_clarify",
+        "fallback",
+        said="utter_clarify",
+    ),
     # before the period (ten seconds before its first local midnight): never counted
-    Said("c-old", 2, "23:59:50", "去年的问题", "nlu_fallback", "action_clarify", "fallback",
-         said="utter_clarify"),
+    Said(
+        "c-old",
+        2,
+        "23:59:50",
+        "去年的问题",
+        "nlu_fallback",
+        "action_clarify",
+        "fallback",
+        said="utter_clarify",
+    ),
 ]
 #: (days before today, local time, status)
-HANDOFFS = [(1, "23:59:30", "waiting"), (0, "00:00:30", "no_agent"), (0, "15:00:00", "released"),
-            (2, "23:00:00", "waiting")]
+HANDOFFS = [
+    (1, "23:59:30", "waiting"),
+    (0, "00:00:30", "no_agent"),
+    (0, "15:00:00", "released"),
+    (2, "23:00:00", "waiting"),
+]
 #: (days before today, local time, topic or None for 都不是, helpful)
-RATINGS = [(0, "09:02:01", "apply_process", False), (0, "11:01:00", "apply_process", True),
-           (1, "23:59:59", "bill_query", True), (0, "00:00:40", None, False),
-           (2, "12:00:00", "bill_query", False)]
+RATINGS = [
+    (0, "09:02:01", "apply_process", False),
+    (0, "11:01:00", "apply_process", True),
+    (1, "23:59:59", "bill_query", True),
+    (0, "00:00:40", None, False),
+    (2, "12:00:00", "bill_query", False),
+]
 DAYS = 2  # yesterday and today
 
 
@@ -152,11 +249,25 @@ def seed_records(engine: Engine, today: date) -> None:
     RecordStore(engine)
     with Session(engine) as session, session.begin():
         for ago, clock, status in HANDOFFS:
-            session.add(Handoff(conversation_id=f"h{ago}{clock}", question="转人工", status=status,
-                                created_at=utc(today - timedelta(days=ago), clock)))
+            session.add(
+                Handoff(
+                    conversation_id=f"h{ago}{clock}",
+                    question="转人工",
+                    status=status,
+                    created_at=utc(today - timedelta(days=ago), clock),
+                )
+            )
         for ago, clock, topic, helpful in RATINGS:
-            session.add(Feedback(conversation_id="c3", topic_id=topic, intent=None, question="问",
-                                 helpful=helpful, created_at=utc(today - timedelta(days=ago), clock)))
+            session.add(
+                Feedback(
+                    conversation_id="c3",
+                    topic_id=topic,
+                    intent=None,
+                    question="问",
+                    helpful=helpful,
+                    created_at=utc(today - timedelta(days=ago), clock),
+                )
+            )
 
 
 def expected(today: date) -> dict[str, Any]:
@@ -165,32 +276,43 @@ def expected(today: date) -> dict[str, Any]:
     in_period = [s for s in SEED if s.day < DAYS]
     series: dict[str, list[int]] = {}
     for name in ("answered", "fallback", "clarify", "declined"):
-        series[name] = [sum(1 for s in in_period if s.outcome == name and s.day == DAYS - 1 - i)
-                        for i in range(DAYS)]
-    series["buttons"] = [sum(1 for s in in_period if s.outcome == "button"
-                             and s.day == DAYS - 1 - i) for i in range(DAYS)]
-    series["messages"] = [sum(1 for s in in_period if s.outcome != "button"
-                              and s.day == DAYS - 1 - i) for i in range(DAYS)]
-    series["conversations"] = [len({s.conversation for s in in_period if s.day == DAYS - 1 - i})
-                               for i in range(DAYS)]
-    series["handoffs"] = [sum(1 for ago, _, _ in HANDOFFS if ago == DAYS - 1 - i)
-                          for i in range(DAYS)]
-    series["no_agent"] = [sum(1 for ago, _, st in HANDOFFS if ago == DAYS - 1 - i
-                              and st == "no_agent") for i in range(DAYS)]
-    for name, test in (("helpful", lambda t, h: h), ("unhelpful", lambda t, h: t and not h),
-                       ("none_of_these", lambda t, h: t is None and not h)):
-        series[name] = [sum(1 for ago, _, t, h in RATINGS if ago == DAYS - 1 - i and test(t, h))
-                        for i in range(DAYS)]
-    return {"dates": [d.isoformat() for d in days], "series": series,
-            "conversations": len({s.conversation for s in in_period}),
-            "topics": Counter(s.topic for s in in_period if s.topic),
-            "unanswered": Counter(s.text for s in in_period
-                                  if s.outcome not in ("answered", "button"))}
+        series[name] = [
+            sum(1 for s in in_period if s.outcome == name and s.day == DAYS - 1 - i) for i in range(DAYS)
+        ]
+    series["buttons"] = [
+        sum(1 for s in in_period if s.outcome == "button" and s.day == DAYS - 1 - i) for i in range(DAYS)
+    ]
+    series["messages"] = [
+        sum(1 for s in in_period if s.outcome != "button" and s.day == DAYS - 1 - i) for i in range(DAYS)
+    ]
+    series["conversations"] = [
+        len({s.conversation for s in in_period if s.day == DAYS - 1 - i}) for i in range(DAYS)
+    ]
+    series["handoffs"] = [sum(1 for ago, _, _ in HANDOFFS if ago == DAYS - 1 - i) for i in range(DAYS)]
+    series["no_agent"] = [
+        sum(1 for ago, _, st in HANDOFFS if ago == DAYS - 1 - i and st == "no_agent") for i in range(DAYS)
+    ]
+    for name, test in (
+        ("helpful", lambda t, h: h),
+        ("unhelpful", lambda t, h: t and not h),
+        ("none_of_these", lambda t, h: t is None and not h),
+    ):
+        series[name] = [
+            sum(1 for ago, _, t, h in RATINGS if ago == DAYS - 1 - i and test(t, h)) for i in range(DAYS)
+        ]
+    return {
+        "dates": [d.isoformat() for d in days],
+        "series": series,
+        "conversations": len({s.conversation for s in in_period}),
+        "topics": Counter(s.topic for s in in_period if s.topic),
+        "unanswered": Counter(s.text for s in in_period if s.outcome not in ("answered", "button")),
+    }
 
 
 class Console:
-    def __init__(self, tmp_path: Path, engine: Engine, dashboard: Optional[Dashboard] = None,
-                 tracker: bool = True) -> None:
+    def __init__(
+        self, tmp_path: Path, engine: Engine, dashboard: Optional[Dashboard] = None, tracker: bool = True
+    ) -> None:
         self.staff = StaffStore(engine)
         self.records = RecordStore(engine)
         self.today = date.today()
@@ -199,7 +321,8 @@ class Console:
         self.app.blueprint(channel.blueprint(lambda _: None), url_prefix="/staff")
         self.trackers = seed_tracker(tmp_path / "tracker.sqlite3", self.today)
         self.app.ctx.agent = SimpleNamespace(
-            tracker_store=AwaitableTrackerStore(self.trackers) if tracker else None)
+            tracker_store=AwaitableTrackerStore(self.trackers) if tracker else None
+        )
         seed_records(engine, self.today)
         for name, role in (("agent1", "agent"), ("editor1", "editor"), ("boss", "admin")):
             self.staff.add_user(name, role, PASSWORD)
@@ -213,7 +336,8 @@ class Console:
 
     def login(self, name: str) -> str:
         _, response = self.app.test_client.post(
-            "/staff/api/login", headers={"Host": HOST}, json={"name": name, "password": PASSWORD})
+            "/staff/api/login", headers={"Host": HOST}, json={"name": name, "password": PASSWORD}
+        )
         assert response.status == 200, response.text
         return SimpleCookie(response.headers["set-cookie"])[COOKIE].value
 
@@ -253,14 +377,18 @@ def test_the_figures_match_the_seeded_tracker_store_per_local_day(console: Conso
     assert body["series"]["conversations"][0] == 2 and body["series"]["handoffs"] == [1, 2]
     totals = body["totals"]
     assert totals["conversations"] == want["conversations"] == 5  # c2 on both days: once
-    assert totals["messages"] == totals["answered"] + totals["fallback"] + totals["clarify"] \
-        + totals["declined"] == 9
+    assert (
+        totals["messages"]
+        == totals["answered"] + totals["fallback"] + totals["clarify"] + totals["declined"]
+        == 9
+    )
     assert body["rates"]["answered"] == round(totals["answered"] / 9, 4)
     assert body["rates"]["handoff"] == round(3 / 5, 4)
     assert body["rates"]["helpful"] == 0.6667  # 2 helpful, 1 unhelpful (都不是 apart)
     kb = KnowledgeStore(console.records.engine)
-    assert [(t["id"], t["count"]) for t in body["topics"]] == \
-        sorted(want["topics"].items(), key=lambda t: (-t[1], t[0]))
+    assert [(t["id"], t["count"]) for t in body["topics"]] == sorted(
+        want["topics"].items(), key=lambda t: (-t[1], t[0])
+    )
     assert body["topics"][0]["title"] == kb.topic("apply_process").title
     unanswered = {u["text"]: u for u in body["unanswered"]}
     assert {t: u["count"] for t, u in unanswered.items()} == dict(want["unanswered"])
@@ -278,16 +406,16 @@ def test_a_longer_period_takes_in_the_day_before(console: Console) -> None:
 
 
 def test_without_a_sql_tracker_store_the_records_are_still_shown(
-        tmp_path: Path, engine: Engine, shanghai: None) -> None:
+    tmp_path: Path, engine: Engine, shanghai: None
+) -> None:
     console = Console(tmp_path, engine, tracker=False)
     body = console.get(f"{ROUTE}?days={DAYS}", cookie=console.login("editor1")).json
     assert body["warnings"] and "SQL" in body["warnings"][0]
     assert body["totals"]["messages"] == 0 and body["series"]["handoffs"] == [1, 2]
 
 
-def test_the_report_and_the_learning_queue_count_clarifications_from_any_action(
-        console: Console) -> None:
-    """"您是想问" sent by action_answer_topic (utter_clarify) is unanswered everywhere."""
+def test_the_report_and_the_learning_queue_count_clarifications_from_any_action(console: Console) -> None:
+    """ "您是想问" sent by action_answer_topic (utter_clarify) is unanswered everywhere."""
     today = console.today
     period = Period(today - timedelta(days=DAYS - 1), today)
     messages, ranked = unanswered_questions(console.trackers.engine, period)
@@ -295,14 +423,12 @@ def test_the_report_and_the_learning_queue_count_clarifications_from_any_action(
     by_text = {u.question: u for u in ranked}
     assert dict(by_text["结算多久到账"].reasons) == {"utter_clarify": 1}
     assert by_text["收款码贴纸掉了怎么补"].count == 2
-    found = [o for o in unanswered_occurrences(console.trackers.engine, period)
-             if o.text == "结算多久到账"]
+    found = [o for o in unanswered_occurrences(console.trackers.engine, period) if o.text == "结算多久到账"]
     assert [o.reasons for o in found] == [[{"code": "clarify"}]]
 
 
 # ------------------------------------------------------------------ the page and the chart library
-def test_the_chart_library_is_served_from_a_fixed_route_with_a_long_cache(
-        console: Console) -> None:
+def test_the_chart_library_is_served_from_a_fixed_route_with_a_long_cache(console: Console) -> None:
     response = console.get("/staff/vendor/chart.umd.min.js")
     assert response.status == 200
     assert response.headers["content-type"].startswith("application/javascript")
@@ -311,14 +437,14 @@ def test_the_chart_library_is_served_from_a_fixed_route_with_a_long_cache(
 
 
 def test_a_missing_chart_library_is_a_503_that_says_what_to_run(
-        tmp_path: Path, engine: Engine, shanghai: None) -> None:
+    tmp_path: Path, engine: Engine, shanghai: None
+) -> None:
     console = Console(tmp_path, engine, dashboard=Dashboard(chart_js=tmp_path / "none.js"))
     response = console.get("/staff/vendor/chart.umd.min.js")
     assert response.status == 503 and "npm ci" in response.text
 
 
-def test_the_page_has_the_dashboard_view_and_loads_its_scripts_from_the_bot(
-        console: Console) -> None:
+def test_the_page_has_the_dashboard_view_and_loads_its_scripts_from_the_bot(console: Console) -> None:
     page = console.get("/staff/")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     html = page.text

@@ -25,21 +25,26 @@ from sqlalchemy.engine import Engine
 from bot.channels.kb_editor import KbEditor
 from bot.channels.staff import COOKIE, StaffConsole
 from kb.build import build
-from kb.content import load_content
 from kb.editing import HistoryStore
-from kb.records import RecordStore
+from kb.loader import load_content
 from kb.settings import CONTENT_DIR
-from kb.staff import StaffStore
 from kb.store import KnowledgeStore
+from records.store import RecordStore
+from staff.accounts import StaffStore
 from tests.kb.test_editing import ENCODER, NEW_TOPIC
 
 PASSWORD = "correct horse battery"
 HOST = "127.0.0.1:5005"
 ITEM = "/staff/api/kb/items/topic/fault_causes"
-ROUTES = [("GET", "/staff/api/kb/items"), ("GET", ITEM), ("POST", ITEM),
-          ("POST", "/staff/api/kb/items/topic"),
-          ("GET", "/staff/api/kb/history"), ("POST", "/staff/api/kb/history/1/restore"),
-          ("GET", "/staff/api/kb/try?q=打印纸怎么装")]
+ROUTES = [
+    ("GET", "/staff/api/kb/items"),
+    ("GET", ITEM),
+    ("POST", ITEM),
+    ("POST", "/staff/api/kb/items/topic"),
+    ("GET", "/staff/api/kb/history"),
+    ("POST", "/staff/api/kb/history/1/restore"),
+    ("GET", "/staff/api/kb/try?q=打印纸怎么装"),
+]
 CHANGES = [route for route in ROUTES if route[0] == "POST"]
 PROBLEM_LINE = re.compile(r"^[a-z_/]+\.yml:\d+: .+")
 
@@ -67,8 +72,17 @@ class Console:
         for name, role in (("agent1", "agent"), ("editor1", "editor"), ("boss", "admin")):
             self.staff.add_user(name, role, PASSWORD)
 
-    def request(self, method: str, path: str, *, cookie: str = "", csrf: str = "",
-                origin: str = "", json: Any = None, content: bytes | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        cookie: str = "",
+        csrf: str = "",
+        origin: str = "",
+        json: Any = None,
+        content: bytes | None = None,
+    ) -> Any:
         headers = {"Host": HOST}
         if cookie:
             headers["Cookie"] = f"{COOKIE}={cookie}"
@@ -105,8 +119,9 @@ def console(tmp_path: Path, built_kb: Path) -> Console:
     content = tmp_path / "content"
     shutil.copytree(CONTENT_DIR, content)
     shutil.copy(built_kb, tmp_path / "posbot.sqlite3")
-    engine = create_engine(f"sqlite:///{tmp_path / 'posbot.sqlite3'}",
-                           connect_args={"check_same_thread": False})
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'posbot.sqlite3'}", connect_args={"check_same_thread": False}
+    )
     yield Console(tmp_path, engine, content)
     engine.dispose()
 
@@ -117,10 +132,12 @@ def load(console: Console, who: dict[str, str], path: str = ITEM) -> dict[str, A
     return response.json
 
 
-def post_save(console: Console, who: dict[str, str], loaded: dict[str, Any], path: str = ITEM,
-              **changes: Any) -> Any:
-    return console.request("POST", path, **who, json={
-        "fields": {**loaded["fields"], **changes}, "version": loaded["version"]})
+def post_save(
+    console: Console, who: dict[str, str], loaded: dict[str, Any], path: str = ITEM, **changes: Any
+) -> Any:
+    return console.request(
+        "POST", path, **who, json={"fields": {**loaded["fields"], **changes}, "version": loaded["version"]}
+    )
 
 
 # ------------------------------------------------------------------ refusals
@@ -134,14 +151,17 @@ def test_every_editor_route_refuses_without_a_session(console: Console, method: 
 
 
 @pytest.mark.parametrize("method, path", ROUTES)
-def test_an_agent_may_not_read_or_edit_the_knowledge_base(console: Console, method: str,
-                                                          path: str) -> None:
+def test_an_agent_may_not_read_or_edit_the_knowledge_base(console: Console, method: str, path: str) -> None:
     cookie, csrf = console.login("agent1")
     before = console.file("topics/core.yml")
     loaded = read_as_admin(console)
-    response = console.request(method, path, cookie=cookie, csrf=csrf,
-                               json={"fields": {**loaded["fields"], "answer": "代理改的。"},
-                                     "version": loaded["version"]})
+    response = console.request(
+        method,
+        path,
+        cookie=cookie,
+        csrf=csrf,
+        json={"fields": {**loaded["fields"], "answer": "代理改的。"}, "version": loaded["version"]},
+    )
     assert response.status == 403
     assert response.json == {"error": "您的账号没有这个权限"}
     assert console.file("topics/core.yml") == before
@@ -153,14 +173,16 @@ def read_as_admin(console: Console) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("method, path", CHANGES)
-def test_changes_need_the_csrf_token_and_the_same_origin(console: Console, method: str,
-                                                         path: str) -> None:
+def test_changes_need_the_csrf_token_and_the_same_origin(console: Console, method: str, path: str) -> None:
     who = console.as_editor()
     loaded = load(console, who)
     before = console.file("topics/core.yml")
     body = {"fields": {**loaded["fields"], "answer": "伪造的修改。"}, "version": loaded["version"]}
-    for attempt in ({"cookie": who["cookie"]}, {"cookie": who["cookie"], "csrf": "wrong"},
-                    {**who, "origin": "https://evil.example"}):
+    for attempt in (
+        {"cookie": who["cookie"]},
+        {"cookie": who["cookie"], "csrf": "wrong"},
+        {**who, "origin": "https://evil.example"},
+    ):
         response = console.request(method, path, json=body, **attempt)
         assert response.status == 403, attempt
         assert "CSRF" in response.json["error"]
@@ -178,18 +200,25 @@ def test_bad_requests_get_a_clear_400_and_change_nothing(console: Console) -> No
         (json.dumps({"fields": loaded["fields"]}).encode(), "缺少 version：请重新打开这个条目再保存"),
         (json.dumps({"version": loaded["version"]}).encode(), "缺少 fields：要保存的字段"),
         (json.dumps({"fields": {"answer": 5}, "version": loaded["version"]}).encode(), "“回答”必须是文字"),
-        (json.dumps({"fields": {"keywords": []}, "version": loaded["version"]}).encode(),
-         "不认识的字段：keywords"),
-        (json.dumps({"fields": {"answer": "一\n二"}, "version": loaded["version"]}).encode(),
-         "“回答”里不能有换行或控制字符（分条的内容请写在列表里，每行一条）"),
-        (json.dumps({"fields": {"id": "other_id"}, "version": loaded["version"]}).encode(),
-         "“id”是这个话题的标识，不能在这里改"),
+        (
+            json.dumps({"fields": {"keywords": []}, "version": loaded["version"]}).encode(),
+            "不认识的字段：keywords",
+        ),
+        (
+            json.dumps({"fields": {"answer": "一\n二"}, "version": loaded["version"]}).encode(),
+            "“回答”里不能有换行或控制字符（分条的内容请写在列表里，每行一条）",
+        ),
+        (
+            json.dumps({"fields": {"id": "other_id"}, "version": loaded["version"]}).encode(),
+            "“id”是这个话题的标识，不能在这里改",
+        ),
     ]
     for body, message in cases:
         response = console.request("POST", ITEM, **who, content=body)
         assert (response.status, response.json) == (400, {"error": message}), body
     assert console.request("GET", "/staff/api/kb/try?q=", cookie=who["cookie"]).json == {
-        "error": "请输入 1 到 200 个字的问题"}
+        "error": "请输入 1 到 200 个字的问题"
+    }
     assert console.request("GET", "/staff/api/kb/try?q=" + "问" * 201, cookie=who["cookie"]).status == 400
     assert console.request("GET", "/staff/api/kb/history?kind=fees", cookie=who["cookie"]).status == 400
     missing = console.request("GET", "/staff/api/kb/items/topic/no_such_topic", cookie=who["cookie"])
@@ -202,14 +231,20 @@ def test_lint_problems_are_shown_as_file_line_and_the_file_is_untouched(console:
     who = console.as_editor()
     loaded = load(console, who)
     before = console.file("topics/core.yml")
-    response = post_save(console, who, loaded, questions=loaded["fields"]["questions"][:2],
-                         brand_notes={"不存在的牌子": "说明"})
+    response = post_save(
+        console,
+        who,
+        loaded,
+        questions=loaded["fields"]["questions"][:2],
+        brand_notes={"不存在的牌子": "说明"},
+    )
     assert response.status == 400
     problems = response.json["problems"]
     assert problems == [
         "topics/core.yml:41: unknown brand `不存在的牌子` in brand_notes: use a `name` from "
         "brands.yml, or add the brand there first",
-        "topics/core.yml:30: `questions` has 2 question(s): give at least 5 ways merchants ask this"]
+        "topics/core.yml:30: `questions` has 2 question(s): give at least 5 ways merchants ask this",
+    ]
     assert all(PROBLEM_LINE.match(p) for p in problems)
     assert response.json["error"].startswith("内容检查没有通过，文件没有改动：")
     assert console.file("topics/core.yml") == before
@@ -299,8 +334,9 @@ def test_restore_puts_the_previous_version_back(console: Console) -> None:
     stale = console.request("POST", restore_path, **who, json={"version": loaded["version"]})
     assert stale.status == 409  # the page must have the current version
     assert console.request("POST", restore_path, **who, json={}).status == 400
-    missing = console.request("POST", "/staff/api/kb/history/999/restore", **who,
-                              json={"version": saved["version"]})
+    missing = console.request(
+        "POST", "/staff/api/kb/history/999/restore", **who, json={"version": saved["version"]}
+    )
     assert (missing.status, missing.json) == (404, {"error": "没有这条修改记录"})
     response = console.request("POST", restore_path, **who, json={"version": saved["version"]})
     assert response.status == 200, response.text
@@ -310,7 +346,9 @@ def test_restore_puts_the_previous_version_back(console: Console) -> None:
     assert ("editor1", "kb_restore", "topic:fault_causes") in console.audit()
     history = load(console, who, "/staff/api/kb/history?id=fault_causes")["history"]
     assert [(h["action"], h["restored_from"]) for h in history] == [
-        ("restore", saved["history_id"]), ("save", None)]
+        ("restore", saved["history_id"]),
+        ("save", None),
+    ]
 
 
 def test_try_it_shows_what_retrieval_picks_with_scores(console: Console) -> None:
@@ -341,27 +379,34 @@ def test_an_editor_adds_a_topic_and_undoes_it(console: Console) -> None:
     original = console.file("topics/service.yml")
     files = load(console, who, "/staff/api/kb/items")["files"]
     assert "topics/service.yml" in files["topic"] and files["brand"] == ["brands.yml"]
-    for body, message in ((NEW_TOPIC, "请选择新条目要加到哪个文件（file）"),
-                          ({"file": "brands.yml", "fields": NEW_TOPIC}, None),
-                          ({"file": "topics/service.yml", "fields": {**NEW_TOPIC, "id": ""}},
-                           "请填写新话题的“id”")):
+    for body, message in (
+        (NEW_TOPIC, "请选择新条目要加到哪个文件（file）"),
+        ({"file": "brands.yml", "fields": NEW_TOPIC}, None),
+        ({"file": "topics/service.yml", "fields": {**NEW_TOPIC, "id": ""}}, "请填写新话题的“id”"),
+    ):
         response = console.request("POST", "/staff/api/kb/items/topic", **who, json=body)
         assert response.status == 400
         if message:
             assert response.json == {"error": message}
     assert console.file("topics/service.yml") == original
-    response = console.request("POST", "/staff/api/kb/items/topic", **who,
-                               json={"file": "topics/service.yml", "fields": NEW_TOPIC})
+    response = console.request(
+        "POST", "/staff/api/kb/items/topic", **who, json={"file": "topics/service.yml", "fields": NEW_TOPIC}
+    )
     assert response.status == 200, response.text
     assert response.json["message"].startswith("已保存并发布：话题「sticker_lost」写入了 topics/service.yml")
     assert KnowledgeStore(console.engine).topic("sticker_lost").answer == NEW_TOPIC["answer"]
     assert ("editor1", "kb_create", "topic:sticker_lost") in console.audit()
-    again = console.request("POST", "/staff/api/kb/items/topic", **who,
-                            json={"file": "topics/core.yml", "fields": NEW_TOPIC})
+    again = console.request(
+        "POST", "/staff/api/kb/items/topic", **who, json={"file": "topics/core.yml", "fields": NEW_TOPIC}
+    )
     assert again.status == 400 and again.json["error"].startswith("已经有话题「sticker_lost」了")
     loaded = load(console, who, "/staff/api/kb/items/topic/sticker_lost")
-    undo = console.request("POST", f"/staff/api/kb/history/{response.json['history_id']}/restore",
-                           **who, json={"version": loaded["version"]})
+    undo = console.request(
+        "POST",
+        f"/staff/api/kb/history/{response.json['history_id']}/restore",
+        **who,
+        json={"version": loaded["version"]},
+    )
     assert undo.status == 200, undo.text
     assert "已从 topics/service.yml 里删掉" in undo.json["message"]
     assert console.file("topics/service.yml") == original

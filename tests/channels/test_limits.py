@@ -63,16 +63,20 @@ async def _raw_exchange(app: Sanic, head: bytes) -> bytes:
 @pytest.mark.asyncio
 async def test_a_5_mb_body_gets_413_before_it_is_sent(app: Sanic) -> None:
     """Only the headers are sent: the answer must come without the server waiting for a body."""
-    status = await _raw_exchange(app, b"POST /webhooks/rest/webhook HTTP/1.1\r\nHost: bot\r\n"
-                                      b"Content-Type: application/json\r\n"
-                                      b"Content-Length: 5242880\r\n\r\n")
+    status = await _raw_exchange(
+        app,
+        b"POST /webhooks/rest/webhook HTTP/1.1\r\nHost: bot\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: 5242880\r\n\r\n",
+    )
     assert status.startswith(b"HTTP/1.1 413")
 
 
 @pytest.mark.asyncio
 async def test_a_chunked_body_without_length_is_refused(app: Sanic) -> None:
-    status = await _raw_exchange(app, b"POST /webhooks/rest/webhook HTTP/1.1\r\nHost: bot\r\n"
-                                      b"Transfer-Encoding: chunked\r\n\r\n")
+    status = await _raw_exchange(
+        app, b"POST /webhooks/rest/webhook HTTP/1.1\r\nHost: bot\r\n" b"Transfer-Encoding: chunked\r\n\r\n"
+    )
     assert status.startswith(b"HTTP/1.1 411")
 
 

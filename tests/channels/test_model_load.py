@@ -67,8 +67,7 @@ class Harness:
 
     async def load(self, model_file: Any, token: Optional[str] = TOKEN) -> Any:
         params = {"token": token} if token is not None else {}
-        _, reply = await self.app.asgi_client.put(LOAD_PATH, params=params,
-                                                  json={"model_file": model_file})
+        _, reply = await self.app.asgi_client.put(LOAD_PATH, params=params, json={"model_file": model_file})
         return reply
 
 
@@ -117,8 +116,10 @@ async def test_no_model_file_is_a_400_and_the_old_model_serves(body: Any) -> Non
 async def test_a_model_server_or_remote_storage_is_refused(model: Path) -> None:
     h = Harness()
     _, reply = await h.app.asgi_client.put(
-        LOAD_PATH, params={"token": TOKEN},
-        json={"model_file": str(model), "model_server": {"url": "http://elsewhere/model"}})
+        LOAD_PATH,
+        params={"token": TOKEN},
+        json={"model_file": str(model), "model_server": {"url": "http://elsewhere/model"}},
+    )
     assert reply.status == 400 and h.built == [] and h.app.ctx.agent is h.old
 
 
@@ -190,12 +191,18 @@ def test_build_agent_keeps_the_old_agents_stores_and_endpoints(model: Path, monk
     old_domain = Domain.from_dict({"responses": {"utter_old": [{"text": "旧"}]}})
     new_domain = Domain.from_dict({"responses": {"utter_new": [{"text": "新"}]}})
     metadata = SimpleNamespace(domain=new_domain, assistant_id="posbot", model_id="new-id")
-    monkeypatch.setattr(MessageProcessor, "_load_model",
-                        staticmethod(lambda path: (Path(path).name, metadata, None)))
+    monkeypatch.setattr(
+        MessageProcessor, "_load_model", staticmethod(lambda path: (Path(path).name, metadata, None))
+    )
     action = EndpointConfig("http://127.0.0.1:5055/webhook")
-    old = Agent(domain=old_domain, tracker_store=InMemoryTrackerStore(old_domain),
-                lock_store=InMemoryLockStore(), action_endpoint=action,
-                model_server=EndpointConfig("http://models/latest"), remote_storage="aws")
+    old = Agent(
+        domain=old_domain,
+        tracker_store=InMemoryTrackerStore(old_domain),
+        lock_store=InMemoryLockStore(),
+        action_endpoint=action,
+        model_server=EndpointConfig("http://models/latest"),
+        remote_storage="aws",
+    )
     new = build_agent(old, model)
     assert new.is_ready() and new.model_id == "new-id" and new.domain is new_domain
     assert new.processor.model_filename == model.name

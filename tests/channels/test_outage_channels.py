@@ -57,15 +57,15 @@ class Rest:
 
     async def say(self, sender: str, message: str) -> list[dict[str, Any]]:
         _, response = await self.app.asgi_client.post(
-            "/webhooks/rest/webhook", json={"sender": sender, "message": message})
+            "/webhooks/rest/webhook", json={"sender": sender, "message": message}
+        )
         assert response.status == 200, response.text
         return response.json
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("service", SERVICES)
-async def test_rest_outage_polite_reply_then_the_calculator_goes_on(
-        outage: Outage, service: str) -> None:  # noqa: F811
+async def test_rest_outage_polite_reply_then_the_calculator_goes_on(outage: Outage, service: str) -> None:
     rest, who = Rest(outage), f"rest-{uuid.uuid4().hex}"
     assert [m["text"] for m in await rest.say(who, "算一下手续费")] == [ASK_AMOUNT]
     cut(outage, service)
@@ -80,8 +80,7 @@ async def test_rest_outage_polite_reply_then_the_calculator_goes_on(
 
 
 @pytest.mark.asyncio
-async def test_rest_turn_that_could_not_be_saved_shows_only_the_apology(
-        outage: Outage) -> None:  # noqa: F811
+async def test_rest_turn_that_could_not_be_saved_shows_only_the_apology(outage: Outage) -> None:
     rest, who = Rest(outage), f"rest-{uuid.uuid4().hex}"
     assert [m["text"] for m in await rest.say(who, "算一下手续费")] == [ASK_AMOUNT]
 
@@ -97,17 +96,15 @@ async def test_rest_turn_that_could_not_be_saved_shows_only_the_apology(
 
 
 @pytest.mark.asyncio
-async def test_rest_poll_during_an_outage_is_a_503(outage: Outage) -> None:  # noqa: F811
+async def test_rest_poll_during_an_outage_is_a_503(outage: Outage) -> None:
     rest, who = Rest(outage), f"rest-{uuid.uuid4().hex}"
     rest.app.ctx.agent = outage.agent
     await rest.say(who, "算一下手续费")
     outage.postgres.cut()
-    _, response = await rest.app.asgi_client.get("/webhooks/rest/messages",
-                                                 params={"sender": who})
+    _, response = await rest.app.asgi_client.get("/webhooks/rest/messages", params={"sender": who})
     assert response.status == 503 and "try again" in response.json["error"]
     outage.postgres.restore()
-    _, response = await rest.app.asgi_client.get("/webhooks/rest/messages",
-                                                 params={"sender": who})
+    _, response = await rest.app.asgi_client.get("/webhooks/rest/messages", params={"sender": who})
     assert response.status == 200
     assert [m["text"] for m in response.json["messages"]] == [ASK_AMOUNT]
 
@@ -116,13 +113,14 @@ async def test_rest_poll_during_an_outage_is_a_503(outage: Outage) -> None:  # n
 
 
 @pytest_asyncio.fixture
-async def widget(outage: Outage) -> AsyncIterator[Any]:  # noqa: F811
+async def widget(outage: Outage) -> AsyncIterator[Any]:
     """The widget channel served on a port, and a connected python-socketio client."""
     channel = _QuickPingWebChatInput(session_persistence=True, cors_origins=["*"])
     app = make_app(channel, on_new_message=outage.handle)
     port = _free_port()
-    server = await app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True,
-                                     access_log=False)
+    server = await app.create_server(
+        host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
+    )
     assert server is not None
     await server.startup()
     await server.before_start()
@@ -161,7 +159,8 @@ async def widget(outage: Outage) -> AsyncIterator[Any]:  # noqa: F811
 @pytest.mark.asyncio
 @pytest.mark.parametrize("service", SERVICES)
 async def test_widget_outage_polite_reply_then_the_calculator_goes_on(
-        outage: Outage, widget: Any, service: str) -> None:  # noqa: F811
+    outage: Outage, widget: Any, service: str
+) -> None:
     assert await widget.say("算一下手续费") == ASK_AMOUNT
     cut(outage, service)
     assert await widget.say("10000元") == SERVICE_UNAVAILABLE
@@ -175,7 +174,8 @@ async def test_widget_outage_polite_reply_then_the_calculator_goes_on(
 
 @pytest.mark.asyncio
 async def test_widget_turn_that_could_not_be_saved_never_shows_its_answer(
-        outage: Outage, widget: Any) -> None:  # noqa: F811
+    outage: Outage, widget: Any
+) -> None:
     """The answer was produced before the database went away: it is held, then dropped."""
     assert await widget.say("算一下手续费") == ASK_AMOUNT
 
@@ -196,8 +196,7 @@ async def test_widget_turn_that_could_not_be_saved_never_shows_its_answer(
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("service", SERVICES)
-async def test_wechat_outage_polite_reply_then_the_calculator_goes_on(
-        outage: Outage, service: str) -> None:  # noqa: F811
+async def test_wechat_outage_polite_reply_then_the_calculator_goes_on(outage: Outage, service: str) -> None:
     h = harness(outage.handle)  # type: ignore[arg-type]
     assert await h.say("算一下手续费") == ASK_AMOUNT
     cut(outage, service)
@@ -213,12 +212,14 @@ async def test_wechat_outage_polite_reply_then_the_calculator_goes_on(
 
 @pytest.mark.asyncio
 async def test_wechat_redis_outage_logs_one_line_per_failure_kind_not_a_traceback_per_message(
-        outage: Outage, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    outage: Outage, caplog: pytest.LogCaptureFixture
+) -> None:
     """The channel's state lives in the same Redis as the conversation locks (POSBOT_REDIS_URL).
     While it is down every message gets the polite text; the log says what fails once per kind,
     without tracebacks (those are at DEBUG), and once that Redis is back."""
-    store = RedisStore.from_url(f"redis://127.0.0.1:{outage.redis.port}/{REDIS_DB}",
-                                prefix=f"posbot-test-wechat:{uuid.uuid4().hex}:")
+    store = RedisStore.from_url(
+        f"redis://127.0.0.1:{outage.redis.port}/{REDIS_DB}", prefix=f"posbot-test-wechat:{uuid.uuid4().hex}:"
+    )
     h = harness(outage.handle, store=store)  # type: ignore[arg-type]
     assert await h.say("算一下手续费") == ASK_AMOUNT
     outage.redis.cut()
@@ -229,10 +230,14 @@ async def test_wechat_redis_outage_logs_one_line_per_failure_kind_not_a_tracebac
     assert [f"{r.name}: {r.getMessage()}" for r in shown if r.exc_info] == []
     wechat = [r.getMessage() for r in shown if r.name.startswith("bot.channels.wechat")]
     assert len(wechat) == len(set(wechat)) == 3  # retries, kept messages, menus and pages
-    assert all(line.startswith("Redis unavailable for the WeChat channel's state (ConnectionError")
-               for line in wechat)
-    assert any(r.name.startswith("bot.channels.wechat") and r.levelno == logging.DEBUG
-               and r.exc_info for r in caplog.records)
+    assert all(
+        line.startswith("Redis unavailable for the WeChat channel's state (ConnectionError")
+        for line in wechat
+    )
+    assert any(
+        r.name.startswith("bot.channels.wechat") and r.levelno == logging.DEBUG and r.exc_info
+        for r in caplog.records
+    )
     assert len([r for r in shown if r.name == "bot.outage"]) == 3  # one line per message
 
     outage.redis.restore()

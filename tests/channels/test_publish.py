@@ -34,8 +34,8 @@ from bot.channels.model_load import LOAD_PATH
 from bot.channels.publish import Publish
 from bot.channels.staff import COOKIE, StaffConsole
 from bot.training import Commands, Trainer, fingerprint, identity, record_of
-from kb.records import RecordStore
-from kb.staff import StaffStore
+from records.store import RecordStore
+from staff.accounts import StaffStore
 
 PASSWORD = "correct horse battery"
 HOST = "127.0.0.1:5005"
@@ -67,8 +67,9 @@ class FakeCommands(Commands):
     """Training writes ``accuracy=<accuracy>`` (after ``gate`` exists, if given); the guard
     reports that accuracy on 200 examples; ``exit_code`` makes the training fail."""
 
-    def __init__(self, root: Path, accuracy: str = "0.95", gate: Optional[Path] = None,
-                 exit_code: int = 0) -> None:
+    def __init__(
+        self, root: Path, accuracy: str = "0.95", gate: Optional[Path] = None, exit_code: int = 0
+    ) -> None:
         super().__init__(root)
         self.accuracy, self.gate, self.exit_code = accuracy, gate, exit_code
         self.evaluated: list[str] = []
@@ -77,8 +78,15 @@ class FakeCommands(Commands):
         return [[sys.executable, "-c", "import pathlib; pathlib.Path('var/prepared').touch()"]]
 
     def train(self, model: Path) -> list[str]:
-        return [sys.executable, "-c", TRAIN_SCRIPT, str(model), self.accuracy,
-                str(self.gate or ""), str(self.exit_code)]
+        return [
+            sys.executable,
+            "-c",
+            TRAIN_SCRIPT,
+            str(model),
+            self.accuracy,
+            str(self.gate or ""),
+            str(self.exit_code),
+        ]
 
     def evaluate(self, model: Path) -> list[str]:
         self.evaluated.append(model.name)
@@ -109,8 +117,12 @@ class FakeRasa:
             def do_PUT(self) -> None:
                 url = urlparse(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                call = {"path": url.path, "query": parse_qs(url.query),
-                        "body": json.loads(body or b"null"), "at": time.monotonic()}
+                call = {
+                    "path": url.path,
+                    "query": parse_qs(url.query),
+                    "body": json.loads(body or b"null"),
+                    "at": time.monotonic(),
+                }
                 fake.calls.append(call)
                 time.sleep(fake.load_s)
                 call["done"] = time.monotonic()
@@ -124,8 +136,7 @@ class FakeRasa:
 
             def do_GET(self) -> None:
                 url = urlparse(self.path)
-                fake.calls.append({"path": url.path, "query": parse_qs(url.query),
-                                   "at": time.monotonic()})
+                fake.calls.append({"path": url.path, "query": parse_qs(url.query), "at": time.monotonic()})
                 if url.path != "/status" or parse_qs(url.query).get("token") != [TOKEN]:
                     self.reply(401, {"status": "failure"})
                     return
@@ -140,8 +151,7 @@ class FakeRasa:
 
     def loads(self) -> list[dict[str, Any]]:
         """The load requests, as sent."""
-        return [{k: c[k] for k in ("path", "query", "body")} for c in self.calls
-                if c["path"] == LOAD_PATH]
+        return [{k: c[k] for k in ("path", "query", "body")} for c in self.calls if c["path"] == LOAD_PATH]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -150,10 +160,15 @@ class FakeRasa:
 
 def make_project(root: Path) -> Path:
     """The training inputs the Makefile knows, and a serving model trained before them."""
-    files = {"bot/config.yml": "pipeline: []\n", "bot/domain/intents.yml": "intents: [greet]\n",
-             "data/nlu/greet.yml": "nlu: []\n", "data/rules/rules.yml": "rules: []\n",
-             "kb/content/learned.yml": "learned: []\n", "bot/nlu/component.py": "X = 1\n",
-             "tests/nlu/holdout/set1.yml": "nlu: []\n"}
+    files = {
+        "bot/config.yml": "pipeline: []\n",
+        "bot/domain/intents.yml": "intents: [greet]\n",
+        "data/nlu/greet.yml": "nlu: []\n",
+        "data/rules/rules.yml": "rules: []\n",
+        "kb/content/learned.yml": "learned: []\n",
+        "bot/nlu/component.py": "X = 1\n",
+        "tests/nlu/holdout/set1.yml": "nlu: []\n",
+    }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text, encoding="utf-8")
@@ -169,8 +184,13 @@ def make_project(root: Path) -> Path:
 
 
 class Console:
-    def __init__(self, tmp_path: Path, engine: Engine, commands: Optional[FakeCommands] = None,
-                 urls: Optional[list[str]] = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        engine: Engine,
+        commands: Optional[FakeCommands] = None,
+        urls: Optional[list[str]] = None,
+    ) -> None:
         self.root = tmp_path / "project"
         self.serving = make_project(self.root)
         self.commands = commands or FakeCommands(self.root)
@@ -183,8 +203,7 @@ class Console:
         for name, role in (("agent1", "agent"), ("editor1", "editor"), ("boss", "admin")):
             self.staff.add_user(name, role, PASSWORD)
 
-    def request(self, method: str, path: str, *, cookie: str = "", csrf: str = "",
-                origin: str = "") -> Any:
+    def request(self, method: str, path: str, *, cookie: str = "", csrf: str = "", origin: str = "") -> Any:
         headers = {"Host": HOST}
         if cookie:
             headers["Cookie"] = f"{COOKIE}={cookie}"
@@ -200,14 +219,16 @@ class Console:
 
     def login(self, name: str) -> tuple[str, str]:
         _, response = self.app.test_client.post(
-            "/staff/api/login", headers={"Host": HOST}, json={"name": name, "password": PASSWORD})
+            "/staff/api/login", headers={"Host": HOST}, json={"name": name, "password": PASSWORD}
+        )
         assert response.status == 200, response.text
         return SimpleCookie(response.headers["set-cookie"])[COOKIE].value, response.json["csrf"]
 
     def teach(self) -> None:
         """What the learning queue does: a new phrasing in learned.yml (a training input)."""
         (self.root / "kb/content/learned.yml").write_text(
-            "learned:\n- text: 收款码贴纸掉了怎么补\n  answer: apply_process\n", encoding="utf-8")
+            "learned:\n- text: 收款码贴纸掉了怎么补\n  answer: apply_process\n", encoding="utf-8"
+        )
 
     def finish(self) -> dict[str, Any]:
         self.trainer.wait(60)
@@ -223,8 +244,7 @@ class Console:
 @pytest.fixture()
 def engine() -> Iterator[Engine]:
     """Staff accounts and the audit log only: no KB needed here."""
-    engine = create_engine("sqlite://", poolclass=StaticPool,
-                           connect_args={"check_same_thread": False})
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
     yield engine
     engine.dispose()
 
@@ -267,13 +287,13 @@ def test_agents_see_nothing_and_editors_may_watch_but_not_train(console: Console
 
 
 def test_starting_a_training_needs_the_csrf_token_and_a_same_site_origin(
-        console: Console, rasa: list[FakeRasa]) -> None:
+    console: Console, rasa: list[FakeRasa]
+) -> None:
     console.teach()
     cookie, csrf = console.login("boss")
     assert console.request("POST", TRAIN, cookie=cookie).status == 403
     assert console.request("POST", TRAIN, cookie=cookie, csrf="wrong").status == 403
-    response = console.request("POST", TRAIN, cookie=cookie, csrf=csrf,
-                               origin="https://evil.example")
+    response = console.request("POST", TRAIN, cookie=cookie, csrf=csrf, origin="https://evil.example")
     assert response.status == 403 and "CSRF" in response.json["error"]
     assert console.request("GET", STATE, cookie=cookie).json["state"] == "idle"
     assert console.trained_files() == [] and rasa[0].loads() == []
@@ -281,8 +301,7 @@ def test_starting_a_training_needs_the_csrf_token_and_a_same_site_origin(
 
 
 # ------------------------------------------------------------------ nothing to do
-def test_nothing_to_train_when_the_inputs_are_those_of_the_serving_model(
-        console: Console) -> None:
+def test_nothing_to_train_when_the_inputs_are_those_of_the_serving_model(console: Console) -> None:
     cookie, csrf = console.login("boss")
     state = console.request("GET", STATE, cookie=cookie).json
     assert state["pending"] == [] and state["pending_count"] == 0 and state["can_train"] is True
@@ -295,25 +314,30 @@ def test_nothing_to_train_when_the_inputs_are_those_of_the_serving_model(
 
 # ------------------------------------------------------------------ the job
 def test_a_better_model_is_published_to_every_server_with_the_token(
-        console: Console, rasa: list[FakeRasa]) -> None:
+    console: Console, rasa: list[FakeRasa]
+) -> None:
     console.teach()
     cookie, csrf = console.login("boss")
     before = time.time()
     response = console.request("POST", TRAIN, cookie=cookie, csrf=csrf)
     assert response.status == 202, response.text
-    assert response.json["started"] is True and response.json["changed"] == [
-        "kb/content/learned.yml"]
+    assert response.json["started"] is True and response.json["changed"] == ["kb/content/learned.yml"]
     model = response.json["model"]
     state = console.finish()
     assert state["state"] == "published", state
-    assert state["guard"] == {"new": {"accuracy": 0.95, "correct": 190, "examples": 200},
-                              "serving": {"accuracy": 0.9, "correct": 180, "examples": 200}}
+    assert state["guard"] == {
+        "new": {"accuracy": 0.95, "correct": 190, "examples": 200},
+        "serving": {"accuracy": 0.9, "correct": 180, "examples": 200},
+    }
     trained = console.root / "models" / model
     for server in rasa:  # every instance was asked to load the new file, with the token
-        assert server.loads() == [{"path": LOAD_PATH, "query": {"token": [TOKEN]},
-                                   "body": {"model_file": str(trained.resolve())}}]
+        assert server.loads() == [
+            {"path": LOAD_PATH, "query": {"token": [TOKEN]}, "body": {"model_file": str(trained.resolve())}}
+        ]
     assert [(i["state"], i["ok"], i["model_file"]) for i in state["instances"]] == [
-        ("loaded", True, model), ("loaded", True, model)]
+        ("loaded", True, model),
+        ("loaded", True, model),
+    ]
     # one at a time: the second was asked only after the first confirmed the new model
     first_status = next(c for c in rasa[0].calls if c["path"] == "/status")
     second_load = next(c for c in rasa[1].calls if c["path"] == LOAD_PATH)
@@ -330,8 +354,9 @@ def test_a_better_model_is_published_to_every_server_with_the_token(
     assert body["state"] == "published" and "已发布" in body["message"]
     assert body["pending"] == [] and body["by"] == "boss"
     assert any("fake rasa train" in line for line in body["log"])
-    assert TOKEN not in json.dumps(body) and TOKEN not in (
-        console.root / "var" / "model-train.json").read_text()
+    assert (
+        TOKEN not in json.dumps(body) and TOKEN not in (console.root / "var" / "model-train.json").read_text()
+    )
     assert console.actions() == ["login", "model_train", "model_published"]
     # and now there is nothing left to train
     again = console.request("POST", TRAIN, cookie=cookie, csrf=csrf)
@@ -339,7 +364,8 @@ def test_a_better_model_is_published_to_every_server_with_the_token(
 
 
 def test_the_guard_refuses_a_worse_model_and_the_serving_model_stays(
-        tmp_path: Path, engine: Engine, rasa: list[FakeRasa]) -> None:
+    tmp_path: Path, engine: Engine, rasa: list[FakeRasa]
+) -> None:
     console = Console(tmp_path, engine, urls=[s.url for s in rasa])
     console.commands.accuracy = "0.85"
     console.teach()
@@ -359,8 +385,9 @@ def test_the_guard_refuses_a_worse_model_and_the_serving_model_stays(
     assert console.actions()[-1] == "model_refused"
 
 
-def test_a_second_training_is_a_409_while_one_runs(tmp_path: Path, engine: Engine,
-                                                   rasa: list[FakeRasa]) -> None:
+def test_a_second_training_is_a_409_while_one_runs(
+    tmp_path: Path, engine: Engine, rasa: list[FakeRasa]
+) -> None:
     gate = tmp_path / "go"
     console = Console(tmp_path, engine, urls=[rasa[0].url])
     console.commands.gate = gate
@@ -381,10 +408,19 @@ def test_a_training_held_by_another_process_is_a_409(console: Console) -> None:
     console.teach()
     lock = console.root / "var" / "model-train.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time\n"
-        "f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-        "print('locked', flush=True); time.sleep(60)"), str(lock)], stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time\n"
+                "f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+                "print('locked', flush=True); time.sleep(60)"
+            ),
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout.readline().strip() == b"locked"
         cookie, csrf = console.login("boss")
@@ -396,7 +432,8 @@ def test_a_training_held_by_another_process_is_a_409(console: Console) -> None:
 
 
 def test_a_failed_training_publishes_nothing_and_shows_the_log(
-        tmp_path: Path, engine: Engine, rasa: list[FakeRasa]) -> None:
+    tmp_path: Path, engine: Engine, rasa: list[FakeRasa]
+) -> None:
     console = Console(tmp_path, engine, urls=[rasa[0].url])
     console.commands.exit_code = 1
     console.teach()
@@ -411,7 +448,8 @@ def test_a_failed_training_publishes_nothing_and_shows_the_log(
 
 
 def test_a_server_that_fails_stops_the_roll_out_and_a_retry_finishes_it(
-        tmp_path: Path, engine: Engine, rasa: list[FakeRasa]) -> None:
+    tmp_path: Path, engine: Engine, rasa: list[FakeRasa]
+) -> None:
     broken = FakeRasa(status=500)
     try:
         console = Console(tmp_path, engine, urls=[rasa[0].url, broken.url, rasa[1].url])
@@ -422,7 +460,10 @@ def test_a_server_that_fails_stops_the_roll_out_and_a_retry_finishes_it(
         model = state["model"]
         assert state["state"] == "partial" and broken.url in state["message"]
         assert [(i["url"], i["state"]) for i in state["instances"]] == [
-            (rasa[0].url, "loaded"), (broken.url, "failed"), (rasa[1].url, "skipped")]
+            (rasa[0].url, "loaded"),
+            (broken.url, "failed"),
+            (rasa[1].url, "skipped"),
+        ]
         assert "HTTP 500" in state["instances"][1]["error"]
         assert rasa[1].loads() == []  # not asked after the failure
         # one server serves it: it is what the next start serves
@@ -431,7 +472,10 @@ def test_a_server_that_fails_stops_the_roll_out_and_a_retry_finishes_it(
         body = console.request("GET", STATE, cookie=cookie).json
         assert body["state"] == "partial" and body["can_retry"] is True and body["mixed"] is True
         assert [(s["url"], s["model_file"]) for s in body["servers"]] == [
-            (rasa[0].url, model), (broken.url, "posbot.tar.gz"), (rasa[1].url, "posbot.tar.gz")]
+            (rasa[0].url, model),
+            (broken.url, "posbot.tar.gz"),
+            (rasa[1].url, "posbot.tar.gz"),
+        ]
         # the broken server is fixed: retry publishes to the two that miss it, not the first
         broken.status = 200
         retried = console.request("POST", RETRY, cookie=cookie, csrf=csrf)
@@ -450,7 +494,8 @@ def test_a_server_that_fails_stops_the_roll_out_and_a_retry_finishes_it(
 
 
 def test_when_the_first_server_fails_nothing_changes_and_retry_is_possible(
-        tmp_path: Path, engine: Engine, rasa: list[FakeRasa]) -> None:
+    tmp_path: Path, engine: Engine, rasa: list[FakeRasa]
+) -> None:
     broken = FakeRasa(status=500)
     try:
         console = Console(tmp_path, engine, urls=[broken.url, rasa[0].url])
@@ -463,8 +508,7 @@ def test_when_the_first_server_fails_nothing_changes_and_retry_is_possible(
         assert rasa[0].loads() == [] and console.serving.read_bytes() == SERVING_BYTES
         assert console.trained_files() == [state["model"]]  # kept for the retry
         editor_cookie, editor_csrf = console.login("editor1")
-        assert console.request("POST", RETRY, cookie=editor_cookie,
-                               csrf=editor_csrf).status == 403
+        assert console.request("POST", RETRY, cookie=editor_cookie, csrf=editor_csrf).status == 403
         assert console.request("POST", RETRY, cookie=cookie).status == 403  # no CSRF token
         broken.status = 200
         assert console.request("POST", RETRY, cookie=cookie, csrf=csrf).status == 202
@@ -476,7 +520,8 @@ def test_when_the_first_server_fails_nothing_changes_and_retry_is_possible(
 
 
 def test_a_server_that_answers_but_does_not_serve_the_file_is_a_failure(
-        tmp_path: Path, engine: Engine) -> None:
+    tmp_path: Path, engine: Engine
+) -> None:
     """The load said yes, but ``GET /status`` still names the old file: not published there."""
     liar = FakeRasa()
     liar.keeps_old = True
@@ -492,8 +537,7 @@ def test_a_server_that_answers_but_does_not_serve_the_file_is_a_failure(
     assert state["instances"][0]["error"] == "加载后 /status 仍是 posbot.tar.gz"
 
 
-def test_retry_refuses_without_a_session_and_when_nothing_was_published(
-        console: Console) -> None:
+def test_retry_refuses_without_a_session_and_when_nothing_was_published(console: Console) -> None:
     assert console.request("POST", RETRY).status == 401
     cookie, csrf = console.login("boss")
     refused = console.request("POST", RETRY, cookie=cookie, csrf=csrf)
@@ -501,20 +545,34 @@ def test_retry_refuses_without_a_session_and_when_nothing_was_published(
 
 
 def test_after_a_crash_the_job_is_reported_interrupted_and_a_new_one_can_start(
-        console: Console, rasa: list[FakeRasa]) -> None:
+    console: Console, rasa: list[FakeRasa]
+) -> None:
     console.teach()
     model = "posbot-20261130-101010.tar.gz"
     partial = console.root / "models" / model
     partial.write_bytes(b"half")
     # the orphaned training the crashed server left behind (its command line names the model)
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(partial)],
-                              start_new_session=True)
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(partial)], start_new_session=True
+    )
     state_file = console.root / "var" / "model-train.json"
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({
-        "state": "training", "by": "boss", "started": time.time() - 120, "model": model,
-        "changed": ["kb/content/learned.yml"], "urls": [rasa[0].url], "pid": orphan.pid,
-        "host": socket.gethostname(), "guard": None, "instances": []}))
+    state_file.write_text(
+        json.dumps(
+            {
+                "state": "training",
+                "by": "boss",
+                "started": time.time() - 120,
+                "model": model,
+                "changed": ["kb/content/learned.yml"],
+                "urls": [rasa[0].url],
+                "pid": orphan.pid,
+                "host": socket.gethostname(),
+                "guard": None,
+                "instances": [],
+            }
+        )
+    )
     try:
         cookie, csrf = console.login("boss")
         body = console.request("GET", STATE, cookie=cookie).json

@@ -74,17 +74,27 @@ async def rest() -> Rest:
 
 
 @pytest.mark.asyncio
-async def test_the_bot_and_the_agent_are_told_apart_and_the_merchant_is_not_echoed(
-        rest: Rest) -> None:
+async def test_the_bot_and_the_agent_are_told_apart_and_the_merchant_is_not_echoed(rest: Rest) -> None:
     response = await rest.poll(sender=SENDER)
     assert response.status == 200 and response.headers["cache-control"] == "no-store"
     body = response.json
     assert body["messages"] == [
-        {"sender": "bot", "agent": None, "text": "请检查纸仓。", "buttons": BUTTONS,
-         "custom": None, "timestamp": 101.0},
-        {"sender": "agent", "agent": "王芳", "text": "您好，我是人工客服王芳", "buttons": [],
-         "custom": {"posbot": {"agent_message": {"name": "王芳", "text": "您好，我是人工客服王芳"}}},
-         "timestamp": 103.0},
+        {
+            "sender": "bot",
+            "agent": None,
+            "text": "请检查纸仓。",
+            "buttons": BUTTONS,
+            "custom": None,
+            "timestamp": 101.0,
+        },
+        {
+            "sender": "agent",
+            "agent": "王芳",
+            "text": "您好，我是人工客服王芳",
+            "buttons": [],
+            "custom": {"posbot": {"agent_message": {"name": "王芳", "text": "您好，我是人工客服王芳"}}},
+            "timestamp": 103.0,
+        },
     ]
     assert body["more"] is False and float(body["cursor"]) == 103.0
 
@@ -95,13 +105,20 @@ async def test_the_cursor_gives_each_message_once(rest: Rest) -> None:
     nothing = (await rest.poll(sender=SENDER, since=cursor)).json
     assert nothing == {"messages": [], "cursor": cursor, "more": False}
 
-    await rest.add(UserUttered("在吗", input_channel="rest", timestamp=104.0),
-                   agent_event("王芳", "请把屏幕拍给我看看", 105.0),
-                   BotUttered("人工客服已经处理完毕，我回来了。",
-                              {"custom": {"posbot": {"handoff": "released"}}}, timestamp=106.0))
+    await rest.add(
+        UserUttered("在吗", input_channel="rest", timestamp=104.0),
+        agent_event("王芳", "请把屏幕拍给我看看", 105.0),
+        BotUttered(
+            "人工客服已经处理完毕，我回来了。",
+            {"custom": {"posbot": {"handoff": "released"}}},
+            timestamp=106.0,
+        ),
+    )
     news = (await rest.poll(sender=SENDER, since=cursor)).json
     assert [(m["sender"], m["text"]) for m in news["messages"]] == [
-        ("agent", "请把屏幕拍给我看看"), ("bot", "人工客服已经处理完毕，我回来了。")]
+        ("agent", "请把屏幕拍给我看看"),
+        ("bot", "人工客服已经处理完毕，我回来了。"),
+    ]
     assert news["messages"][1]["custom"] == {"posbot": {"handoff": "released"}}
     assert (await rest.poll(sender=SENDER, since=news["cursor"])).json["messages"] == []
 
@@ -118,8 +135,10 @@ async def test_a_limit_pages_through_with_more(rest: Rest) -> None:
 @pytest.mark.asyncio
 async def test_at_most_the_limit_is_returned() -> None:
     rest = Rest()
-    await rest.add(UserUttered("你好", input_channel="rest", timestamp=199.0),
-                   *[BotUttered(f"第{i}条", {}, timestamp=200.0 + i) for i in range(120)])
+    await rest.add(
+        UserUttered("你好", input_channel="rest", timestamp=199.0),
+        *[BotUttered(f"第{i}条", {}, timestamp=200.0 + i) for i in range(120)],
+    )
     page = (await rest.poll(sender=SENDER)).json
     assert len(page["messages"]) == POLL_LIMIT and page["more"] is True
     page = (await rest.poll(sender=SENDER, limit=str(MAX_POLL_LIMIT))).json
@@ -129,8 +148,12 @@ async def test_at_most_the_limit_is_returned() -> None:
 
 
 def test_a_page_never_ends_between_two_messages_of_the_same_time() -> None:
-    events = [BotUttered("a", {}, timestamp=1.0), BotUttered("b", {}, timestamp=2.0),
-              BotUttered("c", {}, timestamp=2.0), BotUttered("d", {}, timestamp=3.0)]
+    events = [
+        BotUttered("a", {}, timestamp=1.0),
+        BotUttered("b", {}, timestamp=2.0),
+        BotUttered("c", {}, timestamp=2.0),
+        BotUttered("d", {}, timestamp=3.0),
+    ]
     found, cursor, more = messages_after(events, None, 2)
     assert [m["text"] for m in found] == ["a", "b", "c"] and cursor == 2.0 and more
     found, cursor, more = messages_after(events, cursor, 2)
@@ -140,10 +163,12 @@ def test_a_page_never_ends_between_two_messages_of_the_same_time() -> None:
 @pytest.mark.asyncio
 async def test_only_conversations_held_over_rest_are_read(rest: Rest) -> None:
     """A WeChat merchant's openid must not open their conversation to anyone who polls it."""
-    await rest.add(UserUttered("转人工", input_channel="wechat", timestamp=1.0),
-                   agent_event("王芳", "请把屏幕拍给我看看", 2.0), sender="oWeChatOpenId")
-    assert (await rest.poll(sender="oWeChatOpenId")).json == {
-        "messages": [], "cursor": "0", "more": False}
+    await rest.add(
+        UserUttered("转人工", input_channel="wechat", timestamp=1.0),
+        agent_event("王芳", "请把屏幕拍给我看看", 2.0),
+        sender="oWeChatOpenId",
+    )
+    assert (await rest.poll(sender="oWeChatOpenId")).json == {"messages": [], "cursor": "0", "more": False}
 
 
 @pytest.mark.asyncio
@@ -156,8 +181,9 @@ async def test_a_rest_message_cannot_claim_another_channel() -> None:
 
     app = Sanic(f"rest_test_{uuid.uuid4().hex[:12]}")
     app.blueprint(RestInput().blueprint(on_new_message), url_prefix="/webhooks/rest")
-    _, response = await app.asgi_client.post("/webhooks/rest/webhook", json={
-        "sender": SENDER, "message": "你好", "input_channel": "wechat"})
+    _, response = await app.asgi_client.post(
+        "/webhooks/rest/webhook", json={"sender": SENDER, "message": "你好", "input_channel": "wechat"}
+    )
     assert response.status == 200
     assert [m.input_channel for m in seen] == ["rest"]
 
@@ -171,15 +197,37 @@ async def test_an_unknown_conversation_is_empty_and_not_created(rest: Rest) -> N
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("params", [
-    {}, {"sender": ""}, {"sender": "   "}, {"sender": "x" * 129},
-    {"sender": SENDER, "since": "yesterday"}, {"sender": SENDER, "since": "-1"},
-    {"sender": SENDER, "since": "nan"}, {"sender": SENDER, "since": "inf"},
-    {"sender": SENDER, "since": "1" * 40}, {"sender": SENDER, "limit": "0"},
-    {"sender": SENDER, "limit": str(MAX_POLL_LIMIT + 1)}, {"sender": SENDER, "limit": "ten"},
-], ids=["no-sender", "empty-sender", "blank-sender", "long-sender", "word-cursor",
-        "negative-cursor", "nan-cursor", "inf-cursor", "long-cursor", "zero-limit", "big-limit",
-        "word-limit"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"sender": ""},
+        {"sender": "   "},
+        {"sender": "x" * 129},
+        {"sender": SENDER, "since": "yesterday"},
+        {"sender": SENDER, "since": "-1"},
+        {"sender": SENDER, "since": "nan"},
+        {"sender": SENDER, "since": "inf"},
+        {"sender": SENDER, "since": "1" * 40},
+        {"sender": SENDER, "limit": "0"},
+        {"sender": SENDER, "limit": str(MAX_POLL_LIMIT + 1)},
+        {"sender": SENDER, "limit": "ten"},
+    ],
+    ids=[
+        "no-sender",
+        "empty-sender",
+        "blank-sender",
+        "long-sender",
+        "word-cursor",
+        "negative-cursor",
+        "nan-cursor",
+        "inf-cursor",
+        "long-cursor",
+        "zero-limit",
+        "big-limit",
+        "word-limit",
+    ],
+)
 async def test_a_bad_poll_is_a_clear_400(rest: Rest, params: dict[str, str]) -> None:
     response = await rest.poll(**params)
     assert response.status == 400
@@ -200,6 +248,5 @@ async def test_a_tracker_store_outage_is_a_503_not_a_500(rest: Rest) -> None:
 
 @pytest.mark.asyncio
 async def test_rest_reports_that_it_is_polled_not_pushed() -> None:
-    assert await RestInput().delivery_receipt("any") == delivery.Delivery(
-        True, False, delivery.REST_POLL)
+    assert await RestInput().delivery_receipt("any") == delivery.Delivery(True, False, delivery.REST_POLL)
     assert RestInput().get_output_channel() is None

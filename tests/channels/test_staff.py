@@ -19,16 +19,16 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from sanic import Sanic
 from sqlalchemy import create_engine
 
-from bot import cli
 from bot.channels import delivery
 from bot.channels import staff as staff_module
 from bot.channels.delivery import DELIVERED, NOT_ACCEPTED, WECHAT_WINDOW_CLOSED, Delivery
 from bot.channels.rest import RestInput
 from bot.channels.staff import COOKIE, StaffConsole, push_in_rasa
 from bot.channels.wechat import WeChatInput
-from bot.handoff import ReleaseError
-from kb.records import RecordStore
-from kb.staff import MAX_FAILURES, StaffStore
+from records.store import RecordStore
+from staff import cli
+from staff.accounts import MAX_FAILURES, StaffStore
+from staff.handoff import ReleaseError
 from tests.channels.wechat.kit import FakeMessageApi, FakeWeChatClient, make_settings
 
 PASSWORD = "correct horse battery"
@@ -66,8 +66,9 @@ class Console:
         self.app = Sanic(f"staff_test_{uuid.uuid4().hex[:12]}")
         self.app.blueprint(channel.blueprint(lambda _: None), url_prefix="/staff")
 
-    def request(self, method: str, path: str, *, cookie: str = "", csrf: str = "",
-                origin: str = "", json: Any = None) -> Any:
+    def request(
+        self, method: str, path: str, *, cookie: str = "", csrf: str = "", origin: str = "", json: Any = None
+    ) -> Any:
         headers = {"Host": HOST}
         if cookie:
             headers["Cookie"] = f"{COOKIE}={cookie}"
@@ -97,10 +98,16 @@ def console(tmp_path: Path) -> Console:
     return c
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/staff/api/me"), ("GET", "/staff/api/handoffs"), ("GET", "/staff/api/audit"),
-    ("POST", "/staff/api/logout"), ("POST", "/staff/api/handoffs/1/release"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/staff/api/me"),
+        ("GET", "/staff/api/handoffs"),
+        ("GET", "/staff/api/audit"),
+        ("POST", "/staff/api/logout"),
+        ("POST", "/staff/api/handoffs/1/release"),
+    ],
+)
 def test_every_api_route_refuses_without_a_session(console: Console, method: str, path: str):
     assert console.request(method, path).status == 401
     assert console.request(method, path, cookie="forged-token", csrf="x").status == 401
@@ -109,21 +116,22 @@ def test_every_api_route_refuses_without_a_session(console: Console, method: str
 def test_a_wrong_password_and_an_unknown_name_get_the_same_refusal(console: Console) -> None:
     wrong = console.request("POST", "/staff/api/login", json={"name": "agent1", "password": "nope"})
     unknown = console.request("POST", "/staff/api/login", json={"name": "who", "password": "nope"})
-    assert (wrong.status, wrong.json) == (unknown.status, unknown.json) == (
-        401, {"error": "用户名或密码不对"})
+    assert (
+        (wrong.status, wrong.json) == (unknown.status, unknown.json) == (401, {"error": "用户名或密码不对"})
+    )
     assert "set-cookie" not in wrong.headers
     assert [e.action for e in console.staff.audit_entries()] == ["login_failed", "login_failed"]
 
 
-@pytest.mark.parametrize("body", [None, {}, {"name": "agent1"}, {"name": 5, "password": "x"},
-                                  ["agent1", PASSWORD]])
+@pytest.mark.parametrize(
+    "body", [None, {}, {"name": "agent1"}, {"name": 5, "password": "x"}, ["agent1", PASSWORD]]
+)
 def test_a_malformed_login_is_a_400(console: Console, body: Any) -> None:
     assert console.request("POST", "/staff/api/login", json=body).status == 400
 
 
 def test_login_sets_a_strict_httponly_cookie_and_gives_the_csrf_token(console: Console) -> None:
-    response = console.request("POST", "/staff/api/login",
-                               json={"name": "agent1", "password": PASSWORD})
+    response = console.request("POST", "/staff/api/login", json={"name": "agent1", "password": PASSWORD})
     assert response.status == 200
     assert response.json["name"] == "agent1" and response.json["role"] == "agent"
     cookie = response.headers["set-cookie"].lower()
@@ -135,16 +143,19 @@ def test_login_sets_a_strict_httponly_cookie_and_gives_the_csrf_token(console: C
 
 
 def test_a_login_from_another_site_is_refused(console: Console) -> None:
-    response = console.request("POST", "/staff/api/login", origin="https://evil.example",
-                               json={"name": "agent1", "password": PASSWORD})
+    response = console.request(
+        "POST",
+        "/staff/api/login",
+        origin="https://evil.example",
+        json={"name": "agent1", "password": PASSWORD},
+    )
     assert response.status == 403
 
 
 def test_logins_are_throttled_even_with_the_right_password(console: Console) -> None:
     for _ in range(MAX_FAILURES):
         console.request("POST", "/staff/api/login", json={"name": "agent1", "password": "nope"})
-    response = console.request("POST", "/staff/api/login",
-                               json={"name": "agent1", "password": PASSWORD})
+    response = console.request("POST", "/staff/api/login", json={"name": "agent1", "password": PASSWORD})
     assert response.status == 429
     assert "15 分钟" in response.json["error"]
 
@@ -165,8 +176,9 @@ def test_release_needs_the_csrf_token_and_a_same_site_origin(console: Console) -
     path = f"/staff/api/handoffs/{handoff.id}/release"
     assert console.request("POST", path, cookie=cookie).status == 403
     assert console.request("POST", path, cookie=cookie, csrf="wrong").status == 403
-    assert console.request("POST", path, cookie=cookie, csrf=csrf,
-                           origin="https://evil.example").status == 403
+    assert (
+        console.request("POST", path, cookie=cookie, csrf=csrf, origin="https://evil.example").status == 403
+    )
     assert console.released == [] and console.records.handoff(handoff.id).status == "waiting"
 
     response = console.request("POST", path, cookie=cookie, csrf=csrf, origin=f"http://{HOST}")
@@ -178,16 +190,14 @@ def test_release_needs_the_csrf_token_and_a_same_site_origin(console: Console) -
 
 def test_release_of_an_unknown_handoff_is_a_404(console: Console) -> None:
     cookie, csrf = console.login("agent1")
-    assert console.request("POST", "/staff/api/handoffs/999/release", cookie=cookie,
-                           csrf=csrf).status == 404
+    assert console.request("POST", "/staff/api/handoffs/999/release", cookie=cookie, csrf=csrf).status == 404
 
 
 def test_a_failed_release_changes_nothing_and_says_so(console: Console) -> None:
     handoff = console.records.add_handoff("shop-9", brand=None, symptom=None, question="人呢")
     cookie, csrf = console.login("agent1")
     console.fail_release = True
-    response = console.request("POST", f"/staff/api/handoffs/{handoff.id}/release",
-                               cookie=cookie, csrf=csrf)
+    response = console.request("POST", f"/staff/api/handoffs/{handoff.id}/release", cookie=cookie, csrf=csrf)
     assert response.status == 502
     assert console.records.handoff(handoff.id).status == "waiting"
 
@@ -212,8 +222,10 @@ def test_a_disabled_account_loses_its_session_and_cannot_log_in(console: Console
     cookie, _ = console.login("agent1")
     console.staff.set_disabled("agent1", True)
     assert console.request("GET", "/staff/api/me", cookie=cookie).status == 401
-    assert console.request("POST", "/staff/api/login",
-                           json={"name": "agent1", "password": PASSWORD}).status == 401
+    assert (
+        console.request("POST", "/staff/api/login", json={"name": "agent1", "password": PASSWORD}).status
+        == 401
+    )
 
 
 def test_the_page_is_served_with_a_strict_content_security_policy(console: Console) -> None:
@@ -237,11 +249,9 @@ def test_the_page_scripts_are_served_and_nothing_else_is(console: Console) -> No
 def test_staff_accounts_are_made_from_the_cli(tmp_path: Path, monkeypatch, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
-    assert cli.main(["staff", "add", "carol", "--role", "editor", "--password-stdin",
-                     "--database", url]) == 0
+    assert cli.main(["staff", "add", "carol", "--role", "editor", "--password-stdin", "--database", url]) == 0
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    assert cli.main(["staff", "add", "dave", "--role", "agent", "--password-stdin",
-                     "--database", url]) == 1
+    assert cli.main(["staff", "add", "dave", "--role", "agent", "--password-stdin", "--database", url]) == 1
     assert "at least 10 characters" in capsys.readouterr().err
     store = StaffStore(create_engine(url))
     assert [(u.name, u.role) for u in store.users()] == [("carol", "editor")]
@@ -266,8 +276,7 @@ def test_one_agent_claims_a_handoff_and_the_merchant_is_told_who_joined(console:
     assert [(h["status"], h["agent"], h["mine"]) for h in listed] == [("active", "agent1", False)]
 
 
-def test_only_the_agent_who_claimed_it_replies_and_the_reply_reaches_the_chat(
-        console: Console) -> None:
+def test_only_the_agent_who_claimed_it_replies_and_the_reply_reaches_the_chat(console: Console) -> None:
     console.staff.add_user("agent2", "agent", PASSWORD)
     handoff = console.records.add_handoff("shop-11", brand=None, symptom=None, question="人呢")
     first, first_csrf = console.login("agent1")
@@ -282,8 +291,10 @@ def test_only_the_agent_who_claimed_it_replies_and_the_reply_reaches_the_chat(
         assert console.request("POST", path, cookie=first, csrf=first_csrf, json=bad).status == 400
     ok = console.request("POST", path, cookie=first, csrf=first_csrf, json=text)
     assert ok.status == 200 and ok.json == {"id": handoff.id, "delivered": True, "reason": None}
-    assert console.pushed[-1] == ("shop-11", {"agent_message": {
-        "name": "agent1", "text": "您好，请把屏幕上的提示拍给我看看"}})
+    assert console.pushed[-1] == (
+        "shop-11",
+        {"agent_message": {"name": "agent1", "text": "您好，请把屏幕上的提示拍给我看看"}},
+    )
     console.fail_push = True
     assert console.request("POST", path, cookie=first, csrf=first_csrf, json=text).status == 502
 
@@ -294,28 +305,32 @@ def test_an_older_records_database_gets_the_new_handoff_columns(tmp_path: Path) 
         conn.exec_driver_sql(
             "CREATE TABLE handoffs (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id "
             "VARCHAR(255) NOT NULL, brand VARCHAR(40), symptom VARCHAR(60), question TEXT NOT "
-            "NULL, status VARCHAR(20) NOT NULL, created_at DATETIME NOT NULL, released_at DATETIME)")
+            "NULL, status VARCHAR(20) NOT NULL, created_at DATETIME NOT NULL, released_at DATETIME)"
+        )
         conn.exec_driver_sql(
             "INSERT INTO handoffs (conversation_id, question, status, created_at) "
-            "VALUES ('old-1', '转人工', 'waiting', '2026-11-01 10:00:00')")
+            "VALUES ('old-1', '转人工', 'waiting', '2026-11-01 10:00:00')"
+        )
     records = RecordStore(engine)
     claimed = records.claim(1, "agent1")
     assert claimed is not None and claimed.agent == "agent1" and claimed.status == "active"
 
 
-def test_a_reply_that_could_not_be_pushed_now_says_why_and_is_not_an_error(
-        console: Console) -> None:
-    handoff = console.records.add_handoff("oWeChatMerchant", brand=None, symptom=None,
-                                          question="人呢")
+def test_a_reply_that_could_not_be_pushed_now_says_why_and_is_not_an_error(console: Console) -> None:
+    handoff = console.records.add_handoff("oWeChatMerchant", brand=None, symptom=None, question="人呢")
     cookie, csrf = console.login("agent1")
     console.delivery = Delivery(True, False, WECHAT_WINDOW_CLOSED)
-    claimed = console.request("POST", f"/staff/api/handoffs/{handoff.id}/claim", cookie=cookie,
-                              csrf=csrf)
+    claimed = console.request("POST", f"/staff/api/handoffs/{handoff.id}/claim", cookie=cookie, csrf=csrf)
     assert claimed.status == 200
     assert (claimed.json["delivered"], claimed.json["reason"]) == (False, WECHAT_WINDOW_CLOSED)
     assert claimed.json["text"] == console.pushed[-1][1]["agent_message"]["text"]
-    answer = console.request("POST", f"/staff/api/handoffs/{handoff.id}/reply", cookie=cookie,
-                             csrf=csrf, json={"text": "请把屏幕拍给我看看"})
+    answer = console.request(
+        "POST",
+        f"/staff/api/handoffs/{handoff.id}/reply",
+        cookie=cookie,
+        csrf=csrf,
+        json={"text": "请把屏幕拍给我看看"},
+    )
     assert answer.status == 200
     assert answer.json == {"id": handoff.id, "delivered": False, "reason": WECHAT_WINDOW_CLOSED}
     assert [e.action for e in console.staff.audit_entries()][:2] == ["reply", "claim"]
@@ -343,22 +358,30 @@ class FakeRasa:
             output = channel.get_output_channel() if channel else None
             if output is not None:  # Rasa runs this on its own loop; here: in the pusher's thread
                 asyncio.run(output.send_response(url.split("/")[-3], event.message()))
-        return SimpleNamespace(ok=self.status == 200, status_code=self.status, text="",
-                               json=lambda: {"latest_input_channel": self.latest, "events": None})
+        return SimpleNamespace(
+            ok=self.status == 200,
+            status_code=self.status,
+            text="",
+            json=lambda: {"latest_input_channel": self.latest, "events": None},
+        )
 
     def request(self) -> Any:
         # behind a balancer the Host header names its port (443); the server listens on 5005
-        return SimpleNamespace(server_port=443, conn_info=SimpleNamespace(server_port=5005),
-                               app=SimpleNamespace(
-            ctx=SimpleNamespace(input_channels=self.channels)))
+        return SimpleNamespace(
+            server_port=443,
+            conn_info=SimpleNamespace(server_port=5005),
+            app=SimpleNamespace(ctx=SimpleNamespace(input_channels=self.channels)),
+        )
 
 
-async def _push(monkeypatch: pytest.MonkeyPatch, rasa: FakeRasa, conversation: str,
-                text: str = "请把屏幕拍给我看看") -> Delivery:
+async def _push(
+    monkeypatch: pytest.MonkeyPatch, rasa: FakeRasa, conversation: str, text: str = "请把屏幕拍给我看看"
+) -> Delivery:
     monkeypatch.setenv("POSBOT_RASA_TOKEN", TOKEN)
     monkeypatch.setattr(staff_module.requests, "post", rasa.post)
-    return await push_in_rasa(rasa.request(), conversation,
-                              {"agent_message": {"name": "agent1", "text": text}})
+    return await push_in_rasa(
+        rasa.request(), conversation, {"agent_message": {"name": "agent1", "text": text}}
+    )
 
 
 @pytest.mark.asyncio
@@ -387,14 +410,18 @@ async def test_a_closed_wechat_window_is_reported_and_the_reply_kept(monkeypatch
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("latest", "expected"), [
-    ("rest", Delivery(True, False, delivery.REST_POLL)),
-    ("web", delivery.DELIVERED),
-    ("cmdline", Delivery(True, False, delivery.NOT_PUSHABLE)),
-    (None, Delivery(True, False, delivery.NOT_PUSHABLE)),
-])
-async def test_every_channel_reports_where_the_reply_went(monkeypatch, latest: Any,
-                                                         expected: Delivery) -> None:
+@pytest.mark.parametrize(
+    ("latest", "expected"),
+    [
+        ("rest", Delivery(True, False, delivery.REST_POLL)),
+        ("web", delivery.DELIVERED),
+        ("cmdline", Delivery(True, False, delivery.NOT_PUSHABLE)),
+        (None, Delivery(True, False, delivery.NOT_PUSHABLE)),
+    ],
+)
+async def test_every_channel_reports_where_the_reply_went(
+    monkeypatch, latest: Any, expected: Delivery
+) -> None:
     class Widget:  # pushes over socket.io, with no failure signal
         @classmethod
         def name(cls) -> str:
@@ -422,8 +449,10 @@ async def test_a_wechat_channel_without_a_receipt_is_unknown_not_delivered(monke
 async def test_rasa_not_taking_the_message_is_not_accepted(monkeypatch, failure: str) -> None:
     rasa = FakeRasa([RestInput()], "rest", status=500)
     if failure == "unreachable":
+
         def unreachable(*_: Any, **__: Any) -> Any:
             raise requests.ConnectionError("connection refused")
+
         rasa.post = unreachable  # type: ignore[method-assign]
     assert await _push(monkeypatch, rasa, "shop-1") == Delivery(False, False, NOT_ACCEPTED)
 

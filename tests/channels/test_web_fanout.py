@@ -54,8 +54,9 @@ async def serve(channel: WebChatInput) -> AsyncIterator[str]:
     app = Sanic(f"fanout_{uuid.uuid4().hex[:12]}")
     app.blueprint(channel.blueprint(_ignore), url_prefix="/webhooks/web")
     port = _free_port()
-    server = await app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True,
-                                     access_log=False)
+    server = await app.create_server(
+        host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
+    )
     assert server is not None
     await server.startup()
     await server.before_start()
@@ -111,8 +112,7 @@ def redis_env(monkeypatch: pytest.MonkeyPatch) -> Dict[str, str]:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         pytest.fail(f"Redis not reachable at {REDIS_URL}: {exc}")
-    env = {"POSBOT_REDIS_URL": REDIS_URL,
-           "POSBOT_SOCKETIO_CHANNEL": f"posbot-test-{uuid.uuid4().hex[:8]}"}
+    env = {"POSBOT_REDIS_URL": REDIS_URL, "POSBOT_SOCKETIO_CHANNEL": f"posbot-test-{uuid.uuid4().hex[:8]}"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
@@ -120,17 +120,18 @@ def redis_env(monkeypatch: pytest.MonkeyPatch) -> Dict[str, str]:
 
 def test_the_manager_follows_the_settings() -> None:
     assert client_manager(Settings.from_env({})) is None  # one server: sockets in memory
-    manager = client_manager(Settings.from_env({"POSBOT_REDIS_URL": REDIS_URL,
-                                                "POSBOT_SOCKETIO_CHANNEL": "shop-bots"}))
+    manager = client_manager(
+        Settings.from_env({"POSBOT_REDIS_URL": REDIS_URL, "POSBOT_SOCKETIO_CHANNEL": "shop-bots"})
+    )
     assert isinstance(manager, AsyncRedisManager)
     assert manager.redis_url == REDIS_URL and manager.channel == "shop-bots"
-    assert client_manager(Settings.from_env({"POSBOT_REDIS_URL": REDIS_URL})).channel == \
-        "posbot-socketio"
+    assert client_manager(Settings.from_env({"POSBOT_REDIS_URL": REDIS_URL})).channel == "posbot-socketio"
 
 
 @pytest.mark.asyncio
 async def test_an_agent_reply_emitted_on_one_server_reaches_a_widget_on_the_other(
-        redis_env: Dict[str, str]) -> None:
+    redis_env: Dict[str, str],
+) -> None:
     a, b = _QuickPing(session_persistence=True), _QuickPing(session_persistence=True)
     async with serve(a), serve(b) as url_b, widget(url_b, "shop-fanout-1") as received:
         await asyncio.sleep(0.3)  # B subscribes to the channel on its first connection
@@ -143,14 +144,12 @@ async def test_an_agent_reply_emitted_on_one_server_reaches_a_widget_on_the_othe
             await output.send_text_message("shop-fanout-1", "第二条")
             await _until(received, 3)
             await asyncio.sleep(0.3)
-    assert received == [{"text": AGENT_REPLY}, {"posbot": {"handoff": "released"}},
-                        {"text": "第二条"}]
+    assert received == [{"text": AGENT_REPLY}, {"posbot": {"handoff": "released"}}, {"text": "第二条"}]
     assert other == []
 
 
 @pytest.mark.asyncio
-async def test_without_redis_the_emit_stays_on_its_own_server(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_without_redis_the_emit_stays_on_its_own_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """The situation issue 17 describes (Rasa's server without a client manager): proves the
     test above can fail."""
     monkeypatch.delenv("POSBOT_REDIS_URL", raising=False)
@@ -162,8 +161,7 @@ async def test_without_redis_the_emit_stays_on_its_own_server(
 
 
 @pytest.mark.asyncio
-async def test_redis_down_still_delivers_on_the_widgets_own_server(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_redis_down_still_delivers_on_the_widgets_own_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """No Redis (nothing listens on the port): the emit does not fail and the widget connected
     to this very server still gets the bot's answer."""
     dead = _free_port()

@@ -26,11 +26,11 @@ from tests.channels.wechat.kit import (
 
 
 @pytest.mark.asyncio
-async def test_a_retry_reaching_the_other_server_is_not_answered_twice(
-        redis_store: RedisStore) -> None:  # noqa: F811
+async def test_a_retry_reaching_the_other_server_is_not_answered_twice(redis_store: RedisStore) -> None:
     """WeChat retries after 5 s; the retry lands on B while A is still working on it."""
-    a = harness(FakeBot(script={"打印机不出纸": [{"text": "请先检查纸仓。"}]}, delay_s=1.0),
-                store=redis_store)
+    a = harness(
+        FakeBot(script={"打印机不出纸": [{"text": "请先检查纸仓。"}]}, delay_s=1.0), store=redis_store
+    )
     b = harness(FakeBot(), store=redis_store)
     xml = text_xml("打印机不出纸", msg_id="7001")
 
@@ -47,8 +47,7 @@ async def test_a_retry_reaching_the_other_server_is_not_answered_twice(
 
 
 @pytest.mark.asyncio
-async def test_pages_continue_on_the_other_server(
-        redis_store: RedisStore) -> None:  # noqa: F811
+async def test_pages_continue_on_the_other_server(redis_store: RedisStore) -> None:
     answer = long_answer()
     a = harness(FakeBot(script={"怎么排查": [{"text": answer}]}), store=redis_store)
     b = harness(FakeBot(), store=redis_store)
@@ -61,7 +60,6 @@ async def test_pages_continue_on_the_other_server(
     assert len(pages) >= 4 and "\n".join(shown) == answer
     assert await servers[len(pages) % 2].say("继续") == TEXTS.nothing_more
     assert b.bot.texts == []
-
 
 
 class SlowRedisStore(RedisStore):
@@ -92,8 +90,7 @@ class SlowRedisStore(RedisStore):
 
 
 @pytest.mark.asyncio
-async def test_two_continues_at_once_on_two_servers_show_two_different_pages(
-        redis_store: RedisStore) -> None:  # noqa: F811
+async def test_two_continues_at_once_on_two_servers_show_two_different_pages(redis_store: RedisStore) -> None:
     """A merchant taps "继续" twice; the requests reach A and B at the same moment."""
     answer = long_answer()
     slow = SlowRedisStore(redis_store)
@@ -112,8 +109,7 @@ async def test_two_continues_at_once_on_two_servers_show_two_different_pages(
 
 
 @pytest.mark.asyncio
-async def test_pop_first_takes_each_page_once_and_keeps_the_text_exact(
-        redis_store: RedisStore) -> None:  # noqa: F811
+async def test_pop_first_takes_each_page_once_and_keeps_the_text_exact(redis_store: RedisStore) -> None:
     pages = ["第1页：http://pos.example.com/a/b 😀", '第2页："引号" \\ 反斜杠', "第3页"]
     await redis_store.set("pages:x", json.dumps(pages, ensure_ascii=False), 60)
     taken = [await redis_store.pop_first("pages:x", 60) for _ in range(4)]

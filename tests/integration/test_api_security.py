@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bot.launcher import DEFAULT_MODEL, RunningBot
+from ops.launcher import DEFAULT_MODEL, RunningBot
 from tests.conftest import WECHAT_ENV
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,12 @@ ADMIN_ROUTES = [
 ]
 
 
-def _request(bot: RunningBot, method: str, path: str, body: object, token: str | None,
-             origin: str | None = None) -> requests.Response:
+def _request(
+    bot: RunningBot, method: str, path: str, body: object, token: str | None, origin: str | None = None
+) -> requests.Response:
     params = {"token": token} if token is not None else {}
     headers = {"Origin": origin} if origin else {}
-    return requests.request(method, f"{bot.url}{path}", json=body, params=params,
-                            headers=headers, timeout=30)
+    return requests.request(method, f"{bot.url}{path}", json=body, params=params, headers=headers, timeout=30)
 
 
 def _events(bot: RunningBot) -> list[dict]:
@@ -60,12 +60,18 @@ def conversation(live_bot: RunningBot) -> list[dict]:
     return _events(live_bot)
 
 
-@pytest.mark.parametrize("token", [None, "wrong-token-0123456789abcdef", ""],
-                         ids=["no token", "wrong token", "empty token"])
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES,
-                         ids=[f"{m} {p}" for m, p, _ in ADMIN_ROUTES])
+@pytest.mark.parametrize(
+    "token", [None, "wrong-token-0123456789abcdef", ""], ids=["no token", "wrong token", "empty token"]
+)
+@pytest.mark.parametrize(
+    ("method", "path", "body"), ADMIN_ROUTES, ids=[f"{m} {p}" for m, p, _ in ADMIN_ROUTES]
+)
 def test_admin_routes_refuse_a_stranger_and_change_nothing(
-    live_bot: RunningBot, conversation: list[dict], method: str, path: str, body: object,
+    live_bot: RunningBot,
+    conversation: list[dict],
+    method: str,
+    path: str,
+    body: object,
     token: str | None,
 ) -> None:
     response = _request(live_bot, method, path, body, token)
@@ -74,8 +80,7 @@ def test_admin_routes_refuse_a_stranger_and_change_nothing(
     assert _events(live_bot) == conversation, "a refused request must not touch the tracker"
 
 
-def test_after_every_refusal_the_model_still_answers(live_bot: RunningBot,
-                                                     conversation: list[dict]) -> None:
+def test_after_every_refusal_the_model_still_answers(live_bot: RunningBot, conversation: list[dict]) -> None:
     for method, path, body in ADMIN_ROUTES:
         _request(live_bot, method, path, body, None)
     assert "签到" in live_bot.texts("shop-security-2", "POS机怎么签到")
@@ -87,11 +92,18 @@ def test_with_the_token_staff_tools_work(live_bot: RunningBot, conversation: lis
     assert live_bot.api("GET", "/status").json()["model_file"]
     parsed = live_bot.api("POST", "/model/parse", json={"text": "刷卡显示51"}).json()
     assert parsed["intent"]["name"] == "error_code"
-    added = live_bot.api("POST", f"/conversations/{MERCHANT}/tracker/events",
-                         json={"event": "slot", "name": "brand", "value": "拉卡拉"})
+    added = live_bot.api(
+        "POST",
+        f"/conversations/{MERCHANT}/tracker/events",
+        json={"event": "slot", "name": "brand", "value": "拉卡拉"},
+    )
     assert added.status_code == 200
-    said = live_bot.api("POST", f"/conversations/{MERCHANT}/execute",
-                        json={"name": "utter_greet"}, params={"output_channel": "latest"})
+    said = live_bot.api(
+        "POST",
+        f"/conversations/{MERCHANT}/execute",
+        json={"name": "utter_greet"},
+        params={"output_channel": "latest"},
+    )
     assert said.status_code == 200
     assert said.json()["messages"]
     bad_training = live_bot.api("POST", "/model/train", json={"nlu": 5})
@@ -111,14 +123,19 @@ def test_merchant_channels_answer_without_any_credential(live_bot: RunningBot) -
     page = requests.get(f"{live_bot.url}/webhooks/web/", timeout=10)
     assert page.status_code == 200 and "widget.js" in page.text
     assert requests.get(f"{live_bot.url}/webhooks/web/widget.js", timeout=10).status_code == 200
-    handshake = requests.get(f"{live_bot.url}/socket.io/", params={"EIO": "4", "transport": "polling"},
-                             timeout=10)
+    handshake = requests.get(
+        f"{live_bot.url}/socket.io/", params={"EIO": "4", "transport": "polling"}, timeout=10
+    )
     assert handshake.status_code == 200 and '"sid"' in handshake.text
     timestamp, nonce = str(int(time.time())), "4711"
-    signature = hashlib.sha1("".join(sorted([WECHAT_ENV["WECHAT_TOKEN"], timestamp, nonce]))
-                             .encode()).hexdigest()
-    check = requests.get(f"{live_bot.url}/webhooks/wechat/webhook", timeout=10, params={
-        "signature": signature, "timestamp": timestamp, "nonce": nonce, "echostr": "hello-wx"})
+    signature = hashlib.sha1(
+        "".join(sorted([WECHAT_ENV["WECHAT_TOKEN"], timestamp, nonce])).encode()
+    ).hexdigest()
+    check = requests.get(
+        f"{live_bot.url}/webhooks/wechat/webhook",
+        timeout=10,
+        params={"signature": signature, "timestamp": timestamp, "nonce": nonce, "echostr": "hello-wx"},
+    )
     assert check.status_code == 200 and check.text == "hello-wx"
     assert hmac.compare_digest(check.text, "hello-wx")
 
@@ -131,8 +148,12 @@ def test_the_health_check_says_hello_and_nothing_about_conversations(live_bot: R
 
 def test_no_browser_on_another_site_gets_cors_access_to_the_api(live_bot: RunningBot) -> None:
     for method in ("GET", "OPTIONS"):
-        response = requests.request(method, f"{live_bot.url}/status", timeout=10, headers={
-            "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+        response = requests.request(
+            method,
+            f"{live_bot.url}/status",
+            timeout=10,
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        )
         assert "access-control-allow-origin" not in {k.lower() for k in response.headers}
 
 
@@ -143,8 +164,10 @@ def test_an_oversized_rest_body_gets_413_before_it_is_sent(live_bot: RunningBot)
 
     address = urlsplit(live_bot.url)
     with socket.create_connection((address.hostname, address.port), timeout=10) as client:
-        client.sendall(b"POST /webhooks/rest/webhook HTTP/1.1\r\nHost: bot\r\n"
-                       b"Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n")
+        client.sendall(
+            b"POST /webhooks/rest/webhook HTTP/1.1\r\nHost: bot\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n"
+        )
         status = client.recv(200).split(b"\r\n")[0]
     assert status.startswith(b"HTTP/1.1 413"), status
     assert live_bot.texts("shop-security-5", "你好"), "the server keeps serving merchants"
@@ -167,17 +190,27 @@ def test_make_run_generates_the_secret_and_starts_rasa_with_it(tmp_path: Path) -
     import subprocess
     import sys
 
-    from bot.launcher import free_port
+    from ops.launcher import free_port
 
     token_file = tmp_path / "rasa-token"
     rasa_port, actions_port = free_port(), free_port()
-    env = {**os.environ, "RASA_PORT": str(rasa_port), "ACTIONS_PORT": str(actions_port),
-           "POSBOT_RASA_TOKEN_FILE": str(token_file)}
+    env = {
+        **os.environ,
+        "RASA_PORT": str(rasa_port),
+        "ACTIONS_PORT": str(actions_port),
+        "POSBOT_RASA_TOKEN_FILE": str(token_file),
+    }
     env.pop("POSBOT_RASA_TOKEN", None)
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "bot.launcher", "run"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.launcher", "run"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     output: list[str] = []
     try:
         assert proc.stdout is not None
@@ -191,8 +224,9 @@ def test_make_run_generates_the_secret_and_starts_rasa_with_it(tmp_path: Path) -
         url = f"http://127.0.0.1:{rasa_port}"
         assert requests.get(f"{url}/status", timeout=10).status_code == 401
         assert requests.get(f"{url}/status", params={"token": token}, timeout=10).status_code == 200
-        assert requests.post(f"{url}/webhooks/rest/webhook", timeout=30,
-                             json={"sender": "make-run", "message": "你好"}).json()
+        assert requests.post(
+            f"{url}/webhooks/rest/webhook", timeout=30, json={"sender": "make-run", "message": "你好"}
+        ).json()
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)

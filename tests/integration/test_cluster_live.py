@@ -1,6 +1,6 @@
 """``make cluster`` for real: nginx in front of two Rasa servers (issue 17).
 
-One cluster is started for the module by bot/cluster.py, the way ``make cluster`` starts it,
+One cluster is started for the module by ops/cluster.py, the way ``make cluster`` starts it,
 with bot/endpoints.production.yml against the machine's PostgreSQL (a fresh tracker database)
 and Redis (a key prefix and socket.io channel of its own), on free ports. nginx adds the address
 of the server that answered (``X-Posbot-Upstream``) so that the tests know which one it was.
@@ -39,9 +39,9 @@ import socketio
 import websockets
 from sqlalchemy import create_engine, text
 
-from bot.cluster import Cluster, start_cluster
-from bot.launcher import DEFAULT_MODEL, PROJECT_ROOT, free_port
 from bot.outage import SERVICE_UNAVAILABLE
+from ops.cluster import Cluster, start_cluster
+from ops.launcher import DEFAULT_MODEL, PROJECT_ROOT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -124,9 +124,22 @@ class PrivateRedis:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is missing (Debian package redis-server)")
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -161,31 +174,44 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     private_redis = PrivateRedis(tmp)
     pg_proxy = TcpProxy(("127.0.0.1", 5432))
     env = {
-        "POSBOT_PG_HOST": "127.0.0.1", "POSBOT_PG_PORT": str(pg_proxy.port),
-        "POSBOT_PG_DB": tracker_db, "POSBOT_PG_USER": "postgres", "POSBOT_PG_PASSWORD": "",
+        "POSBOT_PG_HOST": "127.0.0.1",
+        "POSBOT_PG_PORT": str(pg_proxy.port),
+        "POSBOT_PG_DB": tracker_db,
+        "POSBOT_PG_USER": "postgres",
+        "POSBOT_PG_PASSWORD": "",
         "POSBOT_PG_LOGIN_DB": "test",
-        "POSBOT_REDIS_HOST": "127.0.0.1", "POSBOT_REDIS_PORT": str(private_redis.port),
-        "POSBOT_REDIS_DB": "0", "POSBOT_REDIS_URL": f"redis://127.0.0.1:{private_redis.port}/0",
+        "POSBOT_REDIS_HOST": "127.0.0.1",
+        "POSBOT_REDIS_PORT": str(private_redis.port),
+        "POSBOT_REDIS_DB": "0",
+        "POSBOT_REDIS_URL": f"redis://127.0.0.1:{private_redis.port}/0",
     }
     # The KB as `make kb` built it (copied: `posbot kb build` then finds it current and takes
     # seconds instead of minutes); the records tables emptied.
     kb = tmp / "posbot.sqlite3"
     if (PROJECT_ROOT / "var" / "posbot.sqlite3").exists():
-        with contextlib.closing(sqlite3.connect(PROJECT_ROOT / "var" / "posbot.sqlite3")) as src, \
-                contextlib.closing(sqlite3.connect(kb)) as dst:
+        with (
+            contextlib.closing(sqlite3.connect(PROJECT_ROOT / "var" / "posbot.sqlite3")) as src,
+            contextlib.closing(sqlite3.connect(kb)) as dst,
+        ):
             src.backup(dst)
-            for (table,) in dst.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                        "AND name NOT LIKE 'kb_%'").fetchall():
+            for (table,) in dst.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' " "AND name NOT LIKE 'kb_%'"
+            ).fetchall():
                 dst.execute(f'DELETE FROM "{table}"')
             dst.commit()
     env["POSBOT_DATABASE_URL"] = f"sqlite:///{kb}"
     admin = create_engine(f"{PG}/test", isolation_level="AUTOCOMMIT")
     started: Cluster | None = None
     try:
-        started = start_cluster(tmp / "var-cluster", port=free_port(), env=env,
-                                endpoints=endpoints, upstream_header=True, timeout=300)
-        yield {"cluster": started, "tracker_db": tracker_db, "redis": private_redis,
-               "pg_proxy": pg_proxy}
+        started = start_cluster(
+            tmp / "var-cluster",
+            port=free_port(),
+            env=env,
+            endpoints=endpoints,
+            upstream_header=True,
+            timeout=300,
+        )
+        yield {"cluster": started, "tracker_db": tracker_db, "redis": private_redis, "pg_proxy": pg_proxy}
     finally:
         if started is not None:
             started.stop()
@@ -201,15 +227,18 @@ def stored(tracker_db: str, sender: str) -> list[tuple[int, str, str | None, dic
     engine = create_engine(f"{PG}/{tracker_db}")
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, type_name, action_name, data FROM events "
-                                     "WHERE sender_id = :s ORDER BY id"), {"s": sender}).all()
+            rows = conn.execute(
+                text(
+                    "SELECT id, type_name, action_name, data FROM events " "WHERE sender_id = :s ORDER BY id"
+                ),
+                {"s": sender},
+            ).all()
     finally:
         engine.dispose()
     return [(row[0], row[1], row[2], json.loads(row[3])) for row in rows]
 
 
-def assert_turns_in_order(rows: list[tuple[int, str, str | None, dict]],
-                          sent: list[str]) -> None:
+def assert_turns_in_order(rows: list[tuple[int, str, str | None, dict]], sent: list[str]) -> None:
     """Each message once, in the order sent; each turn ends listening before the next
     message; time never goes backwards."""
     users = [event["text"] for _, kind, _, event in rows if kind == "user"]
@@ -248,8 +277,7 @@ def test_every_channel_answers_through_the_balancer(cluster: dict[str, Any]) -> 
         try:
             await client.emit("session_request", {"session_id": session})
             confirmed = await asyncio.wait_for(got.get(), 20)
-            await client.emit("user_uttered", {"message": "刷一万块扣多少手续费",
-                                               "session_id": session})
+            await client.emit("user_uttered", {"message": "刷一万块扣多少手续费", "session_id": session})
             reply = await asyncio.wait_for(got.get(), 60)
         finally:
             await client.disconnect()
@@ -283,14 +311,14 @@ async def websocket_widget(url: str, message: str) -> dict:
         assert (await asyncio.wait_for(ws.recv(), 20)).startswith("40")
         await ws.send("42" + json.dumps(["session_request", {"session_id": session}]))
         assert await event("session_confirm") == session
-        await ws.send("42" + json.dumps(["user_uttered", {"message": message,
-                                                           "session_id": session}],
-                                        ensure_ascii=False))
+        await ws.send(
+            "42"
+            + json.dumps(["user_uttered", {"message": message, "session_id": session}], ensure_ascii=False)
+        )
         return await event("bot_uttered")
 
 
-def test_an_agent_message_sent_on_one_server_reaches_a_widget_on_the_other(
-        cluster: dict[str, Any]) -> None:
+def test_an_agent_message_sent_on_one_server_reaches_a_widget_on_the_other(cluster: dict[str, Any]) -> None:
     c: Cluster = cluster["cluster"]
     a, b = c.bots
     session = "w-" + uuid.uuid4().hex
@@ -308,11 +336,16 @@ def test_an_agent_message_sent_on_one_server_reaches_a_widget_on_the_other(
             greeting = await asyncio.wait_for(got.get(), 60)
             # The staff console's agent reply, written through A's API (as push_in_rasa does).
             response = await asyncio.to_thread(
-                a.api, "POST", f"/conversations/{session}/tracker/events",
-                json={"event": "bot", "text": "您好，我是客服小王，马上为您处理。",
-                      "data": {"custom": {"posbot": {"agent": "小王"}}}},
-                params={"execute_side_effects": "true", "output_channel": "latest",
-                        "include_events": "NONE"})
+                a.api,
+                "POST",
+                f"/conversations/{session}/tracker/events",
+                json={
+                    "event": "bot",
+                    "text": "您好，我是客服小王，马上为您处理。",
+                    "data": {"custom": {"posbot": {"agent": "小王"}}},
+                },
+                params={"execute_side_effects": "true", "output_channel": "latest", "include_events": "NONE"},
+            )
             assert response.status_code == 200, response.text
             pushed = await asyncio.wait_for(got.get(), 20)
         finally:
@@ -341,10 +374,14 @@ def test_twenty_merchants_at_once_spread_over_both_servers(cluster: dict[str, An
                     # The second turn straight to the server that did not answer the first:
                     # every conversation moves at least once (the balancer rarely moves one by
                     # itself: least_conn favours the server that has just answered).
-                    other = next(bot for name, bot in zip(c.names, c.bots, strict=True)
-                                 if name != served[sender][0])
-                    response = requests.post(f"{other.url}/webhooks/rest/webhook", timeout=180,
-                                             json={"sender": sender, "message": message})
+                    other = next(
+                        bot for name, bot in zip(c.names, c.bots, strict=True) if name != served[sender][0]
+                    )
+                    response = requests.post(
+                        f"{other.url}/webhooks/rest/webhook",
+                        timeout=180,
+                        json={"sender": sender, "message": message},
+                    )
                     served[sender].append(c.names[c.bots.index(other)])
                 else:
                     response = c.send(sender, message, timeout=180)
@@ -371,12 +408,13 @@ def test_twenty_merchants_at_once_spread_over_both_servers(cluster: dict[str, An
     balanced = [names[i] for names in served.values() for i in (0, 2)]
     assert set(balanced) == set(c.names), balanced  # nginx used both servers
     assert all(names[0] != names[1] for names in served.values())
-    print(f"20 merchants × 3 turns in {elapsed:.1f} s; turns the balancer sent per server: "
-          f"{ {n: balanced.count(n) for n in c.names} }")
+    print(
+        f"20 merchants × 3 turns in {elapsed:.1f} s; turns the balancer sent per server: "
+        f"{ {n: balanced.count(n) for n in c.names} }"
+    )
 
 
-def test_redis_restarted_mid_conversation_then_the_conversation_goes_on(
-        cluster: dict[str, Any]) -> None:
+def test_redis_restarted_mid_conversation_then_the_conversation_goes_on(cluster: dict[str, Any]) -> None:
     """Redis (locks, socket.io, WeChat state) is killed and comes back empty."""
     c: Cluster = cluster["cluster"]
     merchant = f"redis-{uuid.uuid4().hex[:8]}"
@@ -400,8 +438,7 @@ def test_redis_restarted_mid_conversation_then_the_conversation_goes_on(
     assert_turns_in_order(rows, sent)
 
 
-def test_postgresql_briefly_unreachable_then_the_conversation_goes_on(
-        cluster: dict[str, Any]) -> None:
+def test_postgresql_briefly_unreachable_then_the_conversation_goes_on(cluster: dict[str, Any]) -> None:
     """Every connection to PostgreSQL is cut and refused for a moment, then comes back."""
     c: Cluster = cluster["cluster"]
     merchant = f"pg-{uuid.uuid4().hex[:8]}"
@@ -423,12 +460,10 @@ def test_postgresql_briefly_unreachable_then_the_conversation_goes_on(
     after = c.send(merchant, "10000元")
     assert "费率是多少" in texts(after.json()), after.text
     assert "借记卡（储蓄卡）还是信用卡" in texts(c.send(merchant, "0.6%").json())
-    assert_turns_in_order(stored(cluster["tracker_db"], merchant),
-                          ["算一下手续费", "10000元", "0.6%"])
+    assert_turns_in_order(stored(cluster["tracker_db"], merchant), ["算一下手续费", "10000元", "0.6%"])
 
 
-def test_a_server_killed_mid_calculation_the_merchant_goes_on_with_the_other(
-        cluster: dict[str, Any]) -> None:
+def test_a_server_killed_mid_calculation_the_merchant_goes_on_with_the_other(cluster: dict[str, Any]) -> None:
     c: Cluster = cluster["cluster"]
     merchant = f"failover-{uuid.uuid4().hex[:8]}"
     first = c.send(merchant, "算一下手续费")
@@ -452,8 +487,9 @@ def test_a_server_killed_mid_calculation_the_merchant_goes_on_with_the_other(
     other = c.send(f"after-{uuid.uuid4().hex[:8]}", "算一下手续费")
     assert other.status_code == 200 and "交易的金额" in texts(other.json())
 
-    assert_turns_in_order(stored(cluster["tracker_db"], merchant),
-                          ["算一下手续费", "10000元", "0.6%", "信用卡"])
+    assert_turns_in_order(
+        stored(cluster["tracker_db"], merchant), ["算一下手续费", "10000元", "0.6%", "信用卡"]
+    )
     # No merchant ever got an error from the balancer (nginx's log: "POST /path" status …).
     log = (c.directory / "logs" / "access.log").read_text("utf-8")
     statuses = re.findall(r'"POST /webhooks/rest/webhook" (\d{3}) ', log)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from bot.handoff import release
-from bot.launcher import DEFAULT_MODEL, RunningBot
-from kb.records import RecordStore
-from kb.staff import StaffStore
+from ops.launcher import DEFAULT_MODEL, RunningBot
+from records.store import RecordStore
+from staff.accounts import StaffStore
+from staff.handoff import release
 
 pytestmark = pytest.mark.integration
 
@@ -109,8 +109,7 @@ def test_fee_calculator_answered_with_bare_numbers(live_bot: RunningBot) -> None
     assert "20,000 元 × 0.6% = 120 元" in live_bot.texts(other, "信用卡 2万")
 
 
-def test_solved_walk_closes_with_a_tip_and_a_new_question_leaves_the_walk(
-        live_bot: RunningBot) -> None:
+def test_solved_walk_closes_with_a_tip_and_a_new_question_leaves_the_walk(live_bot: RunningBot) -> None:
     merchant = sender()
     assert "第1步（共3步）：先检查网络连接" in live_bot.texts(merchant, "POS机连不上网")
     assert "小提示：留意流量卡的余量" in live_bot.texts(merchant, "/affirm")
@@ -141,10 +140,17 @@ def test_error_code_to_act_on_asks_whether_the_advice_helped(live_bot: RunningBo
 def test_vague_fault_offers_symptom_buttons(live_bot: RunningBot) -> None:
     merchant = sender()
     choices = live_bot.send(merchant, "/fault_hardware")
-    assert button_titles(choices)[:6] == ["无法开机", "打印问题", "刷卡读卡", "网络连接", "系统卡顿",
-                                          "屏幕显示错误码"]
+    assert button_titles(choices)[:6] == [
+        "无法开机",
+        "打印问题",
+        "刷卡读卡",
+        "网络连接",
+        "系统卡顿",
+        "屏幕显示错误码",
+    ]
     assert "第1步（共3步）：先检查电源和充电" in live_bot.texts(
-        merchant, '/fault_hardware{"symptom": "no_power"}')
+        merchant, '/fault_hardware{"symptom": "no_power"}'
+    )
 
 
 def test_kb_answer_rated_unhelpful_is_stored(live_bot: RunningBot) -> None:
@@ -166,8 +172,7 @@ def agent_on_duty(live_bot: RunningBot) -> StaffStore:
     return staff
 
 
-def test_with_no_agent_on_duty_the_merchant_is_told_and_the_bot_keeps_answering(
-        live_bot: RunningBot) -> None:
+def test_with_no_agent_on_duty_the_merchant_is_told_and_the_bot_keeps_answering(live_bot: RunningBot) -> None:
     staff = StaffStore(create_engine(live_bot.database_url))
     for user in staff.users():
         staff.set_disabled(user.name, True)  # ends every open console session
@@ -221,8 +226,9 @@ def test_an_unclaimed_handoff_returns_to_the_bot_after_the_timeout(live_bot: Run
     live_bot.send(merchant, "转人工")
     engine = create_engine(live_bot.database_url)
     with engine.begin() as conn:  # as if it had waited for an hour
-        conn.exec_driver_sql("UPDATE handoffs SET created_at = '2000-01-01 00:00:00' "
-                             "WHERE conversation_id = ?", (merchant,))
+        conn.exec_driver_sql(
+            "UPDATE handoffs SET created_at = '2000-01-01 00:00:00' " "WHERE conversation_id = ?", (merchant,)
+        )
     reply = live_bot.texts(merchant, "打印机不出纸")
     assert "分钟内没有客服接手，已为您切回机器人" in reply
     assert "第1步" in reply  # and the bot answers that very message
@@ -232,12 +238,28 @@ def test_test_stories_pass_with_the_trained_model(tmp_path: Path) -> None:
     if not DEFAULT_MODEL.exists():
         pytest.fail(f"{DEFAULT_MODEL} is missing: run `make train`")
     result = subprocess.run(
-        [str(BIN / "rasa"), "test", "core", "--model", str(DEFAULT_MODEL),
-         "--stories", str(ROOT / "tests" / "stories"), "--fail-on-prediction-errors",
-         "--out", str(tmp_path / "results")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "RASA_TELEMETRY_ENABLED": "false"})
-    failed = (tmp_path / "results" / "failed_test_stories.yml")
-    assert result.returncode == 0, (failed.read_text(encoding="utf-8") if failed.exists()
-                                    else result.stdout[-3000:] + result.stderr[-3000:])
+        [
+            str(BIN / "rasa"),
+            "test",
+            "core",
+            "--model",
+            str(DEFAULT_MODEL),
+            "--stories",
+            str(ROOT / "tests" / "stories"),
+            "--fail-on-prediction-errors",
+            "--out",
+            str(tmp_path / "results"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "RASA_TELEMETRY_ENABLED": "false"},
+    )
+    failed = tmp_path / "results" / "failed_test_stories.yml"
+    assert result.returncode == 0, (
+        failed.read_text(encoding="utf-8")
+        if failed.exists()
+        else result.stdout[-3000:] + result.stderr[-3000:]
+    )
     assert "None of the test stories failed" in failed.read_text(encoding="utf-8")

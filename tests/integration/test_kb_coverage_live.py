@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from bot.launcher import RunningBot
-from kb.content import Content
+from kb.loader import Content
+from ops.launcher import RunningBot
 from tests.integration.test_wechat_live import _fields, _post_plain, _warm_up
 
 pytestmark = pytest.mark.integration
@@ -29,8 +29,7 @@ def one_topic_per_family(content: Content) -> list[dict]:
     return list(seen.values())
 
 
-def test_a_topic_of_every_family_is_answered_with_its_facts(live_bot: RunningBot,
-                                                            content: Content) -> None:
+def test_a_topic_of_every_family_is_answered_with_its_facts(live_bot: RunningBot, content: Content) -> None:
     missed = []
     for topic in one_topic_per_family(content):
         text = live_bot.texts(sender(), topic["questions"][0])
@@ -42,14 +41,18 @@ def test_a_topic_of_every_family_is_answered_with_its_facts(live_bot: RunningBot
     assert not missed, missed
 
 
-@pytest.mark.parametrize(("message", "code", "fact"), [
-    ("刷卡显示62是什么意思", "62", "62"),
-    ("交易失败 返回码59", "59", "59"),
-    ("pos机报错91怎么办", "91", "91"),
-    ("屏幕显示A7", "A7", "A7"),
-])
-def test_codes_the_table_gained_are_explained(live_bot: RunningBot, message: str, code: str,
-                                              fact: str) -> None:
+@pytest.mark.parametrize(
+    ("message", "code", "fact"),
+    [
+        ("刷卡显示62是什么意思", "62", "62"),
+        ("交易失败 返回码59", "59", "59"),
+        ("pos机报错91怎么办", "91", "91"),
+        ("屏幕显示A7", "A7", "A7"),
+    ],
+)
+def test_codes_the_table_gained_are_explained(
+    live_bot: RunningBot, message: str, code: str, fact: str
+) -> None:
     text = live_bot.texts(sender(), message)
     assert f"应答码 {code}" in text, text[:200]
 
@@ -86,16 +89,14 @@ def test_two_brands_named_get_both_hotlines(live_bot: RunningBot) -> None:
 
 
 @pytest.mark.parametrize("message", ["买股票手续费怎么算", "花呗还款日能改吗"])
-def test_finance_outside_card_acquiring_is_declined_politely(live_bot: RunningBot,
-                                                            message: str) -> None:
+def test_finance_outside_card_acquiring_is_declined_politely(live_bot: RunningBot, message: str) -> None:
     text = live_bot.texts(sender(), message)
     assert text.startswith("抱歉，这个问题超出了我的服务范围"), text[:200]
     assert "×" not in text and "转人工" not in text
 
 
 @pytest.mark.parametrize("message", ["我要报修", "机器坏了 帮我登记一下维修"])
-def test_a_request_to_file_a_repair_opens_the_ticket_form(live_bot: RunningBot,
-                                                          message: str) -> None:
+def test_a_request_to_file_a_repair_opens_the_ticket_form(live_bot: RunningBot, message: str) -> None:
     text = live_bot.texts(sender(), message)
     assert "请留一个方便售后人员联系您的电话" in text, text[:200]
 

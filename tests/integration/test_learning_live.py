@@ -17,10 +17,10 @@ import pytest
 import requests
 from sqlalchemy import create_engine
 
-from bot.launcher import DEFAULT_MODEL, RunningBot, start_bot
-from kb.content import LEARNED_FILE, load_content
+from kb.loader import LEARNED_FILE, load_content
 from kb.settings import CONTENT_DIR
-from kb.staff import StaffStore
+from ops.launcher import DEFAULT_MODEL, RunningBot, start_bot
+from staff.accounts import StaffStore
 from tests.conftest import WECHAT_ENV
 
 pytestmark = pytest.mark.integration
@@ -50,14 +50,14 @@ def _login(bot: RunningBot, role: str) -> tuple[requests.Session, str]:
     name = f"{role}-{uuid.uuid4().hex[:6]}"
     StaffStore(create_engine(bot.database_url)).add_user(name, role, PASSWORD)
     session = requests.Session()
-    login = session.post(f"{bot.url}/staff/api/login", json={"name": name, "password": PASSWORD},
-                         timeout=60)
+    login = session.post(f"{bot.url}/staff/api/login", json={"name": name, "password": PASSWORD}, timeout=60)
     assert login.status_code == 200, login.text
     return session, login.json()["csrf"]
 
 
 def test_an_editor_teaches_the_bot_a_question_it_could_not_answer(
-        learning_bot: tuple[RunningBot, Path]) -> None:
+    learning_bot: tuple[RunningBot, Path],
+) -> None:
     bot, content = learning_bot
     topic = next(t for t in load_content(content).topics if t["id"] == TOPIC)
     opening = topic["answer"].split("。")[0]  # the first sentence the merchant reads
@@ -94,7 +94,7 @@ def test_an_editor_teaches_the_bot_a_question_it_could_not_answer(
     assert taught.json()["retrieval_now"] is True
     learned_after = path.read_bytes()
     assert learned_after.startswith(learned_before)
-    assert f"- text: {question}\n    answer: {TOPIC}\n" in learned_after[len(learned_before):].decode()
+    assert f"- text: {question}\n    answer: {TOPIC}\n" in learned_after[len(learned_before) :].decode()
     assert question not in (CONTENT_DIR / LEARNED_FILE).read_text(encoding="utf-8")
 
     # Another merchant asks the same: the topic's answer, from the same processes.

@@ -21,7 +21,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from bot.launcher import PROJECT_ROOT, start_bot
+from ops.launcher import PROJECT_ROOT, start_bot
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -53,21 +53,25 @@ def test_two_servers_handle_one_conversation_in_lock_order(tmp_path: Path) -> No
     endpoints = tmp_path / "endpoints.yml"
     production = (PROJECT_ROOT / "bot" / "endpoints.production.yml").read_text("utf-8")
     assert "key_prefix: posbot" in production
-    endpoints.write_text(production.replace("key_prefix: posbot", f"key_prefix: {prefix}"),
-                         encoding="utf-8")
+    endpoints.write_text(production.replace("key_prefix: posbot", f"key_prefix: {prefix}"), encoding="utf-8")
     env = {
-        "POSBOT_PG_HOST": "127.0.0.1", "POSBOT_PG_PORT": "5432", "POSBOT_PG_DB": tracker_db,
-        "POSBOT_PG_USER": "postgres", "POSBOT_PG_PASSWORD": "", "POSBOT_PG_LOGIN_DB": "test",
-        "POSBOT_REDIS_HOST": "127.0.0.1", "POSBOT_REDIS_PORT": "6379",
-        "POSBOT_REDIS_DB": str(REDIS_DB), "POSBOT_LOCK_TRACE": "1",
+        "POSBOT_PG_HOST": "127.0.0.1",
+        "POSBOT_PG_PORT": "5432",
+        "POSBOT_PG_DB": tracker_db,
+        "POSBOT_PG_USER": "postgres",
+        "POSBOT_PG_PASSWORD": "",
+        "POSBOT_PG_LOGIN_DB": "test",
+        "POSBOT_REDIS_HOST": "127.0.0.1",
+        "POSBOT_REDIS_PORT": "6379",
+        "POSBOT_REDIS_DB": str(REDIS_DB),
+        "POSBOT_LOCK_TRACE": "1",
     }
     red = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
     admin = create_engine(f"{PG}/test", isolation_level="AUTOCOMMIT")
     servers = []
     try:
         servers.append(start_bot(tmp_path / "a", env=env, endpoints=endpoints))
-        servers.append(start_bot(tmp_path / "b", env=env, endpoints=endpoints,
-                                 share_actions_of=servers[0]))
+        servers.append(start_bot(tmp_path / "b", env=env, endpoints=endpoints, share_actions_of=servers[0]))
         replies: dict[str, list[str]] = {}
         errors: list[BaseException] = []
         barrier = threading.Barrier(len(MESSAGES), timeout=120)
@@ -92,9 +96,10 @@ def test_two_servers_handle_one_conversation_in_lock_order(tmp_path: Path) -> No
 
         tracker = create_engine(f"{PG}/{tracker_db}")
         with tracker.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT type_name, action_name, data FROM events WHERE sender_id = :s ORDER BY id"
-            ), {"s": SENDER}).all()
+            rows = conn.execute(
+                text("SELECT type_name, action_name, data FROM events WHERE sender_id = :s ORDER BY id"),
+                {"s": SENDER},
+            ).all()
         tracker.dispose()
         # The conversation as stored: turns = a user message and everything up to the next one.
         turns: list[tuple[str, list[str], list[str]]] = []  # (message, bot texts, actions)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rasa.shared.nlu.training_data.loading import load_data
 
-from bot.launcher import RunningBot
-from kb.content import Content
+from kb.loader import Content
+from ops.launcher import RunningBot
 
 pytestmark = pytest.mark.integration
 HOLDOUT = Path(__file__).resolve().parents[1] / "nlu" / "holdout"  # every set in it
@@ -31,8 +31,7 @@ def top_intent(parsed: dict) -> str:
 def test_held_out_intent_accuracy_is_at_least_090(live_bot) -> None:
     examples = load_data(str(HOLDOUT)).intent_examples
     assert len(examples) >= 150
-    misses = [(m.get("text"), m.get("intent"), top_intent(parse(live_bot, m.get("text"))))
-              for m in examples]
+    misses = [(m.get("text"), m.get("intent"), top_intent(parse(live_bot, m.get("text")))) for m in examples]
     misses = [m for m in misses if m[1] != m[2]]
     accuracy = 1 - len(misses) / len(examples)
     assert accuracy >= 0.90, f"accuracy {accuracy:.3f}; misses: {misses[:20]}"

@@ -10,7 +10,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from bot.launcher import PROJECT_ROOT, start_bot
+from ops.launcher import PROJECT_ROOT, start_bot
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -23,9 +23,15 @@ def test_conversation_is_stored_in_postgres_with_redis_locks(tmp_path: Path) -> 
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{kb_schema}"'))
     env = {
-        "POSBOT_PG_HOST": "127.0.0.1", "POSBOT_PG_PORT": "5432", "POSBOT_PG_DB": tracker_db,
-        "POSBOT_PG_USER": "postgres", "POSBOT_PG_PASSWORD": "", "POSBOT_PG_LOGIN_DB": "test",
-        "POSBOT_REDIS_HOST": "127.0.0.1", "POSBOT_REDIS_PORT": "6379", "POSBOT_REDIS_DB": "14",
+        "POSBOT_PG_HOST": "127.0.0.1",
+        "POSBOT_PG_PORT": "5432",
+        "POSBOT_PG_DB": tracker_db,
+        "POSBOT_PG_USER": "postgres",
+        "POSBOT_PG_PASSWORD": "",
+        "POSBOT_PG_LOGIN_DB": "test",
+        "POSBOT_REDIS_HOST": "127.0.0.1",
+        "POSBOT_REDIS_PORT": "6379",
+        "POSBOT_REDIS_DB": "14",
         "POSBOT_DATABASE_URL": f"{PG}/test?options=-csearch_path%3D{kb_schema}",
     }
     bot = start_bot(tmp_path, env=env, endpoints=PROJECT_ROOT / "bot" / "endpoints.production.yml")
@@ -37,9 +43,13 @@ def test_conversation_is_stored_in_postgres_with_redis_locks(tmp_path: Path) -> 
     try:
         tracker = create_engine(f"{PG}/{tracker_db}")
         with tracker.connect() as conn:
-            texts = conn.execute(text(
-                "SELECT data FROM events WHERE sender_id = 'prod-merchant' AND type_name = 'user'"
-            )).scalars().all()
+            texts = (
+                conn.execute(
+                    text("SELECT data FROM events WHERE sender_id = 'prod-merchant' AND type_name = 'user'")
+                )
+                .scalars()
+                .all()
+            )
         tracker.dispose()
         assert "拉卡拉客服电话多少" in [json.loads(t)["text"] for t in texts]
         assert redis.Redis(host="127.0.0.1", port=6379, db=14).ping()

@@ -1,6 +1,6 @@
 """Publishing a model to a real Rasa server while a merchant talks to it (issue 17).
 
-One Rasa server (with its action server) started by bot/launcher.py as ``make run`` starts it,
+One Rasa server (with its action server) started by ops/launcher.py as ``make run`` starts it,
 on models/posbot.tar.gz. The "new model" is a copy of that file under another name: Rasa names
 the loaded file in ``GET /status``, so the test sees which one serves.
 
@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from bot.channels.model_load import LOAD_PATH
-from bot.launcher import DEFAULT_MODEL, RunningBot, start_bot
+from ops.launcher import DEFAULT_MODEL, RunningBot, start_bot
 
 pytestmark = pytest.mark.integration
 QUESTIONS = ["你好", "POS机怎么签到", "刷卡显示A0是什么意思", "拉卡拉客服电话多少"]
@@ -73,9 +73,11 @@ class Merchant:
         while not self._stop.is_set():
             sent = time.monotonic()
             try:
-                reply = requests.post(f"{self.bot.url}/webhooks/rest/webhook", timeout=180,
-                                      json={"sender": self.sender,
-                                            "message": QUESTIONS[n % len(QUESTIONS)]})
+                reply = requests.post(
+                    f"{self.bot.url}/webhooks/rest/webhook",
+                    timeout=180,
+                    json={"sender": self.sender, "message": QUESTIONS[n % len(QUESTIONS)]},
+                )
                 texts = len([m for m in reply.json() if m.get("text")]) if reply.ok else 0
                 self.replies.append((sent, time.monotonic(), reply.status_code, texts))
             except requests.RequestException:
@@ -127,8 +129,7 @@ def status(bot: RunningBot) -> dict[str, Any]:
     return bot.api("GET", "/status").json()
 
 
-def test_a_merchant_is_answered_during_the_load_and_then_by_the_new_model(
-        bot: RunningBot) -> None:
+def test_a_merchant_is_answered_during_the_load_and_then_by_the_new_model(bot: RunningBot) -> None:
     new = copy_model(bot, "posbot-20261130-000001.tar.gz")
     before = status(bot)
     assert before["model_file"] == DEFAULT_MODEL.name
@@ -137,26 +138,30 @@ def test_a_merchant_is_answered_during_the_load_and_then_by_the_new_model(
     rss_before = rss_mb(pid)
     with Merchant(bot) as merchant, Memory(pid) as memory:
         start = time.monotonic()
-        load = requests.put(f"{bot.url}{LOAD_PATH}", params={"token": bot.token},
-                            json={"model_file": str(new)}, timeout=600)
+        load = requests.put(
+            f"{bot.url}{LOAD_PATH}", params={"token": bot.token}, json={"model_file": str(new)}, timeout=600
+        )
         end = time.monotonic()
     assert load.status_code == 200, load.text
     assert load.json()["model_file"] == new.name
     assert load.json()["previous"]["model_file"] == DEFAULT_MODEL.name
     assert status(bot)["model_file"] == new.name and status(bot)["model_id"]
     # every message answered, none with an error
-    assert merchant.replies and all(code == 200 and texts >= 1
-                                    for _, _, code, texts in merchant.replies), merchant.replies
+    assert merchant.replies and all(
+        code == 200 and texts >= 1 for _, _, code, texts in merchant.replies
+    ), merchant.replies
     # replies kept arriving while the model loaded: several, and no gap as long as the load
     during = merchant.answered_between(start, end)
     times = [start, *during, end]
     longest_gap = max(b - a for a, b in pairwise(times))
     slowest = max(merchant.replies, key=lambda r: r[1] - r[0])
     gap_at = next(a for a, b in pairwise(times) if b - a == longest_gap) - start
-    print(f"\nour load: {end - start:.1f} s (the server: {load.json()['seconds']} s), "
-          f"{len(during)} replies during it, longest gap {longest_gap:.1f} s at +{gap_at:.1f} s, "
-          f"slowest reply {slowest[1] - slowest[0]:.1f} s at +{slowest[0] - start:.1f} s; "
-          f"RSS before {rss_before:.0f} MB, peak {max(memory.samples):.0f} MB")
+    print(
+        f"\nour load: {end - start:.1f} s (the server: {load.json()['seconds']} s), "
+        f"{len(during)} replies during it, longest gap {longest_gap:.1f} s at +{gap_at:.1f} s, "
+        f"slowest reply {slowest[1] - slowest[0]:.1f} s at +{slowest[0] - start:.1f} s; "
+        f"RSS before {rss_before:.0f} MB, peak {max(memory.samples):.0f} MB"
+    )
     assert len(during) >= 3, (end - start, merchant.replies)
     assert longest_gap < max(3.0, (end - start) / 2), (longest_gap, end - start)
     # after: answered by the new model, and the old one's memory given back (mostly)
@@ -179,35 +184,39 @@ def test_rasa_own_put_model_stalls_the_merchant_for_the_load(bot: RunningBot) ->
     during = merchant.answered_between(start, end)
     times = [start, *during, end]
     longest_gap = max(b - a for a, b in pairwise(times))
-    print(f"\nRasa's PUT /model: {end - start:.1f} s, {len(during)} replies during it, "
-          f"longest gap {longest_gap:.1f} s")
+    print(
+        f"\nRasa's PUT /model: {end - start:.1f} s, {len(during)} replies during it, "
+        f"longest gap {longest_gap:.1f} s"
+    )
     assert longest_gap > 0.6 * (end - start)  # the merchant waited for (most of) the load
     assert all(code == 200 for _, _, code, _ in merchant.replies)  # delayed, not lost
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token-0123456789abcdef"])
-def test_no_or_a_wrong_token_is_refused_and_nothing_is_loaded(bot: RunningBot,
-                                                              token: str | None) -> None:
+def test_no_or_a_wrong_token_is_refused_and_nothing_is_loaded(bot: RunningBot, token: str | None) -> None:
     serving = status(bot)["model_file"]
     new = copy_model(bot, "posbot-20261130-000003.tar.gz")
     params = {"token": token} if token else {}
-    refused = requests.put(f"{bot.url}{LOAD_PATH}", params=params,
-                           json={"model_file": str(new)}, timeout=60)
+    refused = requests.put(f"{bot.url}{LOAD_PATH}", params=params, json={"model_file": str(new)}, timeout=60)
     assert refused.status_code == 401
     assert refused.json()["reason"] == "NotAuthenticated"
     assert status(bot)["model_file"] == serving
 
 
-def test_a_missing_or_broken_model_is_refused_and_the_old_one_keeps_serving(
-        bot: RunningBot) -> None:
+def test_a_missing_or_broken_model_is_refused_and_the_old_one_keeps_serving(bot: RunningBot) -> None:
     serving = status(bot)["model_file"]
-    missing = requests.put(f"{bot.url}{LOAD_PATH}", params={"token": bot.token},
-                           json={"model_file": str(bot.tmp / "nothing.tar.gz")}, timeout=60)
+    missing = requests.put(
+        f"{bot.url}{LOAD_PATH}",
+        params={"token": bot.token},
+        json={"model_file": str(bot.tmp / "nothing.tar.gz")},
+        timeout=60,
+    )
     assert missing.status_code == 400 and missing.json()["reason"] == "ModelNotFound"
     broken = bot.tmp / "posbot-20261130-000004.tar.gz"
     broken.write_bytes(b"not a model archive")
-    failed = requests.put(f"{bot.url}{LOAD_PATH}", params={"token": bot.token},
-                          json={"model_file": str(broken)}, timeout=120)
+    failed = requests.put(
+        f"{bot.url}{LOAD_PATH}", params={"token": bot.token}, json={"model_file": str(broken)}, timeout=120
+    )
     assert failed.status_code in (400, 500), failed.text
     assert failed.json()["status"] == "failure" and failed.json()["message"]
     assert status(bot)["model_file"] == serving

@@ -39,11 +39,13 @@ def test_fee_question_asks_for_rate_then_card_type_then_answers(live_bot) -> Non
     assert "10,000 元 × 0.6% = 60 元" in reply and "13 元" in reply
 
 
-@pytest.mark.parametrize("message", ["", "   ", "😀😀😀", "\x00\x01\x02", "刷" * 10_000,
-                                     "<script>alert(1)</script>"])
+@pytest.mark.parametrize(
+    "message", ["", "   ", "😀😀😀", "\x00\x01\x02", "刷" * 10_000, "<script>alert(1)</script>"]
+)
 def test_odd_messages_get_a_polite_reply_and_the_server_keeps_serving(live_bot, message) -> None:
-    response = requests.post(f"{live_bot.url}/webhooks/rest/webhook",
-                             json={"sender": "rest-odd", "message": message}, timeout=60)
+    response = requests.post(
+        f"{live_bot.url}/webhooks/rest/webhook", json={"sender": "rest-odd", "message": message}, timeout=60
+    )
     assert response.status_code < 500
     if response.status_code == 200:
         if message.strip():  # never silence: "😀😀😀" once crashed DIET and got []
@@ -55,8 +57,12 @@ def test_odd_messages_get_a_polite_reply_and_the_server_keeps_serving(live_bot, 
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b'{"sender": "x"}', b"[1, 2]"])
 def test_malformed_requests_get_a_4xx(live_bot, body) -> None:
-    response = requests.post(f"{live_bot.url}/webhooks/rest/webhook", data=body,
-                             headers={"Content-Type": "application/json"}, timeout=30)
+    response = requests.post(
+        f"{live_bot.url}/webhooks/rest/webhook",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert 400 <= response.status_code < 500
     assert live_bot.texts("rest-after-bad", "你好")
 
@@ -76,9 +82,13 @@ def test_ten_merchants_at_once_each_get_their_own_answers(live_bot) -> None:
     """Messages wait their turn at the gate (bot/speedups/admission.py); nobody's answer goes astray."""
     from concurrent.futures import ThreadPoolExecutor
 
-    questions = [("拉卡拉客服电话多少", "95016"), ("刷卡显示A0", "应答码 A0"),
-                 ("刷了10000元信用卡,费率0.6%", "60 元"), ("報錯51是什麼意思", "应答码 51"),
-                 ("打印机不出纸", "打印")]
+    questions = [
+        ("拉卡拉客服电话多少", "95016"),
+        ("刷卡显示A0", "应答码 A0"),
+        ("刷了10000元信用卡,费率0.6%", "60 元"),
+        ("報錯51是什麼意思", "应答码 51"),
+        ("打印机不出纸", "打印"),
+    ]
 
     def merchant(n: int) -> list[tuple[str, str]]:
         asked = [questions[(n + i) % len(questions)] for i in range(3)]

@@ -14,9 +14,9 @@ import pytest
 import requests
 from sqlalchemy import create_engine
 
-from bot.launcher import RunningBot
-from kb.records import RecordStore
-from kb.staff import StaffStore
+from ops.launcher import RunningBot
+from records.store import RecordStore
+from staff.accounts import StaffStore
 from tests.integration.test_wechat_live import _fields, _post_plain, _warm_up
 
 pytestmark = pytest.mark.integration
@@ -35,8 +35,7 @@ def _console(bot: RunningBot) -> tuple[requests.Session, str, str]:
     name = f"agent-{uuid.uuid4().hex[:6]}"
     StaffStore(create_engine(bot.database_url)).add_user(name, "agent", PASSWORD)
     console = requests.Session()
-    login = console.post(f"{bot.url}/staff/api/login", json={"name": name, "password": PASSWORD},
-                         timeout=10)
+    login = console.post(f"{bot.url}/staff/api/login", json={"name": name, "password": PASSWORD}, timeout=10)
     assert login.status_code == 200
     assert console.get(f"{bot.url}/staff/api/handoffs", timeout=10).status_code == 200
     return console, name, login.json()["csrf"]
@@ -50,8 +49,9 @@ def test_an_agent_releases_a_waiting_merchant_from_the_console(live_bot: Running
     assert console.get(f"{live_bot.url}/staff/api/handoffs", timeout=10).status_code == 401
     page = console.get(f"{live_bot.url}/staff/", timeout=10)
     assert page.status_code == 200 and "posbot 客服工作台" in page.text
-    login = console.post(f"{live_bot.url}/staff/api/login",
-                         json={"name": name, "password": PASSWORD}, timeout=10)
+    login = console.post(
+        f"{live_bot.url}/staff/api/login", json={"name": name, "password": PASSWORD}, timeout=10
+    )
     assert login.status_code == 200
     csrf = login.json()["csrf"]
 
@@ -66,11 +66,9 @@ def test_an_agent_releases_a_waiting_merchant_from_the_console(live_bot: Running
 
     # The agent claims it and answers in the chat; the merchant's conversation carries both.
     base = f"{live_bot.url}/staff/api/handoffs/{item['id']}"
-    assert console.post(f"{base}/claim", headers={"X-CSRF-Token": csrf},
-                        timeout=30).json()["agent"] == name
+    assert console.post(f"{base}/claim", headers={"X-CSRF-Token": csrf}, timeout=30).json()["agent"] == name
     answer = "您好，请把屏幕上的提示拍给我看看"
-    sent = console.post(f"{base}/reply", json={"text": answer}, headers={"X-CSRF-Token": csrf},
-                        timeout=30)
+    sent = console.post(f"{base}/reply", json={"text": answer}, headers={"X-CSRF-Token": csrf}, timeout=30)
     assert sent.status_code == 200
     assert (sent.json()["delivered"], sent.json()["reason"]) == (False, "rest_poll")
 
@@ -79,22 +77,25 @@ def test_an_agent_releases_a_waiting_merchant_from_the_console(live_bot: Running
     from_agent = [(m["agent"], m["text"]) for m in polled["messages"] if m["sender"] == "agent"]
     assert from_agent[-1] == (name, answer)
     assert from_agent[0][1].startswith(f"您好，我是人工客服{name}")
-    assert any(m["sender"] == "bot" and "已为您登记转人工" in (m["text"] or "")
-               for m in polled["messages"])
+    assert any(m["sender"] == "bot" and "已为您登记转人工" in (m["text"] or "") for m in polled["messages"])
     cursor = polled["cursor"]
     assert _poll(live_bot, merchant, cursor)["messages"] == []
     for bad in ({"sender": merchant, "since": "yesterday"}, {"since": cursor}):
         refused = requests.get(f"{live_bot.url}/webhooks/rest/messages", params=bad, timeout=10)
         assert refused.status_code == 400 and refused.json()["error"]
     tracker = live_bot.api("GET", f"/conversations/{merchant}/tracker").json()
-    said = [((e.get("data") or {}).get("custom") or {}).get("posbot", {}).get("agent_message")
-            for e in tracker["events"] if e["event"] == "bot"]
+    said = [
+        ((e.get("data") or {}).get("custom") or {}).get("posbot", {}).get("agent_message")
+        for e in tracker["events"]
+        if e["event"] == "bot"
+    ]
     assert {"name": name, "text": answer} in said
     assert any(s and s["text"].startswith(f"您好，我是人工客服{name}") for s in said)
     lines = console.get(f"{live_bot.url}/staff/api/handoffs", timeout=10).json()["handoffs"]
     [mine] = [h for h in lines if h["id"] == item["id"]]
-    assert mine["status"] == "active" and {"from": "agent", "text": answer, "name": name} in (
-        mine["transcript"])
+    assert (
+        mine["status"] == "active" and {"from": "agent", "text": answer, "name": name} in (mine["transcript"])
+    )
 
     url = f"{base}/release"
     assert console.post(url, timeout=10).status_code == 403  # no CSRF token
@@ -131,8 +132,7 @@ def test_an_agent_answers_a_wechat_merchant_at_their_next_message(live_bot: Runn
     claimed = console.post(f"{base}/claim", headers={"X-CSRF-Token": csrf}, timeout=30).json()
     assert (claimed["delivered"], claimed["reason"]) == (False, "wechat_no_secret")
     answer = "请把屏幕上的提示拍给我看看"
-    sent = console.post(f"{base}/reply", json={"text": answer}, headers={"X-CSRF-Token": csrf},
-                        timeout=30)
+    sent = console.post(f"{base}/reply", json={"text": answer}, headers={"X-CSRF-Token": csrf}, timeout=30)
     assert sent.status_code == 200
     assert sent.json() == {"id": item["id"], "delivered": False, "reason": "wechat_no_secret"}
     listed = console.get(f"{live_bot.url}/staff/api/handoffs", timeout=10).json()["handoffs"]

@@ -60,14 +60,10 @@ def _post_plain(url: str, content: str, sender: str) -> requests.Response:
     )
 
 
-def _post_encrypted(
-    url: str, content: str, sender: str
-) -> tuple[requests.Response, WeChatCrypto]:
+def _post_encrypted(url: str, content: str, sender: str) -> tuple[requests.Response, WeChatCrypto]:
     crypto = WeChatCrypto(TOKEN, AES_KEY, APP_ID)
     timestamp, nonce = str(int(time.time())), str(uuid.uuid4().int % 10**9)
-    sealed = _fields(
-        crypto.encrypt_message(_text_xml(content, sender), nonce, timestamp)
-    )
+    sealed = _fields(crypto.encrypt_message(_text_xml(content, sender), nonce, timestamp))
     params = {
         "signature": _sign(TOKEN, timestamp, nonce),
         "timestamp": timestamp,
@@ -79,9 +75,7 @@ def _post_encrypted(
         f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
         f"<Encrypt><![CDATA[{sealed['Encrypt']}]]></Encrypt></xml>"
     )
-    response = requests.post(
-        url + WEBHOOK, params=params, data=body.encode(), timeout=30
-    )
+    response = requests.post(url + WEBHOOK, params=params, data=body.encode(), timeout=30)
     return response, crypto
 
 
@@ -94,9 +88,7 @@ def _warm_up(url: str) -> None:
         if response.text != "success":
             return
         time.sleep(1.0)
-    pytest.fail(
-        f"the bot never answered within the reply budget during {WARM_UP_S:.0f}s"
-    )
+    pytest.fail(f"the bot never answered within the reply budget during {WARM_UP_S:.0f}s")
 
 
 @pytest.fixture
@@ -122,9 +114,7 @@ def test_plain_and_encrypted_messages_get_real_answers(bot_url: str) -> None:
     assert encrypted.text != "success", "bot answered after the reply budget"
     outer = _fields(encrypted.text)
     inner = _fields(
-        crypto.decrypt_message(
-            encrypted.text, outer["MsgSignature"], outer["TimeStamp"], outer["Nonce"]
-        )
+        crypto.decrypt_message(encrypted.text, outer["MsgSignature"], outer["TimeStamp"], outer["Nonce"])
     )
     assert inner["ToUserName"] == sender
     assert "签到" in inner["Content"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
-from kb.content import load_content
+from kb.loader import load_content
 from kb.settings import CONTENT_DIR, TOPIC_INTENTS
+from staff.cli import main
 
 
 @pytest.fixture()
@@ -43,9 +43,37 @@ def test_every_contract_intent_has_a_topic_and_every_code_is_covered() -> None:
     assert len(content.topics) >= 100
     codes = {c for e in content.error_codes for c in e["codes"]}
     # The UnionPay codes a merchant meets (issue: 62, 23, 31, 39, 40, 44, 53, 59, 63-67, 90-95 …)
-    assert {"00", "03", "05", "14", "23", "31", "39", "40", "44", "51", "53", "54", "55", "59",
-            "61", "62", "63", "64", "65", "66", "67", "90", "91", "92", "93", "94", "95", "96",
-            "A0"} <= codes
+    assert {
+        "00",
+        "03",
+        "05",
+        "14",
+        "23",
+        "31",
+        "39",
+        "40",
+        "44",
+        "51",
+        "53",
+        "54",
+        "55",
+        "59",
+        "61",
+        "62",
+        "63",
+        "64",
+        "65",
+        "66",
+        "67",
+        "90",
+        "91",
+        "92",
+        "93",
+        "94",
+        "95",
+        "96",
+        "A0",
+    } <= codes
     assert all(t["source"] for t in content.topics)
     assert all(len(t["questions"]) >= 5 for t in content.topics)
 
@@ -75,8 +103,7 @@ def test_unknown_brand_and_bad_code_and_unknown_intent(content_copy: Path) -> No
     _replace(content_copy / "error_codes.yml", '"A0"', '"a00"')
     _replace(topics, "      拉卡拉:", "      拉拉卡:")
     problems = [str(p) for p in load_content(content_copy).problems]
-    assert any("unknown intent `avoid_fault`" in p and p.startswith("topics/core.yml:")
-               for p in problems)
+    assert any("unknown intent `avoid_fault`" in p and p.startswith("topics/core.yml:") for p in problems)
     assert any("error code `a00` must be two characters" in p for p in problems)
     line = _line_of(topics, "拉拉卡:")
     assert any(p.startswith(f"topics/core.yml:{line}: unknown brand `拉拉卡`") for p in problems)
@@ -87,8 +114,7 @@ def test_duplicate_id_names_the_first_place(content_copy: Path) -> None:
     _replace(topics, "id: fault_causes", "id: avoid_faults_tips")
     problems = [str(p) for p in load_content(content_copy).problems]
     first = _line_of(topics, "id: avoid_faults_tips")
-    assert any(f"duplicate id `avoid_faults_tips` (first at topics/core.yml:{first})" in p
-               for p in problems)
+    assert any(f"duplicate id `avoid_faults_tips` (first at topics/core.yml:{first})" in p for p in problems)
 
 
 def test_a_topic_needs_five_ways_of_asking(content_copy: Path) -> None:
@@ -96,8 +122,7 @@ def test_a_topic_needs_five_ways_of_asking(content_copy: Path) -> None:
     text = topics.read_text(encoding="utf-8")
     start = text.index("    questions:", text.index("id: fault_causes"))
     end = text.index("    answer:", start)
-    topics.write_text(text[:start] + "    questions: [为啥老坏, 故障原因]\n" + text[end:],
-                      encoding="utf-8")
+    topics.write_text(text[:start] + "    questions: [为啥老坏, 故障原因]\n" + text[end:], encoding="utf-8")
     problems = [str(p) for p in load_content(content_copy).problems]
     assert any("`questions` has 2 question(s): give at least 5" in p for p in problems)
 
@@ -120,8 +145,9 @@ def test_a_topic_without_source_or_with_an_unknown_walk_is_refused(content_copy:
     topics = content_copy / "topics" / "device.yml"
     _replace(topics, "flow: walk:printer", "flow: walk:printr")
     problems = [str(p) for p in load_content(content_copy).problems]
-    assert any("flow `walk:printr` names no symptom" in p and p.startswith("topics/device.yml:")
-               for p in problems)
+    assert any(
+        "flow `walk:printr` names no symptom" in p and p.startswith("topics/device.yml:") for p in problems
+    )
 
 
 def test_old_format_keywords_get_a_clear_instruction(content_copy: Path) -> None:
@@ -163,12 +189,15 @@ def test_learned_phrasings_need_a_known_answer(content_copy: Path) -> None:
         "  - text: 小票有一半是白的\n    answer: walk:printer\n"
         "  - text: 小票有一半是白的\n    answer: paper_side\n"
         "  - text: 刷卡显示九九\n    answer: code:Z9\n"
-        "  - text: 给我转个人工\n    answer: flow:handoff\n", encoding="utf-8")
+        "  - text: 给我转个人工\n    answer: flow:handoff\n",
+        encoding="utf-8",
+    )
     content = load_content(content_copy)
     problems = [str(p) for p in content.problems]
     assert any(p.startswith("learned.yml:3: unknown answer `no_such_topic`") for p in problems)
-    assert any(p.startswith("learned.yml:6:") and "already learned with answer `walk:printer`" in p
-               for p in problems)
+    assert any(
+        p.startswith("learned.yml:6:") and "already learned with answer `walk:printer`" in p for p in problems
+    )
     assert any("unknown answer `code:Z9`" in p for p in problems)
     learned = {item["text"]: item["intent"] for item in content.learned}
     assert learned == {"小票有一半是白的": "fault_hardware", "给我转个人工": "human_handoff"}
@@ -179,21 +208,27 @@ def test_learned_phrasings_are_optional_and_change_the_digest(content_copy: Path
     without = load_content(content_copy)
     assert without.ok and without.learned == []
     (content_copy / "learned.yml").write_text(
-        "learned:\n  - text: 我刷了一万 到手多少\n    answer: flow:fee_calc\n", encoding="utf-8")
+        "learned:\n  - text: 我刷了一万 到手多少\n    answer: flow:fee_calc\n", encoding="utf-8"
+    )
     with_one = load_content(content_copy)
     assert with_one.ok and with_one.digest != without.digest
-    assert with_one.learned == [{"text": "我刷了一万 到手多少", "answer": "flow:fee_calc",
-                                 "intent": "fees"}]
+    assert with_one.learned == [{"text": "我刷了一万 到手多少", "answer": "flow:fee_calc", "intent": "fees"}]
 
 
 #: vocabulary.yml word lists the actions read (kb/vocabulary.py names them).
-ACTION_WORD_LISTS = ["flow_stop_words", "acknowledgements", "will_try_markers", "tried_markers",
-                     "brand_statement_fillers"]
+ACTION_WORD_LISTS = [
+    "flow_stop_words",
+    "acknowledgements",
+    "will_try_markers",
+    "tried_markers",
+    "brand_statement_fillers",
+]
 
 
 @pytest.mark.parametrize("name", ACTION_WORD_LISTS)
-def test_an_action_word_list_left_empty_is_reported_on_its_line(content_copy: Path, name: str,
-                                                                 capsys) -> None:
+def test_an_action_word_list_left_empty_is_reported_on_its_line(
+    content_copy: Path, name: str, capsys
+) -> None:
     vocabulary = content_copy / "vocabulary.yml"
     line = _line_of(vocabulary, f"{name}: [")
     text = vocabulary.read_text(encoding="utf-8").splitlines()
@@ -206,13 +241,15 @@ def test_an_action_word_list_left_empty_is_reported_on_its_line(content_copy: Pa
 @pytest.mark.parametrize("name", ACTION_WORD_LISTS)
 def test_a_missing_action_word_list_says_what_to_write(content_copy: Path, name: str) -> None:
     vocabulary = content_copy / "vocabulary.yml"
-    kept = [row for row in vocabulary.read_text(encoding="utf-8").splitlines()
-            if not row.startswith(f"{name}:")]
+    kept = [
+        row for row in vocabulary.read_text(encoding="utf-8").splitlines() if not row.startswith(f"{name}:")
+    ]
     vocabulary.write_text("\n".join(kept) + "\n", encoding="utf-8")
     problems = [str(p) for p in load_content(content_copy).problems]
     assert [p for p in problems if name in p] == [
         f"vocabulary.yml:{_line_of(vocabulary, 'components:')}: missing field `{name}`: "
-        f"write `{name}: [……, ……]`"]
+        f"write `{name}: [……, ……]`"
+    ]
 
 
 def test_the_shipped_action_word_lists_hold_the_words_the_walk_relies_on() -> None:

@@ -12,12 +12,12 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bot.cli import main
 from kb.build import KbInvalid, build
-from kb.content import Content, Problem, load_content
+from kb.loader import Content, Problem, load_content
 from kb.schema import Topic
 from kb.settings import CONTENT_DIR
 from kb.store import KnowledgeStore
+from staff.cli import main
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -91,16 +91,21 @@ def test_broken_content_leaves_database_unchanged(tmp_path: Path, capsys) -> Non
     broken = tmp_path / "content"
     shutil.copytree(CONTENT_DIR, broken)
     topics = broken / "topics" / "core.yml"
-    topics.write_text(topics.read_text(encoding="utf-8").replace(
-        before.answer, "新答案") .replace("intent: training", "intent: nonsense"), encoding="utf-8")
+    topics.write_text(
+        topics.read_text(encoding="utf-8")
+        .replace(before.answer, "新答案")
+        .replace("intent: training", "intent: nonsense"),
+        encoding="utf-8",
+    )
     assert main(["kb", "build", "--database", url, "--content", str(broken)]) == 1
     assert "nothing was loaded" in capsys.readouterr().err
     after = KnowledgeStore(create_engine(url)).topic("avoid_faults_tips")
     assert after == before
 
 
-def test_failure_inside_the_transaction_rolls_back(engine: Engine, content: Content,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_inside_the_transaction_rolls_back(
+    engine: Engine, content: Content, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = KnowledgeStore(engine)
     before = store.topics("fees")
     changed = load_content(CONTENT_DIR)
@@ -130,8 +135,7 @@ def test_edited_answer_reaches_the_store_after_build_without_restart(tmp_path: P
     shutil.copytree(CONTENT_DIR, edited)
     topics = edited / "topics" / "core.yml"
     original = store.topic("avoid_faults_tips").answer
-    topics.write_text(topics.read_text(encoding="utf-8").replace(original, "新的回答。"),
-                      encoding="utf-8")
+    topics.write_text(topics.read_text(encoding="utf-8").replace(original, "新的回答。"), encoding="utf-8")
     assert main(["kb", "build", "--database", url, "--content", str(edited)]) == 0
     assert store.topic("avoid_faults_tips").answer == "新的回答。"
 
@@ -180,7 +184,8 @@ def test_a_learned_phrasing_teaches_retrieval_and_the_nlu(tmp_path: Path) -> Non
         "learned:\n"
         f"  - text: {question}\n    answer: reprint_last\n"
         "  - text: 出小票的那个口子卡住了 纸出不来\n    answer: walk:printer\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     url = f"sqlite:///{tmp_path / 'kb.sqlite3'}"
     assert main(["kb", "build", "--database", url, "--content", str(content)]) == 0
     store = KnowledgeStore(create_engine(url))

@@ -23,16 +23,25 @@ def test_codes_of_one_kb_entry_are_the_same_answer():
 
 def test_every_code_of_the_kb_maps_to_its_entry(tmp_path):
     path = tmp_path / "error_codes.yml"
-    path.write_text(yaml.safe_dump({"error_codes": [
-        {"codes": ["13", "61"]}, {"codes": ["14"]}]}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"error_codes": [{"codes": ["13", "61"]}, {"codes": ["14"]}]}), encoding="utf-8"
+    )
     assert scorer.code_entries(path) == {"13": "13", "61": "13", "14": "14"}
 
 
 def test_report_scores_a_shared_entry_code_as_right():
     entries = scorer.code_entries()
-    results = [{"set": "s", "text": "报43", "intent": "error_code", "topic": "code:43",
-                "got_intent": "error_code", "got": "code:04", "offered": []}]
+    results = [
+        {
+            "set": "s",
+            "text": "报43",
+            "intent": "error_code",
+            "topic": "code:43",
+            "got_intent": "error_code",
+            "got": "code:04",
+            "offered": [],
+        }
+    ]
     for r in results:
-        r["topic"], r["got"] = (scorer.canonical(r["topic"], entries),
-                                scorer.canonical(r["got"], entries))
+        r["topic"], r["got"] = (scorer.canonical(r["topic"], entries), scorer.canonical(r["got"], entries))
     assert "Topic accuracy 1.000" in scorer.report(results, {})

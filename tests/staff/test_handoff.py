@@ -8,9 +8,9 @@ import pytest
 import requests
 from sqlalchemy import create_engine
 
-from bot.cli import main
-from bot.handoff import ReleaseError, release
-from kb.records import RecordStore
+from records.store import RecordStore
+from staff.cli import main
+from staff.handoff import ReleaseError, release
 
 
 class FakeRasa:
@@ -39,21 +39,30 @@ def test_release_resumes_the_conversation_then_marks_the_row(records: RecordStor
     waiting = records.add_handoff("merchant/7", brand=None, symptom=None, question="转人工")
     rasa = FakeRasa()
     result = release(records, waiting.id, "http://rasa:5005/", token="s3cret", session=rasa)
-    assert rasa.calls[0] == ("http://rasa:5005/conversations/merchant%2F7/tracker/events",
-                             {"event": "resume"}, {"token": "s3cret"})
-    assert rasa.calls[1] == ("http://rasa:5005/conversations/merchant%2F7/execute",
-                             {"name": "utter_handoff_released"},
-                             {"token": "s3cret", "output_channel": "latest"})
-    assert rasa.calls[2] == ("http://rasa:5005/conversations/merchant%2F7/tracker/events",
-                             {"event": "action", "name": "action_listen"}, {"token": "s3cret"})
+    assert rasa.calls[0] == (
+        "http://rasa:5005/conversations/merchant%2F7/tracker/events",
+        {"event": "resume"},
+        {"token": "s3cret"},
+    )
+    assert rasa.calls[1] == (
+        "http://rasa:5005/conversations/merchant%2F7/execute",
+        {"name": "utter_handoff_released"},
+        {"token": "s3cret", "output_channel": "latest"},
+    )
+    assert rasa.calls[2] == (
+        "http://rasa:5005/conversations/merchant%2F7/tracker/events",
+        {"event": "action", "name": "action_listen"},
+        {"token": "s3cret"},
+    )
     assert result.merchant_notified and not result.already_released
     stored = records.handoff(waiting.id)
     assert stored.status == "released" and stored.released_at is not None
 
 
 @pytest.mark.parametrize("rasa", [FakeRasa(down=True), FakeRasa(status=404)])
-def test_unreachable_or_refusing_rasa_leaves_the_handoff_waiting(records: RecordStore,
-                                                                 rasa: FakeRasa) -> None:
+def test_unreachable_or_refusing_rasa_leaves_the_handoff_waiting(
+    records: RecordStore, rasa: FakeRasa
+) -> None:
     waiting = records.add_handoff("merchant-8", brand=None, symptom=None, question="")
     with pytest.raises(ReleaseError):
         release(records, waiting.id, "http://rasa:5005", session=rasa)
@@ -81,7 +90,8 @@ def test_cli_lists_waiting_handoffs(tmp_path, capsys) -> None:
 def test_cli_release_fails_cleanly_when_rasa_is_down(tmp_path, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'records.sqlite3'}"
     handoff = RecordStore(create_engine(url)).add_handoff("m", brand=None, symptom=None, question="")
-    code = main(["handoff", "release", str(handoff.id), "--rasa-url", "http://127.0.0.1:9",
-                 "--database", url])
+    code = main(
+        ["handoff", "release", str(handoff.id), "--rasa-url", "http://127.0.0.1:9", "--database", url]
+    )
     assert code == 1
     assert "not released" in capsys.readouterr().err

@@ -158,11 +158,25 @@ class RecordStore:
         return Session(self.engine, expire_on_commit=False)
 
     # ---- tickets
-    def add_ticket(self, conversation_id: str, *, brand: Optional[str], symptom: Optional[str],
-                   steps_tried: list[str], contact: str, sn: str) -> TicketView:
+    def add_ticket(
+        self,
+        conversation_id: str,
+        *,
+        brand: Optional[str],
+        symptom: Optional[str],
+        steps_tried: list[str],
+        contact: str,
+        sn: str,
+    ) -> TicketView:
         with self._session() as session, session.begin():
-            row = Ticket(conversation_id=conversation_id, brand=brand, symptom=symptom,
-                         steps_tried=list(steps_tried), contact=contact, sn=sn)
+            row = Ticket(
+                conversation_id=conversation_id,
+                brand=brand,
+                symptom=symptom,
+                steps_tried=list(steps_tried),
+                contact=contact,
+                sn=sn,
+            )
             session.add(row)
             session.flush()
             view = _ticket(row)
@@ -177,11 +191,23 @@ class RecordStore:
             return [_ticket(r) for r in session.scalars(query)]
 
     # ---- handoffs
-    def add_handoff(self, conversation_id: str, *, brand: Optional[str], symptom: Optional[str],
-                    question: str, status: str = HANDOFF_WAITING) -> HandoffView:
+    def add_handoff(
+        self,
+        conversation_id: str,
+        *,
+        brand: Optional[str],
+        symptom: Optional[str],
+        question: str,
+        status: str = HANDOFF_WAITING,
+    ) -> HandoffView:
         with self._session() as session, session.begin():
-            row = Handoff(conversation_id=conversation_id, brand=brand, symptom=symptom,
-                          question=question, status=status)
+            row = Handoff(
+                conversation_id=conversation_id,
+                brand=brand,
+                symptom=symptom,
+                question=question,
+                status=status,
+            )
             session.add(row)
             session.flush()
             view = _handoff(row)
@@ -204,16 +230,27 @@ class RecordStore:
         """The conversation's handoff that is waiting for or being answered by a person."""
         with self._session() as session:
             row = session.scalars(
-                select(Handoff).where(Handoff.conversation_id == conversation_id,
-                                      Handoff.status.in_([HANDOFF_WAITING, HANDOFF_ACTIVE]))
-                .order_by(Handoff.id.desc()).limit(1)).first()
+                select(Handoff)
+                .where(
+                    Handoff.conversation_id == conversation_id,
+                    Handoff.status.in_([HANDOFF_WAITING, HANDOFF_ACTIVE]),
+                )
+                .order_by(Handoff.id.desc())
+                .limit(1)
+            ).first()
             return _handoff(row) if row else None
 
     def waiting_before(self, handoff_id: int) -> int:
         """How many handoffs still waiting were asked for before this one."""
         with self._session() as session:
-            return int(session.scalar(select(func.count()).select_from(Handoff).where(
-                Handoff.status == HANDOFF_WAITING, Handoff.id < handoff_id)) or 0)
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Handoff)
+                    .where(Handoff.status == HANDOFF_WAITING, Handoff.id < handoff_id)
+                )
+                or 0
+            )
 
     def claim(self, handoff_id: int, agent: str) -> Optional[HandoffView]:
         """Give a waiting handoff to ``agent``; None when it is not waiting any more (another
@@ -221,8 +258,10 @@ class RecordStore:
         agents, on any instances, can never both claim it."""
         with self._session() as session, session.begin():
             claimed = session.execute(
-                update(Handoff).where(Handoff.id == handoff_id, Handoff.status == HANDOFF_WAITING)
-                .values(status=HANDOFF_ACTIVE, agent=agent, claimed_at=utcnow()))
+                update(Handoff)
+                .where(Handoff.id == handoff_id, Handoff.status == HANDOFF_WAITING)
+                .values(status=HANDOFF_ACTIVE, agent=agent, claimed_at=utcnow())
+            )
             if claimed.rowcount != 1:
                 return None
             return _handoff(session.get(Handoff, handoff_id))
@@ -239,17 +278,30 @@ class RecordStore:
             return _handoff(row)
 
     # ---- feedback
-    def add_feedback(self, conversation_id: str, *, topic_id: Optional[str], intent: Optional[str],
-                     question: str, helpful: bool) -> FeedbackView:
+    def add_feedback(
+        self,
+        conversation_id: str,
+        *,
+        topic_id: Optional[str],
+        intent: Optional[str],
+        question: str,
+        helpful: bool,
+    ) -> FeedbackView:
         with self._session() as session, session.begin():
-            row = Feedback(conversation_id=conversation_id, topic_id=topic_id, intent=intent,
-                           question=question, helpful=helpful)
+            row = Feedback(
+                conversation_id=conversation_id,
+                topic_id=topic_id,
+                intent=intent,
+                question=question,
+                helpful=helpful,
+            )
             session.add(row)
             session.flush()
             return _feedback(row)
 
-    def feedback(self, since: Optional[datetime] = None,
-                 until: Optional[datetime] = None) -> list[FeedbackView]:
+    def feedback(
+        self, since: Optional[datetime] = None, until: Optional[datetime] = None
+    ) -> list[FeedbackView]:
         """Ratings with ``since <= created_at < until`` (naive UTC), oldest first."""
         with self._session() as session:
             query = select(Feedback).order_by(Feedback.id)
@@ -261,18 +313,42 @@ class RecordStore:
 
 
 def _ticket(row: Ticket) -> TicketView:
-    return TicketView(row.id, row.conversation_id, row.brand, row.symptom, list(row.steps_tried or []),
-                      row.contact, row.sn, row.created_at)
+    return TicketView(
+        row.id,
+        row.conversation_id,
+        row.brand,
+        row.symptom,
+        list(row.steps_tried or []),
+        row.contact,
+        row.sn,
+        row.created_at,
+    )
 
 
 def _handoff(row: Handoff) -> HandoffView:
-    return HandoffView(row.id, row.conversation_id, row.brand, row.symptom, row.question or "",
-                       row.status, row.created_at, row.released_at, row.agent)
+    return HandoffView(
+        row.id,
+        row.conversation_id,
+        row.brand,
+        row.symptom,
+        row.question or "",
+        row.status,
+        row.created_at,
+        row.released_at,
+        row.agent,
+    )
 
 
 def _feedback(row: Feedback) -> FeedbackView:
-    return FeedbackView(row.id, row.conversation_id, row.topic_id, row.intent, row.question or "",
-                        bool(row.helpful), row.created_at)
+    return FeedbackView(
+        row.id,
+        row.conversation_id,
+        row.topic_id,
+        row.intent,
+        row.question or "",
+        bool(row.helpful),
+        row.created_at,
+    )
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import requests
 
-from kb.records import HANDOFF_RELEASED, HandoffView, RecordStore
+from records.store import HANDOFF_RELEASED, HandoffView, RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,24 @@ def format_handoffs(handoffs: list[HandoffView]) -> str:
         return "no handoffs waiting"
     lines = [f"{'id':>4}  {'status':8}  {'created (UTC)':19}  {'brand':8}  conversation / last messages"]
     for h in handoffs:
-        lines.append(f"{h.id:>4}  {h.status:8}  {h.created_at:%Y-%m-%d %H:%M:%S}  "
-                     f"{(h.brand or '-'):8}  {h.conversation_id}")
+        lines.append(
+            f"{h.id:>4}  {h.status:8}  {h.created_at:%Y-%m-%d %H:%M:%S}  "
+            f"{(h.brand or '-'):8}  {h.conversation_id}"
+        )
         if h.question:
             lines.append(f"{'':>45}{h.question}")
     return "\n".join(lines)
 
 
-def release(store: RecordStore, handoff_id: int, rasa_url: str, *, token: Optional[str] = None,
-            session: Optional[requests.Session] = None, timeout: float = 10.0) -> ReleaseResult:
+def release(
+    store: RecordStore,
+    handoff_id: int,
+    rasa_url: str,
+    *,
+    token: Optional[str] = None,
+    session: Optional[requests.Session] = None,
+    timeout: float = 10.0,
+) -> ReleaseResult:
     """Resume the conversation in Rasa, then mark the row released and tell the merchant.
 
     Rasa first: if the server cannot be reached, nothing is marked and staff can simply retry.
@@ -76,25 +85,31 @@ def release(store: RecordStore, handoff_id: int, rasa_url: str, *, token: Option
     base = f"{rasa_url.rstrip('/')}/conversations/{quote(handoff.conversation_id, safe='')}"
     params: dict[str, Any] = {"token": token} if token else {}
     try:
-        response = http.post(f"{base}/tracker/events", json=RESUME_EVENT, params=params,
-                             timeout=timeout)
+        response = http.post(f"{base}/tracker/events", json=RESUME_EVENT, params=params, timeout=timeout)
     except requests.RequestException as exc:
         raise ReleaseError(f"Rasa at {rasa_url} is not reachable ({exc}); nothing was changed") from exc
     if not response.ok:
-        raise ReleaseError(f"Rasa refused the resume event: HTTP {response.status_code} "
-                           f"{response.text[:200]} (is it running with --enable-api?)")
+        raise ReleaseError(
+            f"Rasa refused the resume event: HTTP {response.status_code} "
+            f"{response.text[:200]} (is it running with --enable-api?)"
+        )
     already = handoff.status == HANDOFF_RELEASED
     released = store.mark_released(handoff_id) or handoff
     notified = False
     try:
         if not already:
-            said = http.post(f"{base}/execute", json={"name": RELEASED_RESPONSE},
-                             params={**params, "output_channel": "latest"}, timeout=timeout)
+            said = http.post(
+                f"{base}/execute",
+                json={"name": RELEASED_RESPONSE},
+                params={**params, "output_channel": "latest"},
+                timeout=timeout,
+            )
             notified = said.ok
         # The pause cut the dialogue off before the bot listened; without this the policies
         # would read the merchant's next message as if it came mid-turn.
         http.post(f"{base}/tracker/events", json=LISTEN_EVENT, params=params, timeout=timeout)
     except requests.RequestException:
-        logger.warning("conversation %s resumed, but the merchant was not told",
-                       handoff.conversation_id, exc_info=True)
+        logger.warning(
+            "conversation %s resumed, but the merchant was not told", handoff.conversation_id, exc_info=True
+        )
     return ReleaseResult(released, already, notified)

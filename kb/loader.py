@@ -27,14 +27,20 @@ FILES = ("brands", "error_codes", "fees", "symptoms", "vocabulary")
 LEARNED_FILE = "learned.yml"
 #: What a learned phrasing's answer may be besides a topic id, ``walk:<symptom>`` and
 #: ``code:<code>``, with the intent it teaches the NLU.
-LEARNED_ANSWERS = {"walk:?": "fault_hardware", "flow:fee_calc": "fees",
-                   "flow:handoff": "human_handoff", "flow:ticket": "contact_support",
-                   "decline": "out_of_scope", "smalltalk:greet": "greet",
-                   "smalltalk:goodbye": "goodbye", "smalltalk:thanks": "thanks",
-                   "smalltalk:affirm": "affirm", "smalltalk:deny": "deny"}
+LEARNED_ANSWERS = {
+    "walk:?": "fault_hardware",
+    "flow:fee_calc": "fees",
+    "flow:handoff": "human_handoff",
+    "flow:ticket": "contact_support",
+    "decline": "out_of_scope",
+    "smalltalk:greet": "greet",
+    "smalltalk:goodbye": "goodbye",
+    "smalltalk:thanks": "thanks",
+    "smalltalk:affirm": "affirm",
+    "smalltalk:deny": "deny",
+}
 #: Symptom category → the intent whose rules start its walk (as kb/store.py CATEGORY_INTENTS).
-_WALK_INTENTS = {"hardware": "fault_hardware", "software": "fault_software",
-                 "network": "fault_network"}
+_WALK_INTENTS = {"hardware": "fault_hardware", "software": "fault_software", "network": "fault_network"}
 TOPICS_DIR = "topics"
 ERROR_CODE_RE = re.compile(r"^(?:[0-9]{2}|[A-Z][0-9])$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -43,9 +49,20 @@ SYMPTOM_CATEGORIES = ("hardware", "software", "network")
 
 
 #: vocabulary.yml lists the actions read at run time (kb/store.py ``KnowledgeStore.mentions``).
-WORD_LISTS = ("fee_calc_requests", "info_question_markers", "other_finance", "pos_markers",
-              "vague_fault_reports", "ticket_requests", "handoff_cancel", "flow_stop_words",
-              "acknowledgements", "will_try_markers", "tried_markers", "brand_statement_fillers")
+WORD_LISTS = (
+    "fee_calc_requests",
+    "info_question_markers",
+    "other_finance",
+    "pos_markers",
+    "vague_fault_reports",
+    "ticket_requests",
+    "handoff_cancel",
+    "flow_stop_words",
+    "acknowledgements",
+    "will_try_markers",
+    "tried_markers",
+    "brand_statement_fillers",
+)
 
 
 @dataclass(frozen=True)
@@ -151,16 +168,20 @@ class _Reader:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             hint = "a number such as 0.35" + (", or null for no cap" if nullable else "")
-            self.problem(entry, key if isinstance(entry, dict) and key in entry else None,
-                         f"`{key}` must be {hint}")
+            self.problem(
+                entry, key if isinstance(entry, dict) and key in entry else None, f"`{key}` must be {hint}"
+            )
             return None
         return float(value)
 
     def flag(self, entry: Any, key: str) -> bool:
         value = entry.get(key) if isinstance(entry, dict) else None
         if not isinstance(value, bool):
-            self.problem(entry, key if isinstance(entry, dict) and key in entry else None,
-                         f"`{key}` must be true or false")
+            self.problem(
+                entry,
+                key if isinstance(entry, dict) and key in entry else None,
+                f"`{key}` must be true or false",
+            )
             return False
         return value
 
@@ -177,8 +198,11 @@ class _Reader:
                 good.append(item)
             else:
                 self.problems.append(
-                    Problem(self.file, _line(value) + value.index(item),
-                            f"each entry of `{key}` must be a mapping with fields (`- id: …`)")
+                    Problem(
+                        self.file,
+                        _line(value) + value.index(item),
+                        f"each entry of `{key}` must be a mapping with fields (`- id: …`)",
+                    )
                 )
         return good
 
@@ -199,8 +223,11 @@ def _read_yaml(path: Path, problems: list[Problem], name: str = "") -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         what = (exc.problem or "broken YAML").strip()
-        problems.append(Problem(name, line, f"YAML syntax error: {what}; check indentation, "
-                                            "colons and quotes on this line"))
+        problems.append(
+            Problem(
+                name, line, f"YAML syntax error: {what}; check indentation, " "colons and quotes on this line"
+            )
+        )
         return None
     except YAMLError as exc:
         problems.append(Problem(name, 1, f"YAML syntax error: {exc}"))
@@ -213,8 +240,9 @@ def _read_yaml(path: Path, problems: list[Problem], name: str = "") -> Any:
 
 def _unique(reader: _Reader, entry: Any, key: str, value: str, seen: dict[str, str]) -> None:
     if value and value in seen:
-        reader.problem(entry, key, f"duplicate {key} `{value}` (first at {seen[value]}): "
-                                   "give this entry another one")
+        reader.problem(
+            entry, key, f"duplicate {key} `{value}` (first at {seen[value]}): " "give this entry another one"
+        )
     elif value:
         seen[value] = f"{reader.file}:{_line(entry, key)}"
 
@@ -247,8 +275,12 @@ def _claim_alias(reader: _Reader, entry: Any, alias: str, owner: str, aliases: d
     if not key:
         return
     if key in aliases and aliases[key] != owner:
-        reader.problem(entry, "aliases", f"alias `{alias}` already belongs to {aliases[key]}: "
-                                         "an alias may name only one thing, remove one of them")
+        reader.problem(
+            entry,
+            "aliases",
+            f"alias `{alias}` already belongs to {aliases[key]}: "
+            "an alias may name only one thing, remove one of them",
+        )
     aliases.setdefault(key, owner)
 
 
@@ -265,18 +297,24 @@ def _load_brands(doc: Any, content: Content, aliases: dict[str, str]) -> None:
         if hotline is not None:
             hotline = str(hotline).strip()
             if not re.fullmatch(r"[0-9][0-9\-]{4,15}", hotline):
-                reader.problem(entry, "hotline", f"hotline `{hotline}` is not a phone number: write "
-                                                 "digits only, quoted, e.g. `hotline: \"95016\"`")
-        content.brands.append({
-            "name": name,
-            "aliases": brand_aliases,
-            "hotline": hotline or None,
-            "channels": reader.text_list(entry, "channels", required=True),
-            "fault_handling": reader.text(entry, "fault_handling"),
-            "software_updates": reader.text(entry, "software_updates"),
-            "after_sales": reader.text(entry, "after_sales"),
-            "source": _source(reader, entry),
-        })
+                reader.problem(
+                    entry,
+                    "hotline",
+                    f"hotline `{hotline}` is not a phone number: write "
+                    'digits only, quoted, e.g. `hotline: "95016"`',
+                )
+        content.brands.append(
+            {
+                "name": name,
+                "aliases": brand_aliases,
+                "hotline": hotline or None,
+                "channels": reader.text_list(entry, "channels", required=True),
+                "fault_handling": reader.text(entry, "fault_handling"),
+                "software_updates": reader.text(entry, "software_updates"),
+                "after_sales": reader.text(entry, "after_sales"),
+                "source": _source(reader, entry),
+            }
+        )
 
 
 #: Buttons a topic may offer after its answer: a fault walk, the fee calculator, a repair
@@ -289,7 +327,7 @@ NEAR_DUPLICATE = 0.8
 
 def _bigrams(text: str) -> set[str]:
     kept = re.sub(r"[\s，。？！,.?!、：:；;（）()“”\"']+", "", text.lower())
-    return {kept[i:i + 2] for i in range(max(len(kept) - 1, 1))}
+    return {kept[i : i + 2] for i in range(max(len(kept) - 1, 1))}
 
 
 def _similarity(a: str, b: str) -> float:
@@ -297,8 +335,14 @@ def _similarity(a: str, b: str) -> float:
     return len(x & y) / len(x | y) if x and y else 0.0
 
 
-def _load_topic_file(name: str, doc: Any, content: Content, brand_names: set[str],
-                     ids: dict[str, str], questions: dict[str, str]) -> None:
+def _load_topic_file(
+    name: str,
+    doc: Any,
+    content: Content,
+    brand_names: set[str],
+    ids: dict[str, str],
+    questions: dict[str, str],
+) -> None:
     reader = _Reader(name, content.problems)
     for entry in reader.entries(doc, "topics"):
         topic_id = reader.text(entry, "id", what="lower_snake_case_id")
@@ -307,51 +351,73 @@ def _load_topic_file(name: str, doc: Any, content: Content, brand_names: set[str
         _unique(reader, entry, "id", topic_id, ids)
         intent = reader.text(entry, "intent", what="fees")
         if intent and intent not in TOPIC_INTENTS:
-            reader.problem(entry, "intent", f"unknown intent `{intent}`: use one of "
-                                            f"{', '.join(TOPIC_INTENTS)}")
+            reader.problem(
+                entry, "intent", f"unknown intent `{intent}`: use one of " f"{', '.join(TOPIC_INTENTS)}"
+            )
         notes = entry.get("brand_notes") or {}
         if not isinstance(notes, dict):
             reader.problem(entry, "brand_notes", "`brand_notes` must map a brand name to a text")
             notes = {}
         for brand in notes:
             if str(brand) not in brand_names:
-                reader.problem(notes, brand, f"unknown brand `{brand}` in brand_notes: use a `name` "
-                                             "from brands.yml, or add the brand there first")
+                reader.problem(
+                    notes,
+                    brand,
+                    f"unknown brand `{brand}` in brand_notes: use a `name` "
+                    "from brands.yml, or add the brand there first",
+                )
         for retired in ("keywords", "default", "title"):
             if retired in entry:
-                reader.problem(entry, retired, f"`{retired}` is no longer used: the bot finds a topic "
-                               "by its questions; write the standard question as `question:` and "
-                               "other ways of asking under `questions:`")
+                reader.problem(
+                    entry,
+                    retired,
+                    f"`{retired}` is no longer used: the bot finds a topic "
+                    "by its questions; write the standard question as `question:` and "
+                    "other ways of asking under `questions:`",
+                )
         question = reader.text(entry, "question", what="POS机怎么签到？")
         alternates = reader.text_list(entry, "questions", required=True)
         if 0 < len(alternates) < MIN_ALTERNATE_QUESTIONS:
-            reader.problem(entry, "questions", f"`questions` has {len(alternates)} question(s): "
-                           f"give at least {MIN_ALTERNATE_QUESTIONS} ways merchants ask this")
+            reader.problem(
+                entry,
+                "questions",
+                f"`questions` has {len(alternates)} question(s): "
+                f"give at least {MIN_ALTERNATE_QUESTIONS} ways merchants ask this",
+            )
         for text in [question, *alternates]:
             key = re.sub(r"\s+", "", text.lower())
             if key and key in questions and questions[key] != topic_id:
-                reader.problem(entry, "questions", f"question `{text}` is also a question of topic "
-                               f"`{questions[key]}`: a question may lead to one topic only")
+                reader.problem(
+                    entry,
+                    "questions",
+                    f"question `{text}` is also a question of topic "
+                    f"`{questions[key]}`: a question may lead to one topic only",
+                )
             elif key:
                 questions[key] = topic_id
         flow = reader.text(entry, "flow", required=False)
         if flow and flow not in FLOWS and not flow.startswith("walk:"):
-            reader.problem(entry, "flow", f"unknown flow `{flow}`: use walk:<symptom id>, "
-                                          f"{', '.join(FLOWS)}, or leave it out")
-        content.topics.append({
-            "id": topic_id,
-            "intent": intent,
-            "family": reader.text(entry, "family", what="core"),
-            "question": question,
-            "questions": alternates,
-            "answer": reader.text(entry, "answer"),
-            "steps": reader.text_list(entry, "steps"),
-            "brand_notes": {str(k): str(v).strip() for k, v in notes.items()},
-            "flow": flow or None,
-            "source": _source(reader, entry),
-            "_file": name,
-            "_line": _line(entry),
-        })
+            reader.problem(
+                entry,
+                "flow",
+                f"unknown flow `{flow}`: use walk:<symptom id>, " f"{', '.join(FLOWS)}, or leave it out",
+            )
+        content.topics.append(
+            {
+                "id": topic_id,
+                "intent": intent,
+                "family": reader.text(entry, "family", what="core"),
+                "question": question,
+                "questions": alternates,
+                "answer": reader.text(entry, "answer"),
+                "steps": reader.text_list(entry, "steps"),
+                "brand_notes": {str(k): str(v).strip() for k, v in notes.items()},
+                "flow": flow or None,
+                "source": _source(reader, entry),
+                "_file": name,
+                "_line": _line(entry),
+            }
+        )
 
 
 def _check_topics(content: Content, symptom_ids: set[str]) -> None:
@@ -359,22 +425,38 @@ def _check_topics(content: Content, symptom_ids: set[str]) -> None:
     intents = {t["intent"] for t in content.topics}
     for intent in TOPIC_INTENTS:
         if intent not in intents:
-            content.problems.append(Problem("topics/", 1, f"intent `{intent}` has no topic: add "
-                                            f"`- id: …` with `intent: {intent}`"))
+            content.problems.append(
+                Problem(
+                    "topics/", 1, f"intent `{intent}` has no topic: add " f"`- id: …` with `intent: {intent}`"
+                )
+            )
     for topic in content.topics:
         flow = topic["flow"] or ""
         if flow.startswith("walk:") and flow[5:] not in symptom_ids:
-            content.problems.append(Problem(topic["_file"], topic["_line"], f"flow `{flow}` names no "
-                                    f"symptom: use one of walk:{', walk:'.join(sorted(symptom_ids))}"))
+            content.problems.append(
+                Problem(
+                    topic["_file"],
+                    topic["_line"],
+                    f"flow `{flow}` names no "
+                    f"symptom: use one of walk:{', walk:'.join(sorted(symptom_ids))}",
+                )
+            )
     for i, first in enumerate(content.topics):
-        for second in content.topics[i + 1:]:
-            if (first["question"] and second["question"]
-                    and _similarity(first["question"], second["question"]) >= NEAR_DUPLICATE):
-                content.problems.append(Problem(
-                    second["_file"], second["_line"],
-                    f"the standard question `{second['question']}` is nearly the same as that of "
-                    f"topic `{first['id']}` ({first['_file']}:{first['_line']}): merge the two "
-                    "topics or make each question say what only it answers"))
+        for second in content.topics[i + 1 :]:
+            if (
+                first["question"]
+                and second["question"]
+                and _similarity(first["question"], second["question"]) >= NEAR_DUPLICATE
+            ):
+                content.problems.append(
+                    Problem(
+                        second["_file"],
+                        second["_line"],
+                        f"the standard question `{second['question']}` is nearly the same as that of "
+                        f"topic `{first['id']}` ({first['_file']}:{first['_line']}): merge the two "
+                        "topics or make each question say what only it answers",
+                    )
+                )
 
 
 def _load_error_codes(doc: Any, content: Content, aliases: dict[str, str]) -> None:
@@ -384,8 +466,12 @@ def _load_error_codes(doc: Any, content: Content, aliases: dict[str, str]) -> No
         codes = reader.text_list(entry, "codes", required=True)
         for code in codes:
             if not ERROR_CODE_RE.match(code):
-                reader.problem(entry, "codes", f"error code `{code}` must be two characters, digits "
-                                               "or an upper-case letter and a digit, quoted: \"05\", \"A0\"")
+                reader.problem(
+                    entry,
+                    "codes",
+                    f"error code `{code}` must be two characters, digits "
+                    'or an upper-case letter and a digit, quoted: "05", "A0"',
+                )
             _unique(reader, entry, "codes", code, seen)
         group = reader.text(entry, "group", what="retry")
         if group and group not in CODE_GROUPS:
@@ -418,39 +504,68 @@ def _load_fees(doc: Any, content: Content, card_types: set[str]) -> None:
     fees: dict[str, Any] = {"card_rules": [], "items": []}
     regulation = doc.get("regulation")
     if isinstance(regulation, dict):
-        fees["items"].append({"kind": "regulation", "label": reader.text(regulation, "document"),
-                              "rate": None, "text": reader.text(regulation, "summary"),
-                              "effective": reader.text(regulation, "effective"),
-                              "source": _source(reader, regulation)})
+        fees["items"].append(
+            {
+                "kind": "regulation",
+                "label": reader.text(regulation, "document"),
+                "rate": None,
+                "text": reader.text(regulation, "summary"),
+                "effective": reader.text(regulation, "effective"),
+                "source": _source(reader, regulation),
+            }
+        )
     else:
         reader.problem(doc, None, "missing `regulation:` with effective, document, summary, source")
     for entry in reader.entries(doc, "card_rules"):
         card_type = reader.text(entry, "card_type", what="借记卡")
         if card_type and card_type not in card_types:
-            reader.problem(entry, "card_type", f"unknown card type `{card_type}`: use a `name` from "
-                                               "vocabulary.yml card_types")
-        fees["card_rules"].append({
-            "card_type": card_type,
-            "issuer_rate_cap": reader.number(entry, "issuer_rate_cap"),
-            "issuer_fee_cap": reader.number(entry, "issuer_fee_cap", nullable=True),
-            "network_rate_cap": reader.number(entry, "network_rate_cap"),
-            "network_fee_cap": reader.number(entry, "network_fee_cap", nullable=True),
-            "source": _source(reader, entry),
-        })
+            reader.problem(
+                entry,
+                "card_type",
+                f"unknown card type `{card_type}`: use a `name` from " "vocabulary.yml card_types",
+            )
+        fees["card_rules"].append(
+            {
+                "card_type": card_type,
+                "issuer_rate_cap": reader.number(entry, "issuer_rate_cap"),
+                "issuer_fee_cap": reader.number(entry, "issuer_fee_cap", nullable=True),
+                "network_rate_cap": reader.number(entry, "network_rate_cap"),
+                "network_fee_cap": reader.number(entry, "network_fee_cap", nullable=True),
+                "source": _source(reader, entry),
+            }
+        )
     for kind, key in (("market_rate", "market_rates"), ("history", "history")):
         for entry in reader.entries(doc, key):
-            fees["items"].append({"kind": kind, "label": reader.text(entry, "label"),
-                                  "rate": reader.number(entry, "rate"),
-                                  "text": str(entry.get("text", "") or "").strip(),
-                                  "source": _source(reader, entry)})
+            fees["items"].append(
+                {
+                    "kind": kind,
+                    "label": reader.text(entry, "label"),
+                    "rate": reader.number(entry, "rate"),
+                    "text": str(entry.get("text", "") or "").strip(),
+                    "source": _source(reader, entry),
+                }
+            )
     for entry in reader.entries(doc, "hidden_fees"):
-        fees["items"].append({"kind": "hidden_fee", "label": reader.text(entry, "name"), "rate": None,
-                              "text": reader.text(entry, "check"), "source": _source(reader, entry)})
+        fees["items"].append(
+            {
+                "kind": "hidden_fee",
+                "label": reader.text(entry, "name"),
+                "rate": None,
+                "text": reader.text(entry, "check"),
+                "source": _source(reader, entry),
+            }
+        )
     exemptions = doc.get("exemptions")
     if isinstance(exemptions, dict):
-        fees["items"].append({"kind": "exemption", "label": "减免", "rate": None,
-                              "text": reader.text(exemptions, "text"),
-                              "source": _source(reader, exemptions)})
+        fees["items"].append(
+            {
+                "kind": "exemption",
+                "label": "减免",
+                "rate": None,
+                "text": reader.text(exemptions, "text"),
+                "source": _source(reader, exemptions),
+            }
+        )
     else:
         reader.problem(doc, None, "missing `exemptions:` with text and source")
     content.fees = fees
@@ -464,12 +579,18 @@ def _load_symptoms(doc: Any, content: Content, components: set[str]) -> None:
         _unique(reader, entry, "id", symptom_id, ids)
         category = reader.text(entry, "category", what="hardware")
         if category and category not in SYMPTOM_CATEGORIES:
-            reader.problem(entry, "category", f"unknown category `{category}`: use one of "
-                                              f"{', '.join(SYMPTOM_CATEGORIES)}")
+            reader.problem(
+                entry,
+                "category",
+                f"unknown category `{category}`: use one of " f"{', '.join(SYMPTOM_CATEGORIES)}",
+            )
         component = reader.text(entry, "component", required=False)
         if component and component not in components:
-            reader.problem(entry, "component", f"unknown component `{component}`: use a `name` from "
-                                               "vocabulary.yml components")
+            reader.problem(
+                entry,
+                "component",
+                f"unknown component `{component}`: use a `name` from " "vocabulary.yml components",
+            )
         stages = []
         raw_stages = entry.get("stages")
         if not isinstance(raw_stages, list) or not raw_stages:
@@ -483,24 +604,34 @@ def _load_symptoms(doc: Any, content: Content, components: set[str]) -> None:
             if not isinstance(data_loss, bool):
                 reader.problem(stage, "data_loss", "`data_loss` must be true or false")
                 data_loss = False
-            stages.append({"title": reader.text(stage, "title"),
-                           "steps": reader.text_list(stage, "steps", required=True),
-                           "data_loss": data_loss})
+            stages.append(
+                {
+                    "title": reader.text(stage, "title"),
+                    "steps": reader.text_list(stage, "steps", required=True),
+                    "data_loss": data_loss,
+                }
+            )
         reports = reader.text_list(entry, "reports", required=True)
         if 0 < len(reports) < MIN_ALTERNATE_QUESTIONS:
-            reader.problem(entry, "reports", f"`reports` has {len(reports)} report(s): give at "
-                           f"least {MIN_ALTERNATE_QUESTIONS} ways merchants report this fault")
-        content.symptoms.append({
-            "id": symptom_id,
-            "category": category,
-            "component": component or None,
-            "label": reader.text(entry, "label"),
-            "keywords": reader.text_list(entry, "keywords", required=True),
-            "reports": reports,
-            "stages": stages,
-            "prevention": reader.text(entry, "prevention"),
-            "source": _source(reader, entry),
-        })
+            reader.problem(
+                entry,
+                "reports",
+                f"`reports` has {len(reports)} report(s): give at "
+                f"least {MIN_ALTERNATE_QUESTIONS} ways merchants report this fault",
+            )
+        content.symptoms.append(
+            {
+                "id": symptom_id,
+                "category": category,
+                "component": component or None,
+                "label": reader.text(entry, "label"),
+                "keywords": reader.text_list(entry, "keywords", required=True),
+                "reports": reports,
+                "stages": stages,
+                "prevention": reader.text(entry, "prevention"),
+                "source": _source(reader, entry),
+            }
+        )
 
 
 def load_content(directory: Path) -> Content:
@@ -515,16 +646,27 @@ def load_content(directory: Path) -> Content:
             digest.update(path.read_bytes())
     topic_paths = sorted((directory / TOPICS_DIR).glob("*.yml"))
     if not topic_paths:
-        content.problems.append(Problem(f"{TOPICS_DIR}/", 1, f"no topic files: create "
-                                        f"kb/content/{TOPICS_DIR}/<family>.yml with `topics:`"))
+        content.problems.append(
+            Problem(
+                f"{TOPICS_DIR}/",
+                1,
+                f"no topic files: create " f"kb/content/{TOPICS_DIR}/<family>.yml with `topics:`",
+            )
+        )
     topic_docs = []
     for path in topic_paths:
         name = f"{TOPICS_DIR}/{path.name}"
         topic_docs.append((name, _read_yaml(path, content.problems, name)))
         digest.update(name.encode() + b"\0" + path.read_bytes())
     if (directory / "topics.yml").exists():
-        content.problems.append(Problem("topics.yml", 1, f"topics now live in kb/content/{TOPICS_DIR}/"
-                                        "*.yml (question + questions): move them there"))
+        content.problems.append(
+            Problem(
+                "topics.yml",
+                1,
+                f"topics now live in kb/content/{TOPICS_DIR}/"
+                "*.yml (question + questions): move them there",
+            )
+        )
     content.digest = digest.hexdigest()
     aliases: dict[str, str] = {}
     if docs["vocabulary"] is not None:
@@ -580,15 +722,22 @@ def _load_learned(doc: Any, content: Content) -> None:
             continue
         intent = learned_intent(answer, content)
         if intent is None:
-            reader.problem(entry, "answer", f"unknown answer `{answer}`: use a topic id, "
-                           "walk:<symptom id>, code:<code in error_codes.yml> or one of "
-                           f"{', '.join(LEARNED_ANSWERS)}")
+            reader.problem(
+                entry,
+                "answer",
+                f"unknown answer `{answer}`: use a topic id, "
+                "walk:<symptom id>, code:<code in error_codes.yml> or one of "
+                f"{', '.join(LEARNED_ANSWERS)}",
+            )
             continue
         override = reader.text(entry, "intent", required=False)
         key = text.lower()
         if key in seen and seen[key] != answer:
-            reader.problem(entry, "text", f"`{text}` is already learned with answer "
-                           f"`{seen[key]}`: keep one of the two")
+            reader.problem(
+                entry,
+                "text",
+                f"`{text}` is already learned with answer " f"`{seen[key]}`: keep one of the two",
+            )
             continue
         if key in seen:
             continue

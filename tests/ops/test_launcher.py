@@ -1,4 +1,4 @@
-"""bot/launcher.py is the one launcher: what `make run` and `make shell` start, without starting it.
+"""ops/launcher.py is the one launcher: what `make run` and `make shell` start, without starting it.
 
 The live tests (tests/integration, tests/conftest.py) start the same commands for real; these
 check the command lines and environments of both processes, that Rasa's own parser reads them as
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot import launcher
-from bot.launcher import BIN, PROJECT_ROOT, LaunchPlan, plan
 from bot.serve import rasa_argv
+from ops import launcher
+from ops.launcher import BIN, PROJECT_ROOT, LaunchPlan, plan
 
 MODEL = Path("models/some.tar.gz")
 CREDENTIALS = PROJECT_ROOT / "bot" / "credentials.yml"
@@ -26,9 +26,17 @@ CREDENTIALS = PROJECT_ROOT / "bot" / "credentials.yml"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TF_INTER_OP_PARALLELISM_THREADS", "TF_INTRA_OP_PARALLELISM_THREADS",
-                 "POSBOT_DATABASE_URL", "POSBOT_RASA_TOKEN", "ENDPOINTS", "MODEL", "CREDENTIALS",
-                 "RASA_PORT", "ACTIONS_PORT"):
+    for name in (
+        "TF_INTER_OP_PARALLELISM_THREADS",
+        "TF_INTRA_OP_PARALLELISM_THREADS",
+        "POSBOT_DATABASE_URL",
+        "POSBOT_RASA_TOKEN",
+        "ENDPOINTS",
+        "MODEL",
+        "CREDENTIALS",
+        "RASA_PORT",
+        "ACTIONS_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -47,8 +55,7 @@ def rasa_args(argv: list[str]) -> argparse.Namespace:
 @pytest.mark.parametrize("shell", [False, True], ids=["run", "shell"])
 def test_both_modes_start_the_same_action_server(tmp_path: Path, shell: bool) -> None:
     started = launch(tmp_path, shell=shell)
-    assert started.actions == [str(BIN / "rasa"), "run", "actions", "--actions", "actions",
-                               "--port", "6155"]
+    assert started.actions == [str(BIN / "rasa"), "run", "actions", "--actions", "actions", "--port", "6155"]
     env = started.actions_env
     assert env["POSBOT_WARM_ACTIONS"] == "1"
     assert env["POSBOT_ACTION_URL"] == "http://127.0.0.1:6155/webhook"
@@ -62,9 +69,20 @@ def test_both_modes_start_the_same_action_server(tmp_path: Path, shell: bool) ->
 def test_run_serves_the_channels_of_the_credentials(tmp_path: Path) -> None:
     started = launch(tmp_path, shell=False)
     assert started.rasa == [
-        str(BIN / "python"), "-m", "bot.serve", "run", "--model", str(MODEL),
-        "--endpoints", str(tmp_path / "endpoints.yml"), "--credentials", str(CREDENTIALS),
-        "--enable-api", "--port", "6105"]
+        str(BIN / "python"),
+        "-m",
+        "bot.serve",
+        "run",
+        "--model",
+        str(MODEL),
+        "--endpoints",
+        str(tmp_path / "endpoints.yml"),
+        "--credentials",
+        str(CREDENTIALS),
+        "--enable-api",
+        "--port",
+        "6105",
+    ]
     args = rasa_args(started.rasa)
     assert args.connector is None
     assert args.credentials == str(CREDENTIALS)
@@ -76,9 +94,20 @@ def test_shell_is_rasas_interactive_shell_on_the_same_bot(tmp_path: Path) -> Non
 
     run, shell = launch(tmp_path, shell=False), launch(tmp_path, shell=True)
     assert shell.rasa == [
-        str(BIN / "python"), "-m", "bot.serve", "run", "--model", str(MODEL),
-        "--endpoints", str(tmp_path / "endpoints.yml"), "--connector", "cmdline",
-        "--enable-api", "--port", "6105"]
+        str(BIN / "python"),
+        "-m",
+        "bot.serve",
+        "run",
+        "--model",
+        str(MODEL),
+        "--endpoints",
+        str(tmp_path / "endpoints.yml"),
+        "--connector",
+        "cmdline",
+        "--enable-api",
+        "--port",
+        "6105",
+    ]
     args = rasa_args(shell.rasa)
     # `rasa shell` is `rasa run` with the cmdline connector; through bot.serve the shell gets
     # the settings check, the speed-ups and the in-process token like the server does.
@@ -96,7 +125,8 @@ def test_shell_is_rasas_interactive_shell_on_the_same_bot(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("shell", [False, True], ids=["run", "shell"])
 def test_rasa_gets_one_tensorflow_thread_and_the_token_only_in_process(
-        tmp_path: Path, shell: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, shell: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     started = launch(tmp_path, shell=shell)
     assert started.rasa_env["TF_INTER_OP_PARALLELISM_THREADS"] == "1"
     assert started.rasa_env["TF_INTRA_OP_PARALLELISM_THREADS"] == "1"
@@ -112,8 +142,7 @@ def test_rasa_gets_one_tensorflow_thread_and_the_token_only_in_process(
 
 
 @pytest.mark.parametrize("shell", [False, True], ids=["run", "shell"])
-def test_the_endpoints_copy_points_at_this_action_server_and_tracker_db(
-        tmp_path: Path, shell: bool) -> None:
+def test_the_endpoints_copy_points_at_this_action_server_and_tracker_db(tmp_path: Path, shell: bool) -> None:
     launch(tmp_path, shell=shell)
     endpoints = yaml.safe_load((tmp_path / "endpoints.yml").read_text(encoding="utf-8"))
     assert endpoints["action_endpoint"]["url"] == "http://127.0.0.1:6155/webhook"
@@ -129,8 +158,9 @@ def test_given_endpoints_are_used_as_they_are(tmp_path: Path) -> None:
 
 
 def test_a_second_server_shares_the_first_ones_action_server(tmp_path: Path) -> None:
-    first = launcher.RunningBot("http://127.0.0.1:6105", "http://127.0.0.1:6155",
-                                "sqlite:////srv/kb.sqlite3", tmp_path)
+    first = launcher.RunningBot(
+        "http://127.0.0.1:6105", "http://127.0.0.1:6155", "sqlite:////srv/kb.sqlite3", tmp_path
+    )
     second = plan(tmp_path / "b", share_actions_of=first, rasa_port=6106, interface="127.0.0.1")
     assert second.actions is None
     assert second.actions_port == 6155
@@ -157,7 +187,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[Path, dict]]:
 
 
 def test_make_shell_and_make_run_read_ports_and_files_from_the_environment(
-        recorded: dict[str, tuple[Path, dict]], monkeypatch: pytest.MonkeyPatch) -> None:
+    recorded: dict[str, tuple[Path, dict]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RASA_PORT", "6205")
     monkeypatch.setenv("ACTIONS_PORT", "6255")
     monkeypatch.setenv("MODEL", "models/other.tar.gz")
@@ -177,8 +208,8 @@ def test_make_shell_and_make_run_read_ports_and_files_from_the_environment(
 
 @pytest.mark.parametrize("value", [None, "bot/endpoints.yml", str(PROJECT_ROOT / "bot" / "endpoints.yml")])
 def test_the_default_endpoints_file_means_the_launchers_own_copy(
-        recorded: dict[str, tuple[Path, dict]], monkeypatch: pytest.MonkeyPatch,
-        value: str | None) -> None:
+    recorded: dict[str, tuple[Path, dict]], monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
     if value is not None:
         monkeypatch.setenv("ENDPOINTS", value)
     assert launcher.main([]) == 130  # no mode: run
@@ -189,17 +220,24 @@ def test_the_default_endpoints_file_means_the_launchers_own_copy(
 
 @pytest.mark.parametrize("target", ["run", "shell"])
 def test_make_goes_through_the_launcher(target: str) -> None:
-    dry = subprocess.run(["make", "-n", target], cwd=PROJECT_ROOT, capture_output=True,
-                         text=True, timeout=120, check=True).stdout
-    assert f".venv/bin/python -m bot.launcher {target}" in dry, dry
+    dry = subprocess.run(
+        ["make", "-n", target], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert f".venv/bin/python -m ops.launcher {target}" in dry, dry
     assert "run.sh" not in dry and "rasa shell" not in dry
     assert not (PROJECT_ROOT / "scripts" / "run.sh").exists()
 
 
 def test_the_launcher_is_a_module_that_starts(tmp_path: Path) -> None:
-    """`python -m bot.launcher --help`, as make runs it: it imports and names both modes."""
-    result = subprocess.run([sys.executable, "-m", "bot.launcher", "--help"], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=60, check=True)
+    """`python -m ops.launcher --help`, as make runs it: it imports and names both modes."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.launcher", "--help"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "{run,shell}" in result.stdout
 
 
@@ -216,20 +254,28 @@ def test_make_shell_answers_in_the_terminal_and_stops_both_servers(tmp_path: Pat
 
     import requests
 
-    from bot.launcher import DEFAULT_MODEL, free_port
+    from ops.launcher import DEFAULT_MODEL, free_port
 
     if not DEFAULT_MODEL.exists():
         pytest.fail(f"{DEFAULT_MODEL} is missing: run `make train` (make test does it for you)")
     rasa_port, actions_port = free_port(), free_port()
     env = {**os.environ, "POSBOT_RASA_TOKEN_FILE": str(tmp_path / "rasa-token")}
     env.pop("POSBOT_RASA_TOKEN", None)
-    code = ("import sys; from pathlib import Path; from bot.launcher import shell; "
-            f"sys.exit(shell(Path({str(tmp_path / 'state')!r}), rasa_port={rasa_port}, "
-            f"actions_port={actions_port}))")
+    code = (
+        "import sys; from pathlib import Path; from ops.launcher import shell; "
+        f"sys.exit(shell(Path({str(tmp_path / 'state')!r}), rasa_port={rasa_port}, "
+        f"actions_port={actions_port}))"
+    )
     terminal, child_side = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env,
-                            stdin=child_side, stdout=child_side, stderr=child_side,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=child_side,
+        stdout=child_side,
+        stderr=child_side,
+        start_new_session=True,
+    )
     os.close(child_side)
     seen = b""
 

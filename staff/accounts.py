@@ -33,7 +33,7 @@ SESSION_HOURS = 12
 MAX_FAILURES = 5
 THROTTLE_MINUTES = 15
 MIN_PASSWORD = 10
-#: An agent whose console was seen within this many seconds is on duty (kb/staff.py
+#: An agent whose console was seen within this many seconds is on duty (staff/accounts.py
 #: ``agents_on_duty``): a handoff then waits for a person; otherwise the bot keeps answering.
 ON_DUTY_SECONDS = 120
 
@@ -173,8 +173,11 @@ class StaffStore:
         since = utcnow() - timedelta(minutes=THROTTLE_MINUTES)
         with self._session() as session, session.begin():
             for column, value in ((LoginFailure.name, name), (LoginFailure.address, address)):
-                failures = session.scalar(select(func.count()).select_from(LoginFailure).where(
-                    column == value, LoginFailure.at >= since))
+                failures = session.scalar(
+                    select(func.count())
+                    .select_from(LoginFailure)
+                    .where(column == value, LoginFailure.at >= since)
+                )
                 if failures >= MAX_FAILURES:
                     raise Throttled()
             row = session.scalar(select(StaffUser).where(StaffUser.name == name))
@@ -197,8 +200,14 @@ class StaffStore:
         now = utcnow()
         with self._session() as session, session.begin():
             session.execute(delete(StaffSession).where(StaffSession.expires_at < now))
-            session.add(StaffSession(token_hash=_digest(token), user_id=user.id, csrf=csrf,
-                                     expires_at=now + timedelta(hours=SESSION_HOURS)))
+            session.add(
+                StaffSession(
+                    token_hash=_digest(token),
+                    user_id=user.id,
+                    csrf=csrf,
+                    expires_at=now + timedelta(hours=SESSION_HOURS),
+                )
+            )
         return token, SessionView(user, csrf)
 
     def session(self, token: Optional[str]) -> Optional[SessionView]:
@@ -220,24 +229,32 @@ class StaffStore:
         """How many enabled accounts have a console open (seen within ``within_seconds``)."""
         now = utcnow()
         with self._session() as session:
-            return int(session.scalar(
-                select(func.count(func.distinct(StaffSession.user_id)))
-                .join(StaffUser, StaffUser.id == StaffSession.user_id)
-                .where(StaffSession.last_seen >= now - timedelta(seconds=within_seconds),
-                       StaffSession.expires_at >= now, StaffUser.disabled.is_(False))) or 0)
+            return int(
+                session.scalar(
+                    select(func.count(func.distinct(StaffSession.user_id)))
+                    .join(StaffUser, StaffUser.id == StaffSession.user_id)
+                    .where(
+                        StaffSession.last_seen >= now - timedelta(seconds=within_seconds),
+                        StaffSession.expires_at >= now,
+                        StaffUser.disabled.is_(False),
+                    )
+                )
+                or 0
+            )
 
     def end_session(self, token: Optional[str]) -> None:
         if token:
             with self._session() as session, session.begin():
-                session.execute(delete(StaffSession).where(
-                    or_(StaffSession.token_hash == _digest(token),
-                        StaffSession.expires_at < utcnow())))
+                session.execute(
+                    delete(StaffSession).where(
+                        or_(StaffSession.token_hash == _digest(token), StaffSession.expires_at < utcnow())
+                    )
+                )
 
     # ---- audit log
     def audit(self, staff: str, action: str, target: str = "", detail: str = "") -> None:
         with self._session() as session, session.begin():
-            session.add(AuditEntry(staff=staff, action=action, target=target[:255],
-                                   detail=detail))
+            session.add(AuditEntry(staff=staff, action=action, target=target[:255], detail=detail))
 
     def audit_entries(self, limit: int = 200) -> list[AuditView]:
         with self._session() as session:

@@ -1,16 +1,16 @@
 """The ``posbot`` command: knowledge-base tools, handoffs and reports for staff and developers.
 
-    posbot kb lint            check kb/content, print file:line: problem
-    posbot kb build [--force] lint, then load into the database in one transaction
-    posbot kb dict DIR        write the jieba dictionary generated from the KB vocabulary
-    posbot kb nlu DIR         write DIR/kb.yml: the KB's questions as NLU training examples
-    posbot handoff list [--all]            conversations waiting for a person
-    posbot handoff release ID [--rasa-url URL]   resume the bot for that conversation
-    posbot api-token rotate   new Rasa API secret in var/rasa-token (restart the bot after)
-    posbot staff add NAME --role agent|editor|admin [--password-stdin]   console account
-    posbot staff list | disable NAME
-    posbot report [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--tracker-db URL]
-                              most frequent unanswered questions and answers rated 没帮助
+posbot kb lint            check kb/content, print file:line: problem
+posbot kb build [--force] lint, then load into the database in one transaction
+posbot kb dict DIR        write the jieba dictionary generated from the KB vocabulary
+posbot kb nlu DIR         write DIR/kb.yml: the KB's questions as NLU training examples
+posbot handoff list [--all]            conversations waiting for a person
+posbot handoff release ID [--rasa-url URL]   resume the bot for that conversation
+posbot api-token rotate   new Rasa API secret in var/rasa-token (restart the bot after)
+posbot staff add NAME --role agent|editor|admin [--password-stdin]   console account
+posbot staff list | disable NAME
+posbot report [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--tracker-db URL]
+                          most frequent unanswered questions and answers rated 没帮助
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from bot.api_token import TokenError, fingerprint, rasa_token, rotate
-from bot.handoff import ReleaseError, format_handoffs, rasa_url_from_env, release
-from bot.report import Period, build_report, default_tracker_url, format_report
 from kb.build import KbInvalid, build
-from kb.content import format_problems, load_content
+from kb.loader import format_problems, load_content
 from kb.nlu_data import write_kb_nlu
-from kb.records import HANDOFF_WAITING, RecordStore
 from kb.settings import content_dir, database_url
-from kb.staff import ROLES, StaffError, StaffStore
 from kb.store import KnowledgeStore
 from kb.vocabulary import Vocabulary, write_jieba_dictionary
+from records.store import HANDOFF_WAITING, RecordStore
+from staff.accounts import ROLES, StaffError, StaffStore
+from staff.handoff import ReleaseError, format_handoffs, rasa_url_from_env, release
+from staff.report import Period, build_report, default_tracker_url, format_report
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,11 @@ def _kb_lint(args: argparse.Namespace) -> int:
         print(format_problems(content.problems))
         print(f"\n{len(content.problems)} problem(s) in {args.content}", file=sys.stderr)
         return 1
-    print(f"kb ok: {len(content.topics)} topics, {len(content.brands)} brands, "
-          f"{sum(len(e['codes']) for e in content.error_codes)} error codes, "
-          f"{len(content.symptoms)} symptoms")
+    print(
+        f"kb ok: {len(content.topics)} topics, {len(content.brands)} brands, "
+        f"{sum(len(e['codes']) for e in content.error_codes)} error codes, "
+        f"{len(content.symptoms)} symptoms"
+    )
     return 0
 
 
@@ -58,8 +60,7 @@ def _kb_build(args: argparse.Namespace) -> int:
         result = build(engine, content, force=args.force)
     except KbInvalid as invalid:
         print(format_problems(invalid.problems))
-        print(f"\nnothing was loaded: fix the {len(invalid.problems)} problem(s) above",
-              file=sys.stderr)
+        print(f"\nnothing was loaded: fix the {len(invalid.problems)} problem(s) above", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
@@ -105,16 +106,17 @@ def _api_token_rotate(_args: argparse.Namespace) -> int:
     except TokenError as error:
         print(f"not rotated: {error}", file=sys.stderr)
         return 1
-    print(f"new Rasa API token {fingerprint(rasa_token())} written to {path}; restart the bot "
-          "(`make run`) so the server and the tools use it")
+    print(
+        f"new Rasa API token {fingerprint(rasa_token())} written to {path}; restart the bot "
+        "(`make run`) so the server and the tools use it"
+    )
     return 0
 
 
 def _handoff_release(args: argparse.Namespace) -> int:
     engine = create_engine(args.database)
     try:
-        result = release(RecordStore(engine), args.id, args.rasa_url,
-                         token=rasa_token(create=False))
+        result = release(RecordStore(engine), args.id, args.rasa_url, token=rasa_token(create=False))
     except (ReleaseError, TokenError, FileNotFoundError) as error:
         print(f"not released: {error}", file=sys.stderr)
         return 1
@@ -122,11 +124,16 @@ def _handoff_release(args: argparse.Namespace) -> int:
         engine.dispose()
     handoff = result.handoff
     if result.already_released:
-        print(f"handoff {handoff.id} was already released; conversation {handoff.conversation_id} "
-              "resumed again")
+        print(
+            f"handoff {handoff.id} was already released; conversation {handoff.conversation_id} "
+            "resumed again"
+        )
     else:
-        told = ("release message sent to the merchant" if result.merchant_notified
-                else "release message NOT sent (see the log)")
+        told = (
+            "release message sent to the merchant"
+            if result.merchant_notified
+            else "release message NOT sent (see the log)"
+        )
         print(f"handoff {handoff.id} released: conversation {handoff.conversation_id} resumed, {told}")
     return 0
 
@@ -197,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     kb = commands.add_parser("kb", help="knowledge base: lint, build, dict").add_subparsers(
-        dest="kb_command", required=True)
+        dest="kb_command", required=True
+    )
     lint = kb.add_parser("lint", help="check kb/content")
     lint.set_defaults(func=_kb_lint)
     build_cmd = kb.add_parser("build", help="lint, then load kb/content into the database")
@@ -214,35 +222,47 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--content", type=Path, default=None, help="content folder (kb/content)")
 
     handoff = commands.add_parser("handoff", help="human handoff: list, release").add_subparsers(
-        dest="handoff_command", required=True)
+        dest="handoff_command", required=True
+    )
     list_cmd = handoff.add_parser("list", help="handoffs waiting for a person")
     list_cmd.add_argument("--all", action="store_true", help="released ones too")
     list_cmd.set_defaults(func=_handoff_list)
     release_cmd = handoff.add_parser("release", help="resume the bot for a handoff's conversation")
     release_cmd.add_argument("id", type=int, help="handoff id from `posbot handoff list`")
-    release_cmd.add_argument("--rasa-url", default=rasa_url_from_env(),
-                             help="Rasa server with --enable-api (POSBOT_RASA_URL, default %(default)s)")
+    release_cmd.add_argument(
+        "--rasa-url",
+        default=rasa_url_from_env(),
+        help="Rasa server with --enable-api (POSBOT_RASA_URL, default %(default)s)",
+    )
     release_cmd.set_defaults(func=_handoff_release)
 
     token_cmd = commands.add_parser("api-token", help="the Rasa HTTP API secret").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     rotate_cmd = token_cmd.add_parser("rotate", help="write a new secret to var/rasa-token")
     rotate_cmd.set_defaults(func=_api_token_rotate)
 
     report = commands.add_parser("report", help="unanswered questions and answers rated 没帮助")
     report.add_argument("--since", help="first day, YYYY-MM-DD (default: 6 days before --until)")
     report.add_argument("--until", help="last day, YYYY-MM-DD (default: today)")
-    report.add_argument("--tracker-db", default=default_tracker_url(),
-                        help="SQLAlchemy URL of Rasa's SQL tracker store (default %(default)s)")
+    report.add_argument(
+        "--tracker-db",
+        default=default_tracker_url(),
+        help="SQLAlchemy URL of Rasa's SQL tracker store (default %(default)s)",
+    )
     report.add_argument("--limit", type=int, default=20, help="rows per section")
     report.set_defaults(func=_report)
     staff = commands.add_parser("staff", help="staff console accounts").add_subparsers(
-        dest="staff_command", required=True)
+        dest="staff_command", required=True
+    )
     add_cmd = staff.add_parser("add", help="create a console account")
     add_cmd.add_argument("name")
     add_cmd.add_argument("--role", choices=ROLES, required=True)
-    add_cmd.add_argument("--password-stdin", action="store_true",
-                         help="read the password from the first line of standard input")
+    add_cmd.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
     add_cmd.set_defaults(func=_staff_add)
     staff_list = staff.add_parser("list", help="accounts and their roles")
     staff_list.set_defaults(func=_staff_list)

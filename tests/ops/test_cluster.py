@@ -1,4 +1,4 @@
-"""The balancer of ``make cluster`` (bot/cluster.py, deploy/nginx.conf.template) with stand-in
+"""The balancer of ``make cluster`` (ops/cluster.py, deploy/nginx.conf.template) with stand-in
 servers: which requests nginx retries on the other Rasa server, and which it must not.
 
 A merchant's message is a POST: retried only when it never reached a server (connection
@@ -21,9 +21,9 @@ from typing import Iterator
 import pytest
 import requests
 
-from bot import cluster
-from bot.cluster import NGINX, cluster_env, instance_names, render_nginx_conf, start_nginx
-from bot.launcher import free_port
+from ops import cluster
+from ops.cluster import NGINX, cluster_env, instance_names, render_nginx_conf, start_nginx
+from ops.launcher import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +52,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        payload = json.dumps({"server": server.name,
-                              "client": self.headers.get("X-Forwarded-For", ""),
-                              "host": self.headers.get("Host", ""),
-                              "upgrade": self.headers.get("Upgrade", "")}).encode()
+        payload = json.dumps(
+            {
+                "server": server.name,
+                "client": self.headers.get("X-Forwarded-For", ""),
+                "host": self.headers.get("Host", ""),
+                "upgrade": self.headers.get("Upgrade", ""),
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -86,8 +90,7 @@ def balancer(tmp_path: Path, ports: list[int], **options: int) -> Iterator[str]:
     if not NGINX.exists():
         pytest.fail(f"{NGINX} is missing: run `make install-cluster`")
     port = free_port()
-    conf = render_nginx_conf(tmp_path, f"127.0.0.1:{port}", ports, upstream_header=True,
-                             **options)
+    conf = render_nginx_conf(tmp_path, f"127.0.0.1:{port}", ports, upstream_header=True, **options)
     proc = start_nginx(tmp_path, conf, ("127.0.0.1", port))
     try:
         yield f"http://127.0.0.1:{port}"
@@ -97,8 +100,9 @@ def balancer(tmp_path: Path, ports: list[int], **options: int) -> Iterator[str]:
 
 
 def post(url: str, text: str) -> requests.Response:
-    return requests.post(f"{url}/webhooks/rest/webhook",
-                         json={"sender": "shop-7", "message": text}, timeout=20)
+    return requests.post(
+        f"{url}/webhooks/rest/webhook", json={"sender": "shop-7", "message": text}, timeout=20
+    )
 
 
 def test_the_generated_configuration(tmp_path: Path) -> None:
@@ -119,8 +123,12 @@ def test_the_model_load_route_is_not_reachable_through_the_balancer(tmp_path: Pa
     """Publishing loads a model on each server at its own address, never through nginx."""
     a = Stub("a")
     with running(a), balancer(tmp_path, [a.server_address[1]]) as url:
-        refused = requests.put(f"{url}/staff/api/model/load", params={"token": "x" * 20},
-                               json={"model_file": "/tmp/model.tar.gz"}, timeout=20)
+        refused = requests.put(
+            f"{url}/staff/api/model/load",
+            params={"token": "x" * 20},
+            json={"model_file": "/tmp/model.tar.gz"},
+            timeout=20,
+        )
         assert refused.status_code == 403
         assert requests.get(f"{url}/staff/api/model", timeout=20).json()["server"] == "a"
     assert a.seen == [("GET", "/staff/api/model")]
@@ -131,8 +139,10 @@ def test_settings_for_the_servers() -> None:
     assert env["POSBOT_REDIS_URL"] == "redis://127.0.0.1:6390/0"
     assert env["POSBOT_PG_DB"] == "trackers" and env["POSBOT_PG_HOST"] == "127.0.0.1"
     assert env["POSBOT_DATABASE_URL"].endswith("/var/posbot.sqlite3")
-    assert cluster_env({"POSBOT_REDIS_URL": "redis://cache:6379/2"})["POSBOT_REDIS_URL"] == \
-        "redis://cache:6379/2"
+    assert (
+        cluster_env({"POSBOT_REDIS_URL": "redis://cache:6379/2"})["POSBOT_REDIS_URL"]
+        == "redis://cache:6379/2"
+    )
     assert instance_names(2) == ["rasa-a", "rasa-b"]
     with pytest.raises(ValueError):
         instance_names(0)
@@ -147,7 +157,8 @@ def test_a_message_to_a_dead_server_is_answered_by_the_other_exactly_once(tmp_pa
     assert [a.status_code for a in answers] == [200] * 6
     assert {a.json()["server"] for a in answers} == {"b"}
     assert Counter(body for _, body in live.seen if body.startswith("{")) == Counter(
-        json.dumps({"sender": "shop-7", "message": f"第{i}条"}) for i in range(6))
+        json.dumps({"sender": "shop-7", "message": f"第{i}条"}) for i in range(6)
+    )
     assert page.status_code == 200
     # The server sees the merchant's address as the last X-Forwarded-For entry.
     assert answers[0].json()["client"].split(",")[-1].strip() == "127.0.0.1"
@@ -176,10 +187,14 @@ def test_one_widget_connection_stays_on_one_server(tmp_path: Path) -> None:
     browser's Host (the widget's same-origin check) and address."""
     a, b = Stub("a"), Stub("b")
     with running(a, b), balancer(tmp_path, [a.server_address[1], b.server_address[1]]) as url:
-        polls = [requests.get(f"{url}/socket.io/?EIO=4&transport=polling&n={i}", timeout=20)
-                 for i in range(6)]
-        upgrade = requests.get(f"{url}/socket.io/?EIO=4&transport=websocket", timeout=20,
-                               headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        polls = [
+            requests.get(f"{url}/socket.io/?EIO=4&transport=polling&n={i}", timeout=20) for i in range(6)
+        ]
+        upgrade = requests.get(
+            f"{url}/socket.io/?EIO=4&transport=websocket",
+            timeout=20,
+            headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+        )
         # REST is not sticky: requests are spread over both servers.
         spread = {post(url, f"m{i}").json()["server"] for i in range(6)}
     answers = [p.json() for p in polls]
@@ -190,8 +205,9 @@ def test_one_widget_connection_stays_on_one_server(tmp_path: Path) -> None:
     assert spread == {"a", "b"}
 
 
-def test_nginx_missing_is_reported_with_the_make_target(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nginx_missing_is_reported_with_the_make_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cluster, "NGINX", tmp_path / "no-nginx")
     with pytest.raises(RuntimeError, match="make install-cluster"):
         start_nginx(tmp_path, "events {}", ("127.0.0.1", free_port()))

@@ -10,7 +10,7 @@ Read-only over two databases:
   retrieval is unsure). Button payloads ("/fees") are skipped: they are answers to the bot, not
   questions. One walk over the events, ``turns()``, serves this report, the console's learning
   queue and its dashboard.
-* the records database (``feedback`` table, see kb/records.py): answers rated 没帮助, grouped by
+* the records database (``feedback`` table, see records/store.py): answers rated 没帮助, grouped by
   KB topic, with the questions that got them.
 
 The most frequent entries come first, so staff know which FAQ or story to add next.
@@ -29,13 +29,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from kb.records import RecordStore
 from kb.settings import VAR_DIR
 from kb.store import KnowledgeStore
+from records.store import RecordStore
 
 UNANSWERED_INTENTS = ("nlu_fallback", "out_of_scope")
-UNANSWERED_ACTIONS = ("action_clarify", "action_default_fallback", "utter_out_of_scope",
-                      "utter_default", "utter_clarify")
+UNANSWERED_ACTIONS = (
+    "action_clarify",
+    "action_default_fallback",
+    "utter_out_of_scope",
+    "utter_default",
+    "utter_clarify",
+)
 #: "您是想问：" with the nearest topics: sent by action_clarify and by action_answer_topic.
 CLARIFY_RESPONSE = "utter_clarify"
 DEFAULT_DAYS = 7
@@ -72,8 +77,10 @@ class Period:
 
     def utc_bounds(self) -> tuple[datetime, datetime]:
         """The same period as naive UTC datetimes, the way the record tables store time."""
-        return (datetime.fromtimestamp(self.start_ts, timezone.utc).replace(tzinfo=None),
-                datetime.fromtimestamp(self.end_ts, timezone.utc).replace(tzinfo=None))
+        return (
+            datetime.fromtimestamp(self.start_ts, timezone.utc).replace(tzinfo=None),
+            datetime.fromtimestamp(self.end_ts, timezone.utc).replace(tzinfo=None),
+        )
 
 
 @dataclass
@@ -151,9 +158,11 @@ def turns(tracker_engine: Engine, period: Period) -> Iterator[Turn]:
     are left out; button payloads are turns too (``Turn.button``)."""
     with tracker_engine.connect() as connection:
         rows = connection.execution_options(stream_results=True).execute(
-            text("SELECT sender_id, type_name, intent_name, action_name, data, timestamp "
-                 "FROM events WHERE timestamp >= :start AND timestamp < :end "
-                 "ORDER BY sender_id, id"),
+            text(
+                "SELECT sender_id, type_name, intent_name, action_name, data, timestamp "
+                "FROM events WHERE timestamp >= :start AND timestamp < :end "
+                "ORDER BY sender_id, id"
+            ),
             {"start": period.start_ts, "end": period.end_ts},
         )
         current: Optional[Turn] = None
@@ -166,8 +175,7 @@ def turns(tracker_engine: Engine, period: Period) -> Iterator[Turn]:
                 if current is not None:
                     yield current
                 said = str(_load(data).get("text") or "").strip()
-                current = (Turn(sender, said, float(timestamp or 0), intent_name) if said
-                           else None)
+                current = Turn(sender, said, float(timestamp or 0), intent_name) if said else None
             elif current is None:
                 continue
             elif type_name == "action" and action_name and action_name != "action_listen":
@@ -201,8 +209,7 @@ def unanswered_questions(tracker_engine: Engine, period: Period) -> tuple[int, l
             counts[key] += 1
             reasons[key][turn.reasons[0]] += 1  # each message once, under its first reason
             senders[key].add(turn.sender)
-    ranked = [Unanswered(shown[key], n, reasons[key], len(senders[key]))
-              for key, n in counts.most_common()]
+    ranked = [Unanswered(shown[key], n, reasons[key], len(senders[key])) for key, n in counts.most_common()]
     return messages, ranked
 
 
@@ -210,8 +217,7 @@ def unanswered_questions(tracker_engine: Engine, period: Period) -> tuple[int, l
 NONE_OF_THESE = "(都不是)"
 
 
-def low_rated_answers(records: RecordStore, kb: Optional[KnowledgeStore],
-                      period: Period) -> list[LowRated]:
+def low_rated_answers(records: RecordStore, kb: Optional[KnowledgeStore], period: Period) -> list[LowRated]:
     """KB topics with at least one 没帮助 in the period, most 没帮助 first."""
     since, until = period.utc_bounds()
     by_topic: dict[str, LowRated] = {}
@@ -241,8 +247,9 @@ def _title(kb: Optional[KnowledgeStore], topic_id: Optional[str]) -> str:
     return topic.title if topic else ""
 
 
-def build_report(tracker_engine: Engine, records: RecordStore, kb: Optional[KnowledgeStore],
-                 period: Period) -> Report:
+def build_report(
+    tracker_engine: Engine, records: RecordStore, kb: Optional[KnowledgeStore], period: Period
+) -> Report:
     messages, unanswered = unanswered_questions(tracker_engine, period)
     return Report(period, messages, unanswered, low_rated_answers(records, kb, period))
 
@@ -260,9 +267,12 @@ REASON_LABELS = {
 
 def format_report(report: Report, limit: int = 20) -> str:
     period = report.period
-    lines = [f"posbot report {period.since} – {period.until}",
-             f"商户消息 messages: {report.messages}; 未答上 unanswered: "
-             f"{sum(u.count for u in report.unanswered)}", ""]
+    lines = [
+        f"posbot report {period.since} – {period.until}",
+        f"商户消息 messages: {report.messages}; 未答上 unanswered: "
+        f"{sum(u.count for u in report.unanswered)}",
+        "",
+    ]
     lines.append("== 最常见的未答上的问题 (unanswered questions, most frequent first) ==")
     if not report.unanswered:
         lines.append("  (none)")

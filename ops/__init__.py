@@ -1,0 +1,1 @@
+"""Starting the processes: the launcher (make run / shell, tests, bench, eval) and make cluster."""

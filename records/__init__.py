@@ -1,0 +1,1 @@
+"""What conversations leave behind: repair tickets, handoffs, answer ratings (not domain knowledge)."""
