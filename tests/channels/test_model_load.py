@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
+import sanic_testing  # noqa: F401  (imported now, not inside the timed load window)
 from sanic import Blueprint, Sanic, response
 
 from bot.channels.model_load import LOAD_PATH, LOAD_ROUTE, ModelLoader, build_agent
@@ -136,12 +137,13 @@ async def test_a_broken_model_is_a_500_and_the_old_model_keeps_serving(model: Pa
 
 @pytest.mark.asyncio
 async def test_merchants_are_answered_during_the_load_then_by_the_new_model(model: Path) -> None:
-    h = Harness(load_s=2.0)
+    h = Harness(load_s=4.0)
     answered: list[tuple[float, str]] = []
 
-    async def merchant() -> None:
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:
+    loaded = asyncio.Event()
+
+    async def merchant() -> None:  # keeps asking until half a second after the load answered
+        while not loaded.is_set() or time.monotonic() - h.answered_at < 0.5:
             _, ping = await h.app.asgi_client.get("/ping")
             answered.append((time.monotonic(), ping.json["model"]))
             await asyncio.sleep(0.05)
@@ -149,9 +151,10 @@ async def test_merchants_are_answered_during_the_load_then_by_the_new_model(mode
     async def publisher() -> Any:
         reply = await h.load(str(model))
         h.answered_at = time.monotonic()
+        loaded.set()
         return reply
 
-    load, _ = await asyncio.gather(publisher(), merchant())
+    load, _ = await asyncio.wait_for(asyncio.gather(publisher(), merchant()), timeout=60)
     assert load.status == 200, load.text
     assert load.json["model_file"] == model.name and load.json["model_id"] == "id-" + model.name
     assert load.json["previous"] == {"model_file": "posbot.tar.gz", "model_id": "id-posbot.tar.gz"}
@@ -159,7 +162,9 @@ async def test_merchants_are_answered_during_the_load_then_by_the_new_model(mode
     during = [m for t, m in answered if began < t < built]
     assert len(during) >= 4 and set(during) == {"posbot.tar.gz"}
     times = [began] + [t for t, _ in answered if began < t < built] + [built]
-    assert max(b - a for a, b in pairwise(times)) < 1.0  # the loop never stalled for the load
+    # A loop blocked by the load would show one gap of the whole 4 s; on a busy 2-core machine
+    # single pings may take a while, so the bound is half the load.
+    assert max(b - a for a, b in pairwise(times)) < 2.0
     after = [m for t, m in answered if t > h.answered_at]
     assert after and set(after) == {model.name}
     new = h.app.ctx.agent
