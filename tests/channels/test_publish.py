@@ -540,6 +540,8 @@ def test_a_server_that_answers_but_does_not_serve_the_file_is_a_failure(
 def test_retry_refuses_without_a_session_and_when_nothing_was_published(console: Console) -> None:
     assert console.request("POST", RETRY).status == 401
     cookie, csrf = console.login("boss")
+    assert console.request("POST", RETRY, cookie=cookie).status == 403  # no CSRF token
+    assert console.request("POST", RETRY, cookie=cookie, csrf="wrong").status == 403
     refused = console.request("POST", RETRY, cookie=cookie, csrf=csrf)
     assert refused.status == 409 and "没有需要重试" in refused.json["error"]
 
