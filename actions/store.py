@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Callable, TypeVar
 
 from kb.store import KnowledgeStore, shared_store
@@ -33,11 +32,13 @@ def warm() -> None:
     """Build the retrieval indexes (encoder, question vectors, the topic and the topic-or-walk
     classifiers: ~10-40 s) before the action server answers its first request, so no
     merchant's question meets a half-built index: the launcher waits for /health, which
-    answers only after this. Set by the launcher (``POSBOT_WARM_ACTIONS=1``) for the action
-    server process only. (Built in a background thread instead, the first conversations ran
-    while a CPU-bound build held the interpreter, and a repair-ticket form under that load
-    once dropped the merchant's SN without a reply: tests/integration/
-    test_conversations_live.py; the root cause is not found yet, docs/quality.md.)"""
+    answers only after this. Called by the action server's entry (actions/serve.py) before
+    rasa_sdk serves, unless ``POSBOT_WARM_ACTIONS=0``; never on import, so the tests and the
+    Rasa server that import this module build nothing. (Built in a background thread instead,
+    the first conversations ran while a CPU-bound build held the interpreter, and a
+    repair-ticket form under that load once dropped the merchant's SN without a reply:
+    tests/integration/test_conversations_live.py; the root cause is not found yet,
+    docs/quality.md.)"""
     try:
         store = knowledge_store()
         store.topic_index()
@@ -45,7 +46,3 @@ def warm() -> None:
         logger.info("retrieval indexes warm")
     except Exception:  # the KB may not be built yet: the first question builds it then
         logger.warning("could not warm the retrieval index", exc_info=True)
-
-
-if os.environ.get("POSBOT_WARM_ACTIONS") == "1":
-    warm()

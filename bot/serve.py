@@ -41,10 +41,12 @@ def install_speedups() -> list[str]:
     up later by its CLI). Exits with status 2 and the message on a bad setting."""
     from bot.settings import Settings, SettingsError
     from bot.speedups import registry
+    from kb import settings as kb_settings
 
     try:
         settings = Settings.from_env()
-    except SettingsError as error:
+        kb_settings.Settings.from_env()  # the console and the NLU's KB reads use these too
+    except (SettingsError, kb_settings.SettingsError) as error:
         raise SystemExit(f"posbot: {error}") from None
     log = logging.getLogger("bot.speedups")
     handler = logging.StreamHandler()

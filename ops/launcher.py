@@ -11,7 +11,9 @@ The one launcher: ``make run`` (``python -m ops.launcher run``), ``make shell``
 The Rasa server always starts through bot/serve.py (``python -m bot.serve run``): it validates
 the settings, installs the speed-ups and adds the API token inside the process, so the token is
 never in ``ps``. No ``--cors``: the API answers no browser on another site; the widget's
-socket.io checks ``POSBOT_CORS_ORIGINS`` itself (bot/channels/web.py).
+socket.io checks ``POSBOT_CORS_ORIGINS`` itself (bot/channels/web.py). The action server starts
+through actions/serve.py (``python -m actions.serve``): it validates the KB side's settings
+(kb/settings.py) and builds the retrieval indexes before its ``/health`` answers.
 """
 
 from __future__ import annotations
@@ -175,8 +177,16 @@ def plan(
         env=full_env,
         actions=None
         if share_actions_of is not None
-        else [str(BIN / "rasa"), "run", "actions", "--actions", "actions", "--port", str(actions_port)],
-        actions_env={**full_env, "POSBOT_WARM_ACTIONS": "1"},
+        else [
+            str(BIN / "python"),
+            "-m",
+            "actions.serve",
+            "--actions",
+            "actions",
+            "--port",
+            str(actions_port),
+        ],
+        actions_env=dict(full_env),
         rasa=[
             str(BIN / "python"),
             "-m",

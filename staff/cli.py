@@ -28,7 +28,7 @@ from bot.api_token import TokenError, fingerprint, rasa_token, rotate
 from kb.build import KbInvalid, build
 from kb.loader import format_problems, load_content
 from kb.nlu_data import write_kb_nlu
-from kb.settings import content_dir, database_url
+from kb.settings import SettingsError, content_dir, database_url
 from kb.store import KnowledgeStore
 from kb.vocabulary import Vocabulary, write_jieba_dictionary
 from records.store import HANDOFF_WAITING, RecordStore
@@ -276,11 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    if getattr(args, "content", "unset") is None:
-        args.content = content_dir()
-    if getattr(args, "database", "unset") is None:
-        args.database = database_url()
+    try:  # a bad POSBOT_* value: one line naming it, not a traceback
+        args = build_parser().parse_args(argv)
+        if getattr(args, "content", "unset") is None:
+            args.content = content_dir()
+        if getattr(args, "database", "unset") is None:
+            args.database = database_url()
+    except SettingsError as error:
+        raise SystemExit(f"posbot: {error}") from None
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

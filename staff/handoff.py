@@ -16,13 +16,13 @@ message is in the conversation history in any case) — and ``{"event": "action"
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 from urllib.parse import quote
 
 import requests
 
+from kb.settings import Settings
 from records.store import HANDOFF_RELEASED, HandoffView, RecordStore
 
 logger = logging.getLogger(__name__)
@@ -30,13 +30,12 @@ logger = logging.getLogger(__name__)
 RESUME_EVENT = {"event": "resume"}
 LISTEN_EVENT = {"event": "action", "name": "action_listen"}
 RELEASED_RESPONSE = "utter_handoff_released"
-DEFAULT_RASA_URL = "http://localhost:5005"
 
 
-def rasa_url_from_env(env: Optional[dict[str, str]] = None) -> str:
-    """``POSBOT_RASA_URL`` (the Rasa server staff talk to), default http://localhost:5005."""
-    env = dict(os.environ if env is None else env)
-    return env.get("POSBOT_RASA_URL", "").strip() or DEFAULT_RASA_URL
+def rasa_url_from_env(env: Optional[Mapping[str, str]] = None) -> str:
+    """``POSBOT_RASA_URL`` (the Rasa server staff talk to), default http://localhost:5005;
+    validated with the other KB-side settings (kb/settings.py)."""
+    return Settings.from_env(env).rasa_url
 
 
 class ReleaseError(Exception):

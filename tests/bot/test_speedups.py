@@ -170,3 +170,17 @@ def test_a_bad_setting_stops_the_server_at_start_naming_it(
     with pytest.raises(SystemExit, match="POSBOT_MAX_INFLIGHT='lots'"):
         serve.main()
     assert registry.installed() == []
+
+
+def test_a_bad_kb_setting_stops_the_rasa_server_too(
+    unpatched: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console and the NLU's KB reads use kb/settings.py: checked at start, not on first use."""
+    import rasa.__main__
+
+    monkeypatch.setattr(rasa.__main__, "main", lambda: pytest.fail("Rasa must not start"))
+    monkeypatch.setenv("POSBOT_DATABASE_URL", "var/posbot.sqlite3")
+    monkeypatch.setattr(sys, "argv", ["bot.serve", "run"])
+    with pytest.raises(SystemExit, match="^posbot: bad setting POSBOT_DATABASE_URL='var/posbot.sqlite3'"):
+        serve.main()
+    assert registry.installed() == []

@@ -55,9 +55,21 @@ def rasa_args(argv: list[str]) -> argparse.Namespace:
 @pytest.mark.parametrize("shell", [False, True], ids=["run", "shell"])
 def test_both_modes_start_the_same_action_server(tmp_path: Path, shell: bool) -> None:
     started = launch(tmp_path, shell=shell)
-    assert started.actions == [str(BIN / "rasa"), "run", "actions", "--actions", "actions", "--port", "6155"]
+    # actions/serve.py: validates the KB side's settings and warms the indexes before /health.
+    assert started.actions == [
+        str(BIN / "python"),
+        "-m",
+        "actions.serve",
+        "--actions",
+        "actions",
+        "--port",
+        "6155",
+    ]
+    from rasa_sdk.endpoint import create_argument_parser
+
+    sdk = create_argument_parser().parse_args(started.actions[3:])  # what actions/serve.py parses
+    assert (sdk.actions, sdk.port) == ("actions", 6155)
     env = started.actions_env
-    assert env["POSBOT_WARM_ACTIONS"] == "1"
     assert env["POSBOT_ACTION_URL"] == "http://127.0.0.1:6155/webhook"
     assert env["POSBOT_DATABASE_URL"] == f"sqlite:///{tmp_path / 'posbot.sqlite3'}"
     assert env["RASA_TELEMETRY_ENABLED"] == "false"
