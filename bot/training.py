@@ -549,11 +549,13 @@ class Trainer:
         lines = out.read_text(encoding="utf-8").strip().splitlines()
         _remove(out)
         try:
-            figures = json.loads(lines[-1]) if code == 0 and lines else None
+            if code != 0 or not lines:
+                raise ValueError("the guard printed no figures")
+            printed = json.loads(lines[-1])
             figures = {
-                "accuracy": float(figures["accuracy"]),
-                "correct": int(figures["correct"]),
-                "examples": int(figures["examples"]),
+                "accuracy": float(printed["accuracy"]),
+                "correct": int(printed["correct"]),
+                "examples": int(printed["examples"]),
             }
         except (ValueError, KeyError, TypeError):
             log.write(f"guard: no figures for {model.name} (exit code {code})\n")

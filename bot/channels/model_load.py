@@ -157,7 +157,8 @@ class ModelLoader:
         if not wanted.is_set():
             logger.warning("model %s loaded, but its requester has gone: not swapped in", model)
             return _failure(409, "Conflict", "The requester went away: not swapped in.")
-        if getattr(app.ctx, "agent", None) is not old:  # someone swapped it meanwhile
+        serving: Any = getattr(app.ctx, "agent", None)
+        if serving is not old:  # someone swapped it meanwhile
             return _failure(409, "Conflict", "The model changed during the load: try again.")
         # the swap: no await from here on, so no message sees a half-made change
         old.tracker_store.domain = new.domain

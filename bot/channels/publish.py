@@ -166,9 +166,9 @@ class Publish:
 
         @bp.route("/api/model", methods=["GET"])
         async def model_state(request: Request) -> HTTPResponse:
-            session, refused = console._guard(request, VIEW_ROLE, changes=False)
-            if refused:
-                return refused
+            session = console._signed_in(request, VIEW_ROLE, changes=False)
+            if isinstance(session, HTTPResponse):  # the refusal
+                return session
             body = await asyncio.to_thread(
                 self.status, session.user.can(TRAIN_ROLE), self.urls() or [own_url(request)]
             )
@@ -176,9 +176,9 @@ class Publish:
 
         @bp.route("/api/model/retry", methods=["POST"])
         async def model_retry(request: Request) -> HTTPResponse:
-            session, refused = console._guard(request, TRAIN_ROLE, changes=True)
-            if refused:
-                return refused
+            session = console._signed_in(request, TRAIN_ROLE, changes=True)
+            if isinstance(session, HTTPResponse):  # the refusal
+                return session
             try:
                 token = self.token()
             except (TokenError, OSError):
@@ -213,9 +213,9 @@ class Publish:
 
         @bp.route("/api/model/train", methods=["POST"])
         async def model_train(request: Request) -> HTTPResponse:
-            session, refused = console._guard(request, TRAIN_ROLE, changes=True)
-            if refused:
-                return refused
+            session = console._signed_in(request, TRAIN_ROLE, changes=True)
+            if isinstance(session, HTTPResponse):  # the refusal
+                return session
             try:
                 token = self.token()
             except (TokenError, OSError):
