@@ -18,7 +18,6 @@ from kb.vocabulary import (
     FLOW_STOP_WORDS,
     TRIED_MARKERS,
     WILL_TRY_MARKERS,
-    stored_words,
 )
 
 #: Below this confidence a message is an attempt at an answer, not a new question.
@@ -88,7 +87,7 @@ async def only_acknowledges(tracker: Tracker) -> bool:
     bare = _bare(latest_text(tracker))
     if not bare:
         return False
-    if bare in await query(lambda kb: stored_words(kb.engine, ACKNOWLEDGEMENTS)):
+    if bare in await query(lambda kb: kb.words(ACKNOWLEDGEMENTS)):
         return True
     return await query(lambda kb: kb.mentions(bare, WILL_TRY_MARKERS)) and not await query(
         lambda kb: kb.mentions(bare, TRIED_MARKERS)
@@ -135,7 +134,7 @@ async def is_brand_statement(tracker: Tracker) -> bool:
     rest = _bare(text)
     if not rest:
         return True
-    fillers = await query(lambda kb: stored_words(kb.engine, BRAND_STATEMENT_FILLERS))
+    fillers = await query(lambda kb: kb.words(BRAND_STATEMENT_FILLERS))
     for filler in sorted(fillers, key=len, reverse=True):
         rest = rest.replace(filler, "")
     return not rest

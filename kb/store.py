@@ -3,6 +3,12 @@
 The store takes an engine, so the same class serves SQLite in development, PostgreSQL in
 production and in-memory SQLite in tests. Each call opens a short session and returns detached
 plain data, so callers never hold a connection across an await.
+
+The process's shared store (:func:`shared_store`, the servers') reads the KB's digest at most once
+per :data:`DIGEST_TTL_S` and keeps the word lists of the digest it saw: a `posbot kb build` or a
+console edit reaches every server within that second, and a merchant's message costs no
+database reads for them (the word lists and digest were ~12 % of the Rasa server's CPU under
+`make bench` load, 2026-11-30).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Optional
@@ -18,6 +25,7 @@ import numpy as np
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from kb.encoder import SentenceEncoder, get_encoder
 from kb.retrieval import SYMPTOM_OWNER, VAGUE, WALK, CachedIndex, TopicDoc, TopicIndex, decode
@@ -28,6 +36,9 @@ logger = logging.getLogger(__name__)
 _INDEXES = CachedIndex()
 _SYMPTOM_INDEXES = CachedIndex()
 _ANSWER_INDEXES = CachedIndex()
+
+#: Seconds the shared store trusts the digest it read last (how soon a new build is seen).
+DIGEST_TTL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,27 +124,52 @@ CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software", 
 class KnowledgeStore:
     """Answers the questions the actions ask of the knowledge base."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, digest_ttl_s: float = 0.0) -> None:
+        """``digest_ttl_s`` > 0: trust the digest read last for that long (the shared store)."""
         self.engine = engine
+        self._digest_ttl_s = digest_ttl_s
+        self._digest_read: Optional[tuple[float, Optional[str]]] = None
+        # word lists of one digest: (digest, list name → words)
+        self._word_lists: tuple[Optional[str], dict[str, list[str]]] = (None, {})
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
     def digest(self) -> Optional[str]:
         """Hash of the content that was last built, or None when the KB was never built."""
+        read = self._digest_read
+        if read is not None and time.monotonic() - read[0] < self._digest_ttl_s:
+            return read[1]
         with self._session() as session:
             row = session.get(KbMeta, "digest")
-            return row.value if row else None
+            value = row.value if row else None
+        self._digest_read = (time.monotonic(), value)
+        return value
 
-    def _words(self, key: str) -> list[str]:
-        with self._session() as session:
-            row = session.get(KbMeta, key)
-            return [str(w).lower() for w in json.loads(row.value)] if row else []
+    def forget_digest(self) -> None:
+        """Read the digest again on the next call (this process has just built the KB)."""
+        self._digest_read = None
+
+    def words(self, key: str) -> list[str]:
+        """The vocabulary list ``key`` as the last build stored it, lower-cased ([] before a
+        build); read once per digest."""
+        digest = self.digest()
+        kept_digest, lists = self._word_lists
+        if kept_digest != digest or digest is None:
+            lists = {}
+            self._word_lists = (digest, lists)
+        words = lists.get(key)
+        if words is None:
+            with self._session() as session:
+                row = session.get(KbMeta, key)
+                words = [str(w).lower() for w in json.loads(row.value)] if row else []
+            lists[key] = words
+        return words
 
     def mentions(self, text: str, word_list: str) -> bool:
         """Whether ``text`` contains a word of the vocabulary list ``word_list``."""
         lowered = text.lower()
-        return any(word in lowered for word in self._words(word_list))
+        return any(word in lowered for word in self.words(word_list))
 
     def asks_to_calculate(self, text: str) -> bool:
         """ "帮我算一下手续费": the merchant wants the calculator, with or without numbers yet."""
@@ -359,7 +395,9 @@ def _symptom(row: Symptom) -> SymptomView:
 def warm_in_background(engine: Engine, after: str) -> None:
     """Fit the retrieval indexes of a new KB build now, in a background thread, so neither the
     bot's next message nor the staff console waits for them (``after``: what was published,
-    for the log line should it fail)."""
+    for the log line should it fail). This process's shared store sees the new digest at once."""
+    if shared_store.cache_info().currsize:
+        shared_store().forget_digest()
 
     def run() -> None:
         try:
@@ -378,9 +416,11 @@ def shared_store() -> KnowledgeStore:
     """The process's one store, on POSBOT_DATABASE_URL (the action server; the NLU's
     KBTopicIntent in the Rasa server)."""
     url = database_url()
-    kwargs = (
-        {"connect_args": {"check_same_thread": False}}
-        if url.startswith("sqlite")
-        else {"pool_pre_ping": True}
-    )
-    return KnowledgeStore(create_engine(url, **kwargs))
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        # SQLAlchemy 1.4 opens a new connection per session on an SQLite file (NullPool):
+        # 3-4 % of the Rasa server's CPU under load went to connect(). Keep a few open.
+        kwargs = {"connect_args": {"check_same_thread": False}}
+        if ":memory:" not in url and url.rstrip("/") != "sqlite:":
+            kwargs["poolclass"] = QueuePool
+    return KnowledgeStore(create_engine(url, **kwargs), digest_ttl_s=DIGEST_TTL_S)

@@ -5,21 +5,17 @@ EntityRuler; both come from the same aliases, so a brand or component added to k
 segmented as one word and recognised as an entity after the next training.
 
 The merchant-language word lists the actions read at run time (stop words, acknowledgements …)
-live in vocabulary.yml too: their names are below, ``stored_words`` reads one back.
+live in vocabulary.yml too: their names are below, kb/store.py ``KnowledgeStore.words`` reads
+one back (once per KB build).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
-
 from kb.loader import Content
-from kb.schema import KbMeta
 
 #: jieba frequency for domain words: high enough that "拉卡拉" beats "拉/卡拉" and "POS机" beats
 #: "POS/机", low enough not to swallow longer everyday words.
@@ -39,16 +35,6 @@ WILL_TRY_MARKERS = "will_try_markers"
 TRIED_MARKERS = "tried_markers"
 #: What may be left of "我用的是拉卡拉的机器" once the brand is removed for it to only name a brand.
 BRAND_STATEMENT_FILLERS = "brand_statement_fillers"
-
-
-def stored_words(engine: Engine, name: str) -> list[str]:
-    """The word list ``name`` as `posbot kb build` stored it, lower-cased ([] before a build).
-
-    For an exact match ("好的" is an acknowledgement, "好的 我试了" is not); whether a text
-    *contains* a word of a list is kb/store.py ``KnowledgeStore.mentions``."""
-    with Session(engine) as session:
-        row = session.get(KbMeta, name)
-        return [str(word).lower() for word in json.loads(row.value)] if row else []
 
 
 @dataclass

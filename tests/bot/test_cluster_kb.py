@@ -3,12 +3,13 @@
 How it works: the console's editor (bot/channels/kb_editor.py → kb/editing.py ``save``) writes
 the YAML and rebuilds the shared KB database (``POSBOT_DATABASE_URL``) in one transaction,
 with a new digest. Every process that answers from the KB (each action server; each Rasa
-server's NLU component ``KBTopicIntent``) reads that digest on each request
-(``KnowledgeStore.topic_index``) and rebuilds its retrieval index when it changed; answers are
-read from the database per request (actions/store.py caches nothing across requests).
+server's NLU component ``KBTopicIntent``) reads that digest at most once a second
+(``shared_store``, ``DIGEST_TTL_S``) and rebuilds its retrieval index when it changed; answers
+are read from the database per request.
 
 Here two separate processes stand for two instances: each opens the shared SQLite KB through
-``KnowledgeStore`` as the servers do, builds its index, then answers questions read from stdin.
+``shared_store()`` as the servers do (``POSBOT_DATABASE_URL``), builds its index, then
+answers questions read from stdin.
 The test edits a topic the way the console does and asks both again: both rank the new
 phrasing to the topic and give the new answer, each having rebuilt its index once. (The
 encoder is a hashed-bigram stand-in so that no e5 model is loaded in three processes.)
@@ -17,9 +18,11 @@ encoder is a hashed-bigram stand-in so that no e5 model is loaded in three proce
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,7 +33,7 @@ from kb.build import build
 from kb.editing import read_entity, save
 from kb.loader import load_content
 from kb.settings import CONTENT_DIR
-from kb.store import KnowledgeStore
+from kb.store import DIGEST_TTL_S, KnowledgeStore
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "fault_causes"
@@ -61,8 +64,7 @@ INSTANCE = (
     ENCODER_SOURCE
     + """
 import json, logging, sys
-from sqlalchemy import create_engine
-from kb.store import KnowledgeStore
+from kb.store import shared_store
 
 builds = []
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
@@ -75,7 +77,7 @@ class Count(logging.Handler):
 
 
 logging.getLogger("kb.retrieval").addHandler(Count())
-store = KnowledgeStore(create_engine(sys.argv[1]))
+store = shared_store()
 encoder = BigramEncoder()
 store.topic_index(encoder)  # warm, as the servers do at start
 print(json.dumps({"ready": True}), flush=True)
@@ -99,8 +101,9 @@ def _encoder() -> Any:
 class Instance:
     def __init__(self, url: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", INSTANCE, url],
+            [sys.executable, "-c", INSTANCE],
             cwd=ROOT,
+            env={**os.environ, "POSBOT_DATABASE_URL": url},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -159,8 +162,12 @@ def test_a_console_edit_reaches_both_instances_without_restart(shared_kb: tuple[
         digest = KnowledgeStore(engine).digest()
         engine.dispose()
         assert digest != before[0]["digest"]
+        saved_at = time.monotonic()
         for instance in instances:
             after = instance.ask(NEW_QUESTION)
+            while after["digest"] != digest and time.monotonic() - saved_at < DIGEST_TTL_S + 5:
+                time.sleep(0.1)  # the instance trusts the digest it read for DIGEST_TTL_S
+                after = instance.ask(NEW_QUESTION)
             assert after == {
                 "digest": digest,
                 "topic": TOPIC,

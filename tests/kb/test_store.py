@@ -6,12 +6,14 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+import kb.store
 from kb.build import KbInvalid, build
 from kb.loader import Content, Problem, load_content
 from kb.schema import Topic
@@ -194,3 +196,48 @@ def test_a_learned_phrasing_teaches_retrieval_and_the_nlu(tmp_path: Path) -> Non
     examples = kb_examples(load_content(content), set())
     assert question in examples["usage_tips"]
     assert "出小票的那个口子卡住了 纸出不来" in examples["fault_hardware"]
+
+
+def test_a_servers_store_sees_a_new_build_within_its_digest_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The servers' store reads the digest at most once per TTL and the word lists once per
+    digest: a rebuild by another process reaches it after the TTL, not per message."""
+    now = [1000.0]
+    monkeypatch.setattr(kb.store, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    url = f"sqlite:///{tmp_path / 'kb.sqlite3'}"
+    content = load_content(CONTENT_DIR)
+    build(create_engine(url), content)
+    server = KnowledgeStore(create_engine(url), digest_ttl_s=1.0)
+    first = server.digest()
+    assert "算了" in server.words("flow_stop_words")
+    assert server.mentions("算了不弄了", "flow_stop_words")
+
+    changed = load_content(CONTENT_DIR)
+    changed.digest = "rebuilt"
+    changed.word_lists = {**changed.word_lists, "flow_stop_words": ["先不弄了"]}
+    build(create_engine(url), changed)  # another process: `posbot kb build`
+
+    assert server.digest() == first  # trusted for the TTL: no read per message
+    assert server.mentions("算了不弄了", "flow_stop_words")
+    now[0] += 0.9
+    assert server.digest() == first
+    now[0] += 0.2  # the TTL has passed
+    assert server.digest() == "rebuilt"
+    assert not server.mentions("算了不弄了", "flow_stop_words")
+    assert server.words("flow_stop_words") == ["先不弄了"]
+    # a store without a TTL (tools, tests) reads the digest every time
+    assert KnowledgeStore(create_engine(url)).digest() == "rebuilt"
+
+
+def test_forget_digest_makes_a_local_build_visible_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'kb.sqlite3'}"
+    build(create_engine(url), load_content(CONTENT_DIR))
+    server = KnowledgeStore(create_engine(url), digest_ttl_s=60)
+    server.digest()
+    changed = load_content(CONTENT_DIR)
+    changed.digest = "edited here"
+    build(create_engine(url), changed)
+    assert server.digest() != "edited here"
+    server.forget_digest()
+    assert server.digest() == "edited here"
