@@ -70,6 +70,33 @@ class KBTopicIntent(GraphComponent):
     ) -> KBTopicIntent:
         return cls({**cls.get_default_config(), **config})
 
+    @classmethod
+    def load(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+        **kwargs: Any,
+    ) -> KBTopicIntent:
+        """The component of a loaded model (serving, ``rasa test``, a rolling publish's worker
+        thread): the retrieval indexes are built here, before the model answers anyone. Built
+        on a merchant's first KB question instead, they held the Rasa server's event loop for
+        13 s on an idle machine (every merchant waited), and up to a minute after a publish."""
+        component = cls.create(config, model_storage, resource, execution_context)
+        component.warm()
+        return component
+
+    def warm(self) -> None:
+        store = self._store()
+        if store is None:
+            return
+        try:
+            store.topic_index()
+            store.symptom_index()
+        except Exception:  # the first question builds them then
+            logger.warning("KBTopicIntent: could not build the retrieval indexes", exc_info=True)
+
     def _store(self) -> Optional[KnowledgeStore]:
         try:
             store = shared_store()

@@ -143,3 +143,35 @@ def test_a_number_that_is_no_code_leaves_the_fault_report_alone(component) -> No
     )
     component.process([message])
     assert intent(message) == "fault_hardware"
+
+
+def test_a_loaded_model_builds_the_indexes_before_its_first_merchant(store, monkeypatch) -> None:
+    """Built lazily, the first KB question held the Rasa server's event loop for seconds."""
+    built: list[str] = []
+
+    class Recording:
+        def __getattr__(self, name: str):
+            if name in ("topic_index", "symptom_index"):
+                built.append(name)
+            return getattr(store, name)
+
+    monkeypatch.setattr(kb_intent, "shared_store", Recording)
+    component = KBTopicIntent.load({"answer_at": 0.3}, None, None, None)
+    assert sorted(built) == ["symptom_index", "topic_index"]
+    message = parsed("电签机的电池能不能自己拆下来换", [("nlu_fallback", 0.55), ("apply_pos", 0.3)])
+    component.process([message])
+    assert intent(message) == store.topic("battery_removal").intent
+
+
+def test_a_load_whose_index_build_fails_still_serves(store, monkeypatch, caplog) -> None:
+    class Broken:
+        def digest(self) -> str:
+            return "d"
+
+        def topic_index(self):
+            raise OSError("disk full")
+
+    monkeypatch.setattr(kb_intent, "shared_store", Broken)
+    component = KBTopicIntent.load({"answer_at": 0.3}, None, None, None)
+    assert isinstance(component, KBTopicIntent)
+    assert "could not build the retrieval indexes" in caplog.text
