@@ -33,6 +33,7 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 EMBEDDING_WEIGHT = 5.0
 C = 3.0
 INTENT_WEIGHT = 0.3
+#: Texts whose scores an index keeps (per process; a new KB build starts a new index).
+TEXTS_KEPT = 512
 #: The best topic is answered when its score reaches ANSWER_AT and leads the second topic by
 #: MARGIN; below SUGGEST_AT a topic is not even offered as a suggestion. First set from the KB
 #: cross-validation (0.30 / 0.05: 56 % answered, 84 % of them right); lowered to 0.20 / 0.03 on
@@ -155,6 +158,9 @@ class TopicIndex:
         )
         self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
         self.classifier: Optional[LogisticRegression] = None
+        # What a text scores, before the intent priors: one computation per text (a message is
+        # ranked 2-4 times per turn, by the NLU and by the actions; merchants repeat themselves).
+        self._scored = lru_cache(maxsize=TEXTS_KEPT)(self._score_text)
         if len(self.topics) > 1:
             grams = self.vectorizer.fit_transform([clean(q) for q in self.texts])
             self.classifier = LogisticRegression(C=C, solver="liblinear", max_iter=2000)
@@ -174,12 +180,9 @@ class TopicIndex:
         out[self.classifier.classes_] = raw
         return out / max(float(out.sum()), 1e-9)
 
-    def rank(
-        self, text: str, intent_probabilities: Optional[Mapping[str, float]] = None, limit: int = 5
-    ) -> list[Match]:
-        """Topics best first, with the scores staff see in the console's "try it"."""
-        if not self.topics or not clean(text):
-            return []
+    def _score_text(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per topic: classifier probability, best cosine, index of that question, BM25 share
+        (read-only arrays: they are shared by every later ranking of the same text)."""
         query = self.encoder.encode([text])[0]
         sims = self.matrix @ query
         meaning = np.full(len(self.topics), -1.0, dtype=np.float32)
@@ -190,10 +193,22 @@ class TopicIndex:
         lexical = self.bm25.scores(bigrams(text))
         top = float(lexical.max()) if len(lexical) else 0.0
         words = lexical / top if top > 0 else lexical
+        parts = (self.probabilities(text, query), meaning, nearest, words)
+        for array in parts:
+            array.setflags(write=False)
+        return parts
+
+    def rank(
+        self, text: str, intent_probabilities: Optional[Mapping[str, float]] = None, limit: int = 5
+    ) -> list[Match]:
+        """Topics best first, with the scores staff see in the console's "try it"."""
+        if not self.topics or not clean(text):
+            return []
+        probabilities, meaning, nearest, words = self._scored(text)
         prior = np.array(
             [float((intent_probabilities or {}).get(t.intent, 0.0)) for t in self.topics], dtype=np.float32
         )
-        score = self.probabilities(text, query) + INTENT_WEIGHT * prior
+        score = probabilities + INTENT_WEIGHT * prior
         order = np.argsort(-score)[:limit]
         return [
             Match(

@@ -1,0 +1,46 @@
+"""FAQ retrieval scores a text once, whatever priors it is ranked with afterwards."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from kb.encoder import SentenceEncoder
+from kb.store import KnowledgeStore
+
+
+class Counting:
+    """The index's encoder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: SentenceEncoder) -> None:
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self.texts: list[str] = []
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        return self.inner.encode(texts)
+
+
+def test_a_text_ranked_again_is_scored_once_and_ranked_the_same(store: KnowledgeStore) -> None:
+    index = store.topic_index()
+    counting = Counting(index.encoder)
+    index.encoder = counting
+    question = "电签机的电池能不能自己拆下来换"
+    first = index.rank(question)
+    assert index.rank(question) == first
+    assert counting.texts == [question]
+    assert first[0].topic_id == "battery_removal"
+
+
+def test_the_priors_still_move_a_text_scored_before(store: KnowledgeStore) -> None:
+    index = store.topic_index()
+    question = "怎么收费的"  # could be several topics: the NLU's intent decides between them
+    plain = index.rank(question, limit=len(index.topics))
+    by_intent = {t.id: t.intent for t in index.topics}
+    second_intent = next(
+        by_intent[m.topic_id] for m in plain if by_intent[m.topic_id] != by_intent[plain[0].topic_id]
+    )
+    leaning = index.rank(question, {second_intent: 1.0}, limit=len(index.topics))
+    assert by_intent[leaning[0].topic_id] == second_intent
+    assert {m.topic_id: m.meaning for m in leaning} == {m.topic_id: m.meaning for m in plain}
