@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import methodcaller
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from rasa_sdk import Action, Tracker
@@ -46,7 +47,7 @@ class ActionExplainErrorCode(Action):
         # and its screen text); the code the merchant typed is the one shown and remembered.
         chosen: Dict[str, Tuple[str, Optional[ErrorCodeView]]] = {}
         for code in codes:
-            entry = await query(lambda store, c=code: store.error_code(c))
+            entry = await query(methodcaller("error_code", code))
             key = entry.name if entry is not None else code
             if key not in chosen or (code in typed and chosen[key][0] not in typed):
                 chosen[key] = (code, entry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from operator import methodcaller
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Tracker
@@ -56,7 +57,7 @@ async def retrieve(tracker: Tracker, limit: int = 5, *, use_intent: bool = True)
 async def chosen_topic(tracker: Tracker) -> Optional[TopicView]:
     """The topic a button named (``kb_topic`` entity), if any."""
     for topic_id in reversed(entity_values(tracker, "kb_topic")):
-        topic = await query(lambda store, t=topic_id: store.topic(t))
+        topic = await query(methodcaller("topic", topic_id))
         if topic is not None:
             return topic
     return None
@@ -124,7 +125,7 @@ async def related_buttons(
     if flow:
         buttons.append(flow)
     for match in suggestions([m for m in matches if m.topic_id != topic.id], RELATED):
-        other = await query(lambda store, t=match.topic_id: store.topic(t))
+        other = await query(methodcaller("topic", match.topic_id))
         if other is not None:
             buttons.append(topic_button(other))
     return buttons
@@ -136,7 +137,7 @@ async def offer_choices(
     """ "您是想问：" with the nearest topics and 都不是; False when nothing is near enough."""
     buttons = []
     for match in suggestions(matches):
-        topic = await query(lambda store, t=match.topic_id: store.topic(t))
+        topic = await query(methodcaller("topic", match.topic_id))
         if topic is not None:
             buttons.append(topic_button(topic))
     if not buttons:

@@ -23,6 +23,7 @@ ticket.py) or a human. The helpers that read the merchant's message (intent, but
 from __future__ import annotations
 
 import logging
+from operator import methodcaller
 from typing import Any, Dict, List, Optional, Text
 
 from rasa_sdk import Action, FormValidationAction, Tracker
@@ -97,7 +98,7 @@ async def find_symptom(
     """The symptom of the latest message: a button's id, else KB keywords, else (``by_meaning``)
     the symptom whose reports the message is clearly nearest to, else the component."""
     for value in reversed(entity_values(tracker, "symptom")):
-        found = await query(lambda kb, v=value: kb.symptom(v))
+        found = await query(methodcaller("symptom", value))
         if found is not None:
             return found
     if is_payload(tracker):
@@ -227,7 +228,7 @@ class ActionStartTroubleshooting(Action):
 
     async def _from_error_code(self, tracker: Tracker) -> List[EventType]:
         for code in reversed(entity_values(tracker, "error_code")):
-            entry = await query(lambda kb, c=code: kb.error_code(c))
+            entry = await query(methodcaller("error_code", code))
             if entry is None or entry.high_risk or entry.group not in CODE_GROUPS_NEEDING_ACTION:
                 continue
             if await query(lambda kb: kb.symptom(CODE_SYMPTOM)) is None:

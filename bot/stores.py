@@ -86,6 +86,8 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 class CachedSQLTrackerStore(SQLTrackerStore):
     """``SQLTrackerStore`` that skips re-reading a session it wrote itself and nobody changed."""
 
+    engine: sa.engine.Engine  # set by Rasa's SQLTrackerStore, replaced below for SQLite
+
     def __init__(self, *args: Any, cached_conversations: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         registry.install_fixes()  # StoreUnavailable must pass Rasa's FailSafeTrackerStore

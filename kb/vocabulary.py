@@ -108,10 +108,10 @@ class Vocabulary:
             }
         )
         patterns.append({"label": "error_code", "pattern": [code, {"LOWER": {"IN": followers}}]})
-        for code, names in self.code_names.items():  # "51余额不足", "43是被窃卡": id = the code
+        for code_id, names in self.code_names.items():  # "51余额不足", "43是被窃卡": id = the code
             for name in names:
-                for joined in (f"{code}{name}", f"{code}是{name}"):
-                    patterns.append({"label": "error_code", "pattern": joined, "id": code})
+                for joined in (f"{code_id}{name}", f"{code_id}是{name}"):
+                    patterns.append({"label": "error_code", "pattern": joined, "id": code_id})
         for known in self.error_codes:
             if not known.isdigit():
                 patterns.append({"label": "error_code", "pattern": [{"TEXT": {"REGEX": f"^(?i){known}$"}}]})
