@@ -2,9 +2,10 @@
 
 The table of every patch, its guard and ``install`` / ``revert`` are in
 :mod:`bot.speedups.registry`; the patch code is split by concern (``actions``, ``tracker``,
-``dialogue``, ``states``, ``nlu``, ``admission``, ``outage``). Importing this package or any of
-its modules changes nothing in Rasa: bot/serve.py calls :func:`install` before Rasa's command
-line runs.
+``dialogue``, ``states``, ``admission``, ``outage``). Importing this package or any of its
+modules changes nothing in Rasa: bot/serve.py calls :func:`install` before Rasa's command line
+runs. The speed-ups that are classes named in bot/config.yml (bot/policies.py, bot/nlu/diet.py)
+are guarded by :mod:`bot.speedups.overrides`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ original's source: on any mismatch that patch is skipped with a WARNING naming i
 reason (the bot still works, only slower), and tests/bot/test_speedups.py fails, so that an
 upgrade of Rasa is noticed and reviewed.
 One INFO line is logged per installed patch, and one summary.
+
+Speed-ups that Rasa lets us name as our own class in bot/config.yml are classes, not patches,
+so that training, ``rasa test`` and the server run the same code: the RulePolicy's rule window
+(bot/policies.py) and DIET's traced-graph call (bot/nlu/diet.py). Their guard is the table of
+overridden methods in each module (bot/speedups/overrides.py).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import rasa
 from rasa.core.actions.action import RemoteAction
-from rasa.core.policies.rule_policy import RulePolicy
 from rasa.core.processor import MessageProcessor
 from rasa.core.tracker_store import FailSafeTrackerStore
 from rasa.engine.graph import GraphSchema
@@ -34,15 +38,14 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import Event
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import EndpointConfig
-from rasa.utils.tensorflow.models import RasaModel
 
 from bot.settings import Settings
-from bot.speedups import actions, admission, dialogue, nlu, outage, states, tracker
+from bot.speedups import actions, admission, dialogue, outage, overrides, states, tracker
 
 logger = logging.getLogger(__name__)
 
 #: The Rasa release every patch below was reviewed against.
-REVIEWED_RASA = "3.6.21"
+REVIEWED_RASA = overrides.REVIEWED_RASA
 
 PERF = "tests/bot/test_perf.py::"
 ALL_PATCHES = "POSBOT_RASA_PATCHES"
@@ -279,49 +282,6 @@ PATCHES: List[Patch] = [
         ALL_PATCHES,
         PERF + "test_event_type_lookup_gives_the_same_class_as_rasa",
         "b5cf570fa7f286c7059ec73d8880528d03a78b28cf4e80285a46079c0fa65968",
-    ),
-    Patch(
-        "rule-applicability",
-        RulePolicy,
-        "_is_rule_applicable",
-        dialogue._is_rule_applicable,
-        "each rule's states were reversed again on every comparison (py-spy, 2026-11-23)",
-        ALL_PATCHES,
-        PERF + "test_rule_applicability_is_rasas",
-        "64a108b016b46e573d6020b755a6036439dc207a364b45c9ea5dcb0f18dc7068",
-    ),
-    Patch(
-        "rule-window",
-        RulePolicy,
-        "_prediction_states",
-        dialogue._rule_prediction_states,
-        "the RulePolicy matched rules against every state of the session, not only the "
-        "longest rule's length (py-spy, 2026-11-23)",
-        ALL_PATCHES,
-        "tests/bot/test_states.py::"
-        "test_the_trained_policies_predict_the_same_with_and_without_the_speed_ups",
-        "ed9b82bed2f26ad7a0de61709e02339983912bece614191089c3adba60cf1452",
-    ),
-    Patch(
-        "rule-possible-keys",
-        RulePolicy,
-        "_get_possible_keys",
-        dialogue._get_possible_keys,
-        "testing every rule against the same few hundred state windows: 10 % of the CPU "
-        "(py-spy, 2026-11-24)",
-        ALL_PATCHES,
-        PERF + "test_applicable_rules_are_the_ones_rasa_finds",
-        "2915fd81711e194c6d667728e00bd0e51e9c1c2791a0be14c55f0ef9938f9936",
-    ),
-    Patch(
-        "diet-traced-graph",
-        RasaModel,
-        "_rasa_predict",
-        nlu._rasa_predict,
-        "tf.function's per-call signature handling: a fifth of the NLU time (py-spy, " "2026-11-24)",
-        ALL_PATCHES,
-        PERF + "test_the_trained_diet_model_answers_the_same_without_tf_function_dispatch",
-        "7f745b0f9cb647c9df9e5b04b318a7b93709daf9460bad4373970c6cf9f04d8f",
     ),
     Patch(
         "dialogue-states",

@@ -26,7 +26,7 @@ from rasa.shared.utils.common import all_subclasses
 from rasa.utils.endpoints import EndpointConfig
 
 from bot.settings import PROJECT_ROOT
-from bot.speedups import actions, dialogue, nlu, registry, startup
+from bot.speedups import actions, dialogue, registry, startup
 from bot.speedups import tracker as tracker_speedups
 
 
@@ -254,121 +254,6 @@ def test_action_server_requests_are_rasas_byte_for_byte() -> None:
             assert json.loads(ours) == json.loads(json.dumps(rasas))
 
 
-def test_applicable_rules_are_the_ones_rasa_finds(tmp_path: Path) -> None:
-    """Every state window of the recorded conversations against a policy with their rules."""
-    from rasa.core.policies.rule_policy import RulePolicy
-    from rasa.engine.graph import ExecutionContext
-    from rasa.engine.storage.local_model_storage import LocalModelStorage
-    from rasa.engine.storage.resource import Resource
-
-    registry.install()
-    domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
-    trackers = _recorded_prefixes(domain)
-    policy = RulePolicy(
-        RulePolicy.get_default_config(),
-        LocalModelStorage(tmp_path),
-        Resource("rules"),
-        ExecutionContext(GraphSchema({}), "test"),
-    )
-    # Rules made of real turns: every 2-4 state stretch of the first conversation.
-    states = domain.states_for_tracker_history(trackers[len(trackers) // 3])
-    rules = {
-        policy._create_feature_key(states[i : i + n]): "action_listen"
-        for n in (2, 3, 4)
-        for i in range(len(states) - n)
-    }
-    assert len(rules) > 20
-    tried = 0
-    for tracker in trackers[::3]:
-        window = domain.states_for_tracker_history(tracker)[-6:]
-        for _ in range(2):
-            assert policy._get_possible_keys(rules, window) == dialogue._original_get_possible_keys(
-                policy, rules, window
-            )
-            tried += bool(dialogue._original_get_possible_keys(policy, rules, window))
-    assert tried > 10  # some windows do match some rules
-
-
-def test_rule_applicability_is_rasas(tmp_path: Path) -> None:
-    """Every rule against every turn of the recorded conversations' state windows."""
-    from rasa.core.policies.rule_policy import RulePolicy
-    from rasa.engine.graph import ExecutionContext
-    from rasa.engine.storage.local_model_storage import LocalModelStorage
-    from rasa.engine.storage.resource import Resource
-
-    domain = Domain.load(str(PROJECT_ROOT / "bot" / "domain"))
-    trackers = _recorded_prefixes(domain)
-    policy = RulePolicy(
-        RulePolicy.get_default_config(),
-        LocalModelStorage(tmp_path),
-        Resource("rules"),
-        ExecutionContext(GraphSchema({}), "test"),
-    )
-    states = domain.states_for_tracker_history(trackers[len(trackers) // 2])
-    rules = [
-        policy._create_feature_key(states[i : i + n]) for n in (1, 2, 3, 5) for i in range(len(states) - n)
-    ]
-    outcomes = set()
-    for tracker in trackers[::7]:
-        window = domain.states_for_tracker_history(tracker)[-6:]
-        for rule in rules:
-            for turn_index, state in enumerate(reversed(window)):
-                for _ in range(2):  # the second time from the kept reversed states
-                    ours = dialogue._is_rule_applicable(policy, rule, turn_index, state)
-                    assert ours == dialogue._original_is_rule_applicable(policy, rule, turn_index, state), (
-                        rule,
-                        turn_index,
-                    )
-                outcomes.add(ours)
-    assert outcomes == {True, False}
-
-
-@pytest.mark.integration
-@pytest.mark.asyncio
-async def test_the_trained_diet_model_answers_the_same_without_tf_function_dispatch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Every dev-set message parsed through tf.function (Rasa) and through the traced graph."""
-    import re
-
-    from rasa.core.agent import Agent
-    from rasa.utils.tensorflow.models import RasaModel
-
-    from ops.launcher import DEFAULT_MODEL
-
-    texts = re.findall(
-        r"^    - (.+)$", (PROJECT_ROOT / "tests" / "nlu" / "dev.yml").read_text(encoding="utf-8"), flags=re.M
-    )[::3]
-    agent = Agent.load(str(DEFAULT_MODEL))
-    calls = []
-    original = nlu._original_rasa_predict
-
-    def counting(model, batch):
-        calls.append(model)
-        return original(model, batch)
-
-    monkeypatch.setattr(nlu, "_original_rasa_predict", counting)  # where ours falls back
-    try:
-        registry.revert()
-        rasas_own = RasaModel.__dict__["_rasa_predict"]
-        RasaModel._rasa_predict = counting
-        try:
-            rasas = [await agent.parse_message(text) for text in texts]
-        finally:
-            RasaModel._rasa_predict = rasas_own  # the guard installs only over Rasa's own code
-        through_rasa = len(calls)
-        assert "diet-traced-graph" in registry.install()
-        ours = [await agent.parse_message(text) for text in texts]
-    finally:
-        registry.install()
-    assert len(texts) > 40 and through_rasa == len(texts)
-    assert len(calls) == through_rasa  # the traced graph answered every message itself
-    for text, mine, theirs in zip(texts, ours, rasas, strict=True):
-        assert mine["intent"] == theirs["intent"], text
-        assert mine["intent_ranking"] == theirs["intent_ranking"], text
-        assert mine["entities"] == theirs["entities"], text
-
-
 def _tracker_state(tracker: DialogueStateTracker) -> dict:
     from rasa.shared.core.trackers import EventVerbosity
 
@@ -454,20 +339,3 @@ def test_copies_of_odd_trackers_are_rasas() -> None:
         == tracker_speedups._original_copy(fresh).latest_message.entities
         == []
     )
-
-
-def test_states_that_cannot_be_kept_are_judged_by_rasa(tmp_path: Path) -> None:
-    from rasa.core.policies.rule_policy import RulePolicy
-    from rasa.engine.graph import ExecutionContext
-    from rasa.engine.storage.local_model_storage import LocalModelStorage
-    from rasa.engine.storage.resource import Resource
-
-    registry.install()
-    policy = RulePolicy(
-        RulePolicy.get_default_config(),
-        LocalModelStorage(tmp_path),
-        Resource("rules"),
-        ExecutionContext(GraphSchema({}), "test"),
-    )
-    states = [{"user": {"intent": "greet", "entities": ["brand"]}}]  # a list: unhashable
-    assert policy._get_possible_keys({}, states) == set()

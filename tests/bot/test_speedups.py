@@ -17,9 +17,16 @@ import textwrap
 import pytest
 import rasa
 
-from bot import serve
+from bot import policies, serve
+from bot.nlu import diet
 from bot.settings import PROJECT_ROOT, Settings
-from bot.speedups import registry
+from bot.speedups import overrides, registry
+
+#: Every Rasa method posbot's classes in bot/config.yml override, and the class overriding it.
+OVERRIDDEN = [
+    *[(policies.WindowedRulePolicy, o) for o in policies.OVERRIDES],
+    *[(diet.TracedDIET, o) for o in diet.OVERRIDES],
+]
 
 
 def _is_ours(patch: registry.Patch) -> bool:
@@ -44,6 +51,42 @@ def test_every_entry_was_reviewed_against_the_installed_rasa() -> None:
     )
 
 
+def test_every_overridden_rasa_method_is_the_reviewed_one() -> None:
+    """The speed-ups that are classes named in bot/config.yml (bot/policies.py, bot/nlu/diet.py)
+    replace these Rasa methods: an upgrade of Rasa that changes one fails here."""
+    assert overrides.REVIEWED_RASA == registry.REVIEWED_RASA == rasa.__version__
+    problems = {o.target: overrides.problem(o) for _, o in OVERRIDDEN}
+    assert {target: why for target, why in problems.items() if why} == {}, (
+        "Rasa changed under these overrides: review each against the new Rasa code, then record "
+        "the new sha256 in the module's OVERRIDES"
+    )
+
+
+def test_the_overrides_table_names_every_method_the_classes_replace() -> None:
+    for cls, override in OVERRIDDEN:
+        assert issubclass(cls, override.owner) and override.attribute in cls.__dict__, override.target
+        assert len(override.sha256) == 64 and override.why.strip()
+    for cls, table in ((policies.WindowedRulePolicy, policies.OVERRIDES), (diet.TracedDIET, diet.OVERRIDES)):
+        replaced = {
+            name
+            for name, value in cls.__dict__.items()
+            if callable(value) and not name.startswith("__") and name not in ("load", "train")
+            for base in cls.__mro__[1:]
+            if name in base.__dict__
+        }
+        assert replaced == {o.attribute for o in table}, cls
+
+
+def test_a_changed_rasa_method_runs_rasas_code_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    changed = dataclasses.replace(policies.OVERRIDES[0], sha256="0" * 64)
+    with caplog.at_level(logging.WARNING, logger="bot.speedups"):
+        assert not overrides.speedups_on("tests.Changed", [changed, *policies.OVERRIDES[1:]])
+        assert overrides.speedups_on("tests.Unchanged", policies.OVERRIDES)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"speed-ups of tests.Changed NOT used: {changed.target}: Rasa's method")
+
+
 def test_entries_are_complete_and_unique() -> None:
     names = [patch.name for patch in registry.PATCHES]
     targets = [patch.target for patch in registry.PATCHES]
@@ -55,7 +98,7 @@ def test_entries_are_complete_and_unique() -> None:
 
 
 def test_every_entry_has_a_comparison_test_that_pytest_collects() -> None:
-    node_ids = sorted({patch.test for patch in registry.PATCHES})
+    node_ids = sorted({patch.test for patch in registry.PATCHES} | {o.test for _, o in OVERRIDDEN})
     found = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *node_ids],
         cwd=PROJECT_ROOT,

@@ -1,4 +1,5 @@
-"""Resumed dialogue states (bot/speedups/states.py) equal Rasa's own, at every point of real conversations.
+"""Resumed dialogue states (bot/speedups/states.py) equal Rasa's own, at every point of real conversations;
+the trained policies (with bot/policies.py's window) predict as Rasa's own.
 
 tests/data/conversations.json holds seven conversations recorded from the running bot
 (`GET /conversations/<id>/tracker`): guided troubleshooting answered step by step (a form whose
@@ -16,6 +17,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import Event
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from bot.policies import WindowedRulePolicy
 from bot.settings import PROJECT_ROOT
 from bot.speedups import registry, states
 
@@ -93,7 +95,9 @@ def test_a_forms_folded_turns_resume_from_an_earlier_checkpoint(domain) -> None:
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_ups() -> None:
-    """Every action of the recorded conversations, predicted by the trained model both ways."""
+    """Every action of the recorded conversations, predicted by the trained model both ways.
+
+    Needs models/posbot.tar.gz trained with bot/config.yml's WindowedRulePolicy."""
     from rasa.core.agent import Agent
     from rasa.shared.core.events import ActionExecuted
 
@@ -101,6 +105,20 @@ async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_
 
     agent = Agent.load(str(DEFAULT_MODEL))
     processor, domain = agent.processor, agent.domain
+    nodes = processor.graph_runner._instantiated_nodes.values()
+    rule_policies = [node._component for node in nodes if isinstance(node._component, WindowedRulePolicy)]
+    assert rule_policies, "models/posbot.tar.gz was trained without bot.policies.WindowedRulePolicy"
+    assert all(policy.windowed for policy in rule_policies)
+
+    def speed_ups(on: bool) -> None:
+        """The registry's patches and the policy's window (a class in bot/config.yml)."""
+        if on:
+            registry.install()
+        else:
+            registry.revert()
+        for policy in rule_policies:
+            policy.speedups = on
+
     predicted = 0
     try:
         for sender in sorted(CONVERSATIONS):
@@ -108,11 +126,11 @@ async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_
             cuts = [i for i, e in enumerate(events) if isinstance(e, ActionExecuted) and e.policy and i > 0]
             for cut in cuts:
                 # Prediction may change the tracker (it clears a follow-up action): one each.
-                registry.revert()
+                speed_ups(False)
                 rasas = processor._predict_next_with_tracker(
                     DialogueStateTracker.from_events(sender, events[:cut], domain.slots)
                 )
-                registry.install()
+                speed_ups(True)
                 ours = processor._predict_next_with_tracker(
                     DialogueStateTracker.from_events(sender, events[:cut], domain.slots)
                 )
@@ -124,5 +142,6 @@ async def test_the_trained_policies_predict_the_same_with_and_without_the_speed_
                 ), f"{sender}, before event {cut}"
                 predicted += 1
     finally:
-        registry.install()
+        speed_ups(True)
     assert predicted > 60
+    assert all(policy._possible_keys for policy in rule_policies)  # the window was used
