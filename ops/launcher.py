@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Mapping
 
 import requests
 import yaml
@@ -339,6 +339,13 @@ def start_bot(
     return bot
 
 
+def given_database(environ: Mapping[str, str]) -> dict[str, str]:
+    """``make run`` / ``make shell`` keep the KB, records and staff accounts where
+    ``POSBOT_DATABASE_URL`` says (e.g. PostgreSQL), else in ``var/posbot.sqlite3``."""
+    url = environ.get("POSBOT_DATABASE_URL", "").strip()
+    return {"POSBOT_DATABASE_URL": url} if url else {}
+
+
 def shell(
     tmp: Path,
     *,
@@ -439,11 +446,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     endpoints = _endpoints_from(args.endpoints)
     state = PROJECT_ROOT / "var"
+    env = given_database(os.environ)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     if args.mode == "shell":
         return shell(
             state,
             model=args.model,
+            env=env,
             endpoints=endpoints,
             rasa_port=args.rasa_port,
             actions_port=args.actions_port,
@@ -452,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         bot = start_bot(
             state,
             model=args.model,
+            env=env,
             endpoints=endpoints,
             rasa_port=args.rasa_port,
             actions_port=args.actions_port,

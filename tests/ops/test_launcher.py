@@ -218,6 +218,25 @@ def test_make_shell_and_make_run_read_ports_and_files_from_the_environment(
     assert recorded["run"][1]["stream_logs"] is True
 
 
+def test_make_run_keeps_staff_and_kb_in_the_database_the_environment_names(
+    recorded: dict[str, tuple[Path, dict]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A `posbot staff add` on POSBOT_DATABASE_URL must be the account the console checks."""
+    url = f"sqlite:///{tmp_path / 'shop.sqlite3'}"
+    monkeypatch.setenv("POSBOT_DATABASE_URL", url)
+    assert launcher.main(["shell"]) == 0
+    assert launcher.main(["run"]) == 130
+    for mode in ("shell", "run"):
+        kwargs = recorded[mode][1]
+        launch = plan(tmp_path / mode, env=kwargs["env"])
+        assert launch.env["POSBOT_DATABASE_URL"] == url
+        assert launch.actions_env["POSBOT_DATABASE_URL"] == url
+        assert launch.rasa_env["POSBOT_DATABASE_URL"] == url
+    monkeypatch.setenv("POSBOT_DATABASE_URL", " ")  # blank: the default, SQLite in var/
+    assert launcher.main(["run"]) == 130
+    assert recorded["run"][1]["env"] == {}
+
+
 @pytest.mark.parametrize("value", [None, "bot/endpoints.yml", str(PROJECT_ROOT / "bot" / "endpoints.yml")])
 def test_the_default_endpoints_file_means_the_launchers_own_copy(
     recorded: dict[str, tuple[Path, dict]], monkeypatch: pytest.MonkeyPatch, value: str | None
