@@ -155,15 +155,16 @@ async def test_the_trained_diet_model_answers_the_same_without_tf_function_dispa
     model = models[0]
     assert isinstance(model, TracedDIET)
     model.__dict__["_posbot_speedups"] = False
+    loading = len(rasas_calls)  # Rasa traces the graph with one prediction when it loads DIET
     try:
         rasas = [await agent.parse_message(text) for text in texts]
-        through_rasa = len(rasas_calls)
+        through_rasa = len(rasas_calls) - loading
         model.__dict__["_posbot_speedups"] = True
         ours = [await agent.parse_message(text) for text in texts]
     finally:
         model.__dict__.pop("_posbot_speedups", None)
     assert len(texts) > 40 and through_rasa == len(texts)
-    assert len(rasas_calls) == through_rasa  # the traced graph answered every message itself
+    assert len(rasas_calls) - loading == through_rasa  # the traced graph answered every message itself
     for text, mine, theirs in zip(texts, ours, rasas, strict=True):
         assert mine["intent"] == theirs["intent"], text
         assert mine["intent_ranking"] == theirs["intent_ranking"], text
