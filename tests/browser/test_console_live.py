@@ -50,6 +50,14 @@ def test_an_agent_answers_a_merchant_in_the_widget(
     item.get_by_test_id("agent-send").click()
     expect(agent_messages.last).to_contain_text("请把屏幕上的提示拍给我看看", timeout=WAIT_MS)
     expect(item.get_by_test_id("transcript")).to_contain_text("请把屏幕上的提示拍给我看看", timeout=WAIT_MS)
+    # the newest line is in view (the box scrolls, 320 px), also after the inbox refreshed
+    newest_in_view = (
+        "t => { const a = t.getBoundingClientRect(), b = t.lastElementChild.getBoundingClientRect();"
+        " return b.bottom <= a.bottom + 2 && b.top >= a.top - 2; }"
+    )
+    assert item.get_by_test_id("transcript").evaluate(newest_in_view)
+    console.wait_for_timeout(6000)
+    assert item.get_by_test_id("transcript").evaluate(newest_in_view)
     console.screenshot(path=str(screenshots / "console-phone-chat.png"))
     page.screenshot(path=str(screenshots / "widget-agent-live.png"))
 

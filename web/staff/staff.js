@@ -76,6 +76,15 @@
     const template = $("handoff-template");
     const focused = document.activeElement && document.activeElement.classList.contains("agent-input")
       ? document.activeElement.closest(".handoff").dataset.handoffId : null;
+    // the list is rebuilt every few seconds: keep where the agent scrolled each transcript to,
+    // and follow the newest lines when they were at the bottom (or open it there)
+    const scrolled = new Map();
+    for (const box of list.querySelectorAll(".handoff")) {
+      const t = box.querySelector(".transcript");
+      scrolled.set(box.dataset.handoffId, {
+        top: t.scrollTop, bottom: t.scrollTop + t.clientHeight >= t.scrollHeight - 4,
+      });
+    }
     list.textContent = "";
     $("empty").hidden = handoffs.length > 0;
     for (const h of handoffs) {
@@ -136,6 +145,8 @@
       }
       button.addEventListener("click", () => release(h.id, item));
       list.appendChild(item);
+      const before = scrolled.get(String(h.id));
+      transcript.scrollTop = before && !before.bottom ? before.top : transcript.scrollHeight;
       if (String(h.id) === focused && !form.hidden) input.focus();
     }
   }
