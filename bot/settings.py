@@ -13,11 +13,13 @@ on a fresh machine; production sets the variables documented in the README.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any, List
 
-from pydantic import BaseSettings, Field, ValidationError, validator
+from pydantic import Field, validator
+
+from kb.settings import EnvSettings
+from kb.settings import SettingsError as SettingsError  # what Settings.from_env raises
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,15 +27,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _COMMA_LISTS = {"rasa_urls", "cors_origins"}
 
 
-class SettingsError(ValueError):
-    """An environment variable has a value the server cannot use; the message names it."""
-
-
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-class Settings(BaseSettings):
+class Settings(EnvSettings):
     """Values of the POSBOT_* and WECHAT_* environment variables, with embedded defaults."""
 
     redis_url: str = Field("", env="POSBOT_REDIS_URL")
@@ -86,32 +84,3 @@ class Settings(BaseSettings):
     @validator("cors_origins", pre=True)
     def _origins_or_all(cls, value: Any) -> Any:
         return (_split(value) or ["*"]) if isinstance(value, str) else value
-
-    @classmethod
-    def variable(cls, field_name: str) -> str:
-        """The environment variable of a field (``max_inflight`` → ``POSBOT_MAX_INFLIGHT``)."""
-        return cls.__fields__[field_name].field_info.extra["env"]
-
-    @classmethod
-    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
-        """The settings in ``env`` (default: this process's environment), validated.
-
-        Raises :class:`SettingsError` naming every variable with a bad value.
-        """
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        given: dict[str, str] = {}
-        for name, field in cls.__fields__.items():
-            variable = cls.variable(name)
-            if variable in env:
-                values[name] = given[name] = env[variable]
-            else:  # explicit defaults: nothing is read from os.environ behind ``env``'s back
-                values[name] = field.get_default()
-        try:
-            return cls(**values)
-        except ValidationError as error:
-            problems = []
-            for found in error.errors():
-                name = str(found["loc"][0])
-                problems.append(f"{cls.variable(name)}={given.get(name, '')!r}: {found['msg']}")
-            raise SettingsError("bad setting " + "; ".join(problems)) from None

@@ -9,14 +9,14 @@ start with one line. Nothing here reads the environment at import time.
 
 Every default runs embedded (SQLite under ``var/``, the content in kb/content); production sets
 the variables documented in docs/configuration.md. ``kb`` imports neither ``bot`` nor
-``actions``, so this module has its own :class:`SettingsError`.
+``actions``; the Rasa server's settings build on :class:`EnvSettings` and :class:`SettingsError`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, TypeVar
 
 from pydantic import BaseSettings, Field, ValidationError, validator
 from sqlalchemy.engine import make_url
@@ -50,6 +50,9 @@ class SettingsError(ValueError):
     """An environment variable has a value the server cannot use; the message names it."""
 
 
+S = TypeVar("S", bound="EnvSettings")
+
+
 def _or_default(value: Any, default: Any) -> Any:
     """A blank variable means the default, as it always has for these variables."""
     if isinstance(value, str):
@@ -57,7 +60,46 @@ def _or_default(value: Any, default: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
+class EnvSettings(BaseSettings):
+    """Settings read from named environment variables (``Field(..., env=NAME)``), validated
+    all at once: the base of this side's :class:`Settings` and of the Rasa server's
+    (bot/settings.py)."""
+
+    class Config:
+        allow_mutation = False
+        case_sensitive = True
+
+    @classmethod
+    def variable(cls, field_name: str) -> str:
+        """The environment variable of a field (``max_inflight`` → ``POSBOT_MAX_INFLIGHT``)."""
+        return str(cls.__fields__[field_name].field_info.extra["env"])
+
+    @classmethod
+    def from_env(cls: type[S], env: Optional[Mapping[str, str]] = None) -> S:
+        """The settings in ``env`` (default: this process's environment), validated.
+
+        Raises :class:`SettingsError` naming every variable with a bad value.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        given: dict[str, str] = {}
+        for name, field in cls.__fields__.items():
+            variable = cls.variable(name)
+            if variable in env:
+                values[name] = given[name] = env[variable]
+            else:  # explicit defaults: nothing is read from os.environ behind ``env``'s back
+                values[name] = field.get_default()
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            problems = []
+            for found in error.errors():
+                name = str(found["loc"][0])
+                problems.append(f"{cls.variable(name)}={given.get(name, '')!r}: {found['msg']}")
+            raise SettingsError("bad setting " + "; ".join(problems)) from None
+
+
+class Settings(EnvSettings):
     """Values of the action-server/KB side's environment variables, with embedded defaults."""
 
     #: SQLAlchemy URL of the KB, the records (tickets, handoffs, feedback) and staff accounts.
@@ -103,35 +145,6 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.startswith(("http://", "https://")):
             raise ValueError("not an http:// or https:// URL")
         return value
-
-    @classmethod
-    def variable(cls, field_name: str) -> str:
-        """The environment variable of a field (``encoder_threads`` → ``POSBOT_ENCODER_THREADS``)."""
-        return str(cls.__fields__[field_name].field_info.extra["env"])
-
-    @classmethod
-    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
-        """The settings in ``env`` (default: this process's environment), validated.
-
-        Raises :class:`SettingsError` naming every variable with a bad value.
-        """
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        given: dict[str, str] = {}
-        for name, field in cls.__fields__.items():
-            variable = cls.variable(name)
-            if variable in env:
-                values[name] = given[name] = env[variable]
-            else:  # explicit defaults: nothing is read from os.environ behind ``env``'s back
-                values[name] = field.get_default()
-        try:
-            return cls(**values)
-        except ValidationError as error:
-            problems = []
-            for found in error.errors():
-                name = str(found["loc"][0])
-                problems.append(f"{cls.variable(name)}={given.get(name, '')!r}: {found['msg']}")
-            raise SettingsError("bad setting " + "; ".join(problems)) from None
 
 
 def database_url(env: Mapping[str, str] | None = None) -> str:

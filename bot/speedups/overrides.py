@@ -20,7 +20,7 @@ import inspect
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import rasa
 
@@ -54,19 +54,29 @@ def sha256_of(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def problem(override: Override, rasa_version: str = rasa.__version__) -> Optional[str]:
-    """Why ``override`` must not run on this Rasa, or None when it may."""
+def guard(
+    target: str, exists: bool, source: Callable[[], str], sha256: str, what: str, rasa_version: str
+) -> Optional[str]:
+    """Why a reviewed replacement of ``target`` must not run on this Rasa, or None when it may:
+    another Rasa release, a missing target, or a source whose sha256 is not the reviewed one
+    (``what`` names that source in the message). The registry's patches use it too."""
     if rasa_version != REVIEWED_RASA:
         return f"reviewed against Rasa {REVIEWED_RASA}, this is Rasa {rasa_version}"
-    if not hasattr(override.owner, override.attribute):
-        return f"{override.target} does not exist in this Rasa"
+    if not exists:
+        return f"{target} does not exist in this Rasa"
     try:
-        found = sha256_of(override.source())
+        found = sha256_of(source())
     except (OSError, TypeError) as error:
-        return f"the source of {override.target} cannot be read ({error})"
-    if found != override.sha256:
-        return f"Rasa's method changed (sha256 {found[:12]}…, reviewed {override.sha256[:12]}…)"
+        return f"the source of {target} cannot be read ({error})"
+    if found != sha256:
+        return f"{what} changed (sha256 {found[:12]}…, reviewed {sha256[:12]}…)"
     return None
+
+
+def problem(override: Override, rasa_version: str = rasa.__version__) -> Optional[str]:
+    """Why ``override`` must not run on this Rasa, or None when it may."""
+    exists = hasattr(override.owner, override.attribute)
+    return guard(override.target, exists, override.source, override.sha256, "Rasa's method", rasa_version)
 
 
 def patches_enabled() -> bool:

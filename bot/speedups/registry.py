@@ -22,7 +22,6 @@ overridden methods in each module (bot/speedups/overrides.py).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 from dataclasses import dataclass
@@ -111,24 +110,11 @@ def _original(patch: Patch) -> Any:
     raise AttributeError(patch.attribute)
 
 
-def sha256_of(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def problem(patch: Patch, rasa_version: str = rasa.__version__) -> Optional[str]:
     """Why ``patch`` must not be installed on this Rasa, or None when it may."""
-    if rasa_version != REVIEWED_RASA:
-        return f"reviewed against Rasa {REVIEWED_RASA}, this is Rasa {rasa_version}"
-    if not hasattr(patch.owner, patch.attribute):
-        return f"{patch.target} does not exist in this Rasa"
-    try:
-        found = sha256_of(patch.guarded_source())
-    except (OSError, TypeError) as error:
-        return f"the source of {patch.target} cannot be read ({error})"
-    if found != patch.sha256:
-        what = "the module it patches" if patch.guards_module else "the original it replaces"
-        return f"{what} changed (sha256 {found[:12]}…, reviewed " f"{patch.sha256[:12]}…)"
-    return None
+    what = "the module it patches" if patch.guards_module else "the original it replaces"
+    exists = hasattr(patch.owner, patch.attribute)
+    return overrides.guard(patch.target, exists, patch.guarded_source, patch.sha256, what, rasa_version)
 
 
 def _apply(patch: Patch) -> None:
