@@ -235,13 +235,27 @@ def decode(blob: bytes, dim: int) -> np.ndarray:
 
 
 class CachedIndex:
-    """The index for the KB's current digest, rebuilt after a publish (thread-safe)."""
+    """The index for the KB's current digest, rebuilt after a publish (thread-safe).
+
+    ``stale_ok`` (the servers' store): while the index of a new build is being fitted (20-40 s
+    on 2 cores), the previous one keeps answering and the new one is built in a background
+    thread; without it (tools, tests, the console's 试一试) the caller waits for the new index.
+    Fitted in the caller's turn, the first merchant after a publish waited up to 40 s, and on
+    the Rasa server every merchant behind them (2026-11-30)."""
 
     def __init__(self) -> None:
         self._index: Optional[TopicIndex] = None
         self._lock = threading.Lock()
+        self._building: set[str] = set()
+        self._flags = threading.Lock()
 
-    def get(self, digest: str, build: Callable[[], TopicIndex]) -> TopicIndex:
+    def get(self, digest: str, build: Callable[[], TopicIndex], stale_ok: bool = False) -> TopicIndex:
+        index = self._index
+        if index is not None and index.digest == digest:
+            return index
+        if stale_ok and index is not None:
+            self._build_in_background(digest, build)
+            return index
         with self._lock:
             if self._index is None or self._index.digest != digest:
                 self._index = build()
@@ -252,3 +266,20 @@ class CachedIndex:
                     len(self._index.texts),
                 )
             return self._index
+
+    def _build_in_background(self, digest: str, build: Callable[[], TopicIndex]) -> None:
+        with self._flags:
+            if digest in self._building:
+                return
+            self._building.add(digest)
+
+        def run() -> None:
+            try:
+                self.get(digest, build)
+            except Exception:  # the next request tries again
+                logger.warning("could not build the retrieval index for KB %s", digest[:8], exc_info=True)
+            finally:
+                with self._flags:
+                    self._building.discard(digest)
+
+        threading.Thread(target=run, name="posbot-index-build", daemon=True).start()

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from sqlalchemy import create_engine, select
@@ -124,10 +124,13 @@ CATEGORY_INTENTS = {"hardware": "fault_hardware", "software": "fault_software", 
 class KnowledgeStore:
     """Answers the questions the actions ask of the knowledge base."""
 
-    def __init__(self, engine: Engine, *, digest_ttl_s: float = 0.0) -> None:
-        """``digest_ttl_s`` > 0: trust the digest read last for that long (the shared store)."""
+    def __init__(self, engine: Engine, *, digest_ttl_s: float = 0.0, stale_ok: bool = False) -> None:
+        """``digest_ttl_s`` > 0: trust the digest read last for that long; ``stale_ok``: answer
+        from the previous retrieval index while a new build's is fitted in the background
+        (both for the servers' shared store)."""
         self.engine = engine
         self._digest_ttl_s = digest_ttl_s
+        self._stale_ok = stale_ok
         self._digest_read: Optional[tuple[float, Optional[str]]] = None
         # word lists of one digest: (digest, list name → words)
         self._word_lists: tuple[Optional[str], dict[str, list[str]]] = (None, {})
@@ -145,6 +148,23 @@ class KnowledgeStore:
             value = row.value if row else None
         self._digest_read = (time.monotonic(), value)
         return value
+
+    def _read_digest(self) -> Optional[str]:
+        with self._session() as session:
+            row = session.get(KbMeta, "digest")
+            return row.value if row else None
+
+    def _labelled(self, digest: str, build: Callable[[], TopicIndex]) -> Callable[[], TopicIndex]:
+        """``build``, whose index keeps the label ``digest`` only if no other build landed
+        while its rows were read (else it is used once and built again next time)."""
+
+        def run() -> TopicIndex:
+            index = build()
+            if (self._read_digest() or "") != digest:
+                index.digest = ""
+            return index
+
+        return run
 
     def forget_digest(self) -> None:
         """Read the digest again on the next call (this process has just built the KB)."""
@@ -191,17 +211,23 @@ class KnowledgeStore:
                 query = query.where(Topic.intent == intent)
             return [_topic(row) for row in session.scalars(query)]
 
-    def topic_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
+    def topic_index(self, encoder: Optional[SentenceEncoder] = None, *, fresh: bool = False) -> TopicIndex:
         """The retrieval index of the KB as last built; rebuilt only when the digest changed."""
         digest = self.digest() or ""
-        return _INDEXES.get(digest, lambda: self._build_index(digest, encoder or get_encoder()))
+        return _INDEXES.get(
+            digest,
+            self._labelled(digest, lambda: self._build_index(digest, encoder or get_encoder())),
+            self._stale_ok and not fresh,
+        )
 
-    def symptom_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
+    def symptom_index(self, encoder: Optional[SentenceEncoder] = None, *, fresh: bool = False) -> TopicIndex:
         """Retrieval over the symptoms' reports and keywords: which walk a fault report needs
         when no keyword names it ("收银台那台大pos今天不出纸了" is the printer's)."""
         digest = self.digest() or ""
         return _SYMPTOM_INDEXES.get(
-            digest, lambda: self._build_symptom_index(digest, encoder or get_encoder())
+            digest,
+            self._labelled(digest, lambda: self._build_symptom_index(digest, encoder or get_encoder())),
+            self._stale_ok and not fresh,
         )
 
     def answer_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
@@ -209,10 +235,14 @@ class KnowledgeStore:
         what a fault-sounding message needs, a topic's answer or a guided walk, decided by the
         same model, so the two scores compare (docs/quality.md, 2026-11-30, session 9)."""
         digest = self.digest() or ""
-        return _ANSWER_INDEXES.get(digest, lambda: self._build_answer_index(digest, encoder or get_encoder()))
+        return _ANSWER_INDEXES.get(
+            digest,
+            self._labelled(digest, lambda: self._build_answer_index(digest, encoder or get_encoder())),
+            self._stale_ok,
+        )
 
     def _build_answer_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
-        topics, symptoms = self.topic_index(encoder), self.symptom_index(encoder)
+        topics, symptoms = self.topic_index(encoder, fresh=True), self.symptom_index(encoder, fresh=True)
         walks = [
             TopicDoc(f"{WALK}{doc.id}", CATEGORY_INTENTS.get(doc.intent, ""), doc.questions, doc.vectors)
             for doc in symptoms.topics
@@ -423,4 +453,4 @@ def shared_store() -> KnowledgeStore:
         kwargs = {"connect_args": {"check_same_thread": False}}
         if ":memory:" not in url and url.rstrip("/") != "sqlite:":
             kwargs["poolclass"] = QueuePool
-    return KnowledgeStore(create_engine(url, **kwargs), digest_ttl_s=DIGEST_TTL_S)
+    return KnowledgeStore(create_engine(url, **kwargs), digest_ttl_s=DIGEST_TTL_S, stale_ok=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Sequence
 
 import numpy as np
 
 from kb.encoder import SentenceEncoder
+from kb.retrieval import CachedIndex, TopicIndex
 from kb.store import KnowledgeStore
 
 
@@ -44,3 +47,55 @@ def test_the_priors_still_move_a_text_scored_before(store: KnowledgeStore) -> No
     leaning = index.rank(question, {second_intent: 1.0}, limit=len(index.topics))
     assert by_intent[leaning[0].topic_id] == second_intent
     assert {m.topic_id: m.meaning for m in leaning} == {m.topic_id: m.meaning for m in plain}
+
+
+def test_a_server_answers_from_the_previous_index_while_a_new_build_is_fitted(
+    store: KnowledgeStore,
+) -> None:
+    """The first merchant after a publish must not wait 20-40 s for the new index."""
+    index = store.topic_index()
+    cache = CachedIndex()
+    assert cache.get("v1", lambda: index) is index
+    release = threading.Event()
+    newer = TopicIndex(index.topics, index.encoder, "v2")
+
+    def slow_build() -> TopicIndex:
+        release.wait(10)
+        return newer
+
+    started = time.monotonic()
+    assert cache.get("v2", slow_build, stale_ok=True) is index  # at once, the previous index
+    assert cache.get("v2", slow_build, stale_ok=True) is index  # one build, not one per request
+    assert time.monotonic() - started < 1
+    release.set()
+    deadline = time.monotonic() + 10
+    while cache.get("v2", slow_build, stale_ok=True) is index and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cache.get("v2", slow_build, stale_ok=True) is newer
+
+
+def test_tools_and_the_console_wait_for_the_new_index(store: KnowledgeStore) -> None:
+    index = store.topic_index()
+    cache = CachedIndex()
+    cache.get("v1", lambda: index)
+    newer = TopicIndex(index.topics, index.encoder, "v2")
+    assert cache.get("v2", lambda: newer) is newer
+
+
+def test_a_failed_background_build_is_tried_again(store: KnowledgeStore) -> None:
+    index = store.topic_index()
+    cache = CachedIndex()
+    cache.get("v1", lambda: index)
+    failed = threading.Event()
+
+    def broken() -> TopicIndex:
+        failed.set()
+        raise OSError("disk full")
+
+    assert cache.get("v2", broken, stale_ok=True) is index
+    assert failed.wait(5)
+    newer = TopicIndex(index.topics, index.encoder, "v2")
+    deadline = time.monotonic() + 10
+    while cache.get("v2", lambda: newer, stale_ok=True) is index and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cache.get("v2", lambda: newer, stale_ok=True) is newer
