@@ -249,25 +249,41 @@ class CachedIndex:
         self._building: set[str] = set()
         self._flags = threading.Lock()
 
-    def get(self, digest: str, build: Callable[[], TopicIndex], stale_ok: bool = False) -> TopicIndex:
+    def get(
+        self,
+        digest: str,
+        build: Callable[[], TopicIndex],
+        stale_ok: bool = False,
+        encoder: Optional[str] = None,
+    ) -> TopicIndex:
+        """The index of ``digest`` (and of the encoder named ``encoder``, when given: an index
+        fitted with another encoder's vectors never answers)."""
         index = self._index
-        if index is not None and index.digest == digest:
+        same_encoder = index is not None and (encoder is None or index.encoder.name == encoder)
+        if index is not None and same_encoder and index.digest == digest:
             return index
-        if stale_ok and index is not None:
-            self._build_in_background(digest, build)
+        if stale_ok and index is not None and same_encoder:
+            self._build_in_background(digest, build, encoder)
             return index
         with self._lock:
-            if self._index is None or self._index.digest != digest:
-                self._index = build()
+            current = self._index
+            if (
+                current is None
+                or current.digest != digest
+                or (encoder is not None and current.encoder.name != encoder)
+            ):
+                current = self._index = build()
                 logger.info(
                     "retrieval index built for KB %s: %d topics, %d questions",
                     digest[:8],
-                    len(self._index.topics),
-                    len(self._index.texts),
+                    len(current.topics),
+                    len(current.texts),
                 )
-            return self._index
+            return current
 
-    def _build_in_background(self, digest: str, build: Callable[[], TopicIndex]) -> None:
+    def _build_in_background(
+        self, digest: str, build: Callable[[], TopicIndex], encoder: Optional[str]
+    ) -> None:
         with self._flags:
             if digest in self._building:
                 return
@@ -275,7 +291,7 @@ class CachedIndex:
 
         def run() -> None:
             try:
-                self.get(digest, build)
+                self.get(digest, build, encoder=encoder)
             except Exception:  # the next request tries again
                 logger.warning("could not build the retrieval index for KB %s", digest[:8], exc_info=True)
             finally:

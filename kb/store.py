@@ -214,20 +214,24 @@ class KnowledgeStore:
     def topic_index(self, encoder: Optional[SentenceEncoder] = None, *, fresh: bool = False) -> TopicIndex:
         """The retrieval index of the KB as last built; rebuilt only when the digest changed."""
         digest = self.digest() or ""
+        encoder = encoder or get_encoder()
         return _INDEXES.get(
             digest,
-            self._labelled(digest, lambda: self._build_index(digest, encoder or get_encoder())),
+            self._labelled(digest, lambda: self._build_index(digest, encoder)),
             self._stale_ok and not fresh,
+            encoder.name,
         )
 
     def symptom_index(self, encoder: Optional[SentenceEncoder] = None, *, fresh: bool = False) -> TopicIndex:
         """Retrieval over the symptoms' reports and keywords: which walk a fault report needs
         when no keyword names it ("收银台那台大pos今天不出纸了" is the printer's)."""
         digest = self.digest() or ""
+        encoder = encoder or get_encoder()
         return _SYMPTOM_INDEXES.get(
             digest,
-            self._labelled(digest, lambda: self._build_symptom_index(digest, encoder or get_encoder())),
+            self._labelled(digest, lambda: self._build_symptom_index(digest, encoder)),
             self._stale_ok and not fresh,
+            encoder.name,
         )
 
     def answer_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
@@ -235,10 +239,12 @@ class KnowledgeStore:
         what a fault-sounding message needs, a topic's answer or a guided walk, decided by the
         same model, so the two scores compare (docs/quality.md, 2026-11-30, session 9)."""
         digest = self.digest() or ""
+        encoder = encoder or get_encoder()
         return _ANSWER_INDEXES.get(
             digest,
-            self._labelled(digest, lambda: self._build_answer_index(digest, encoder or get_encoder())),
+            self._labelled(digest, lambda: self._build_answer_index(digest, encoder)),
             self._stale_ok,
+            encoder.name,
         )
 
     def _build_answer_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:

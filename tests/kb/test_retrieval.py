@@ -99,3 +99,20 @@ def test_a_failed_background_build_is_tried_again(store: KnowledgeStore) -> None
     while cache.get("v2", lambda: newer, stale_ok=True) is index and time.monotonic() < deadline:
         time.sleep(0.05)
     assert cache.get("v2", lambda: newer, stale_ok=True) is newer
+
+
+def test_an_index_fitted_with_another_encoder_never_answers(store: KnowledgeStore) -> None:
+    """Same KB build, another encoder (a test's stand-in, a new model): fitted again."""
+    index = store.topic_index()
+    cache = CachedIndex()
+    cache.get("v1", lambda: index, encoder=index.encoder.name)
+
+    class Other:
+        name, dim = "other-encoder", index.encoder.dim
+
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
+            return index.encoder.encode(texts)
+
+    refitted = TopicIndex(index.topics, Other(), "v1")
+    assert cache.get("v1", lambda: refitted, stale_ok=True, encoder="other-encoder") is refitted
+    assert cache.get("v1", lambda: index, encoder="other-encoder") is refitted
