@@ -136,7 +136,8 @@ def gate(on_new_message: OnNewMessage) -> OnNewMessage:
         result = await on_new_message(message)  # logged in the paused conversation
         if open_handoff.status != HANDOFF_ACTIVE:
             ahead = await asyncio.to_thread(records.waiting_before, open_handoff.id)
-            await say(agent, message, "utter_handoff_waiting_ack", ahead=ahead)
+            ack = "utter_handoff_waiting_ack" if ahead else "utter_handoff_waiting_ack_next"
+            await say(agent, message, ack, ahead=ahead)
         return result
 
     return handle

@@ -145,7 +145,7 @@ async def test_first_stage_introduces_the_walk_and_asks_if_solved(action_store, 
     tracker = answer("troubleshoot_answer", ts_stage=0, ts_shown=None)
     events = await ActionAskTsSolved().run(dispatcher, tracker, flow_domain)
     texts = render(flow_domain, dispatcher.messages)
-    assert texts[0] == "明白，是“打印问题”方面的问题。我们从最简单的开始，一步一步排查。"
+    assert texts[0] == "明白，您遇到的是“打印问题”。我们从最简单的开始，一步一步排查。"
     assert texts[1].startswith("第1步（共4步）：先检查打印纸\n1. 确认用的是热敏纸")
     assert texts[1].endswith("按上面的方法试过后，问题解决了吗？")
     assert response_buttons(flow_domain, dispatcher.messages[1]) == SOLVED_BUTTONS

@@ -44,7 +44,7 @@ def records(bot: RunningBot) -> RecordStore:
 def test_printer_fault_walked_stage_by_stage_then_a_ticket(live_bot: RunningBot) -> None:
     merchant = sender()
     first = live_bot.send(merchant, "打印机不出纸")
-    assert "明白，是“打印问题”方面的问题" in text_of(first)
+    assert "明白，您遇到的是“打印问题”" in text_of(first)
     assert "第1步（共4步）：先检查打印纸" in text_of(first)
     assert button_titles(first) == ["解决了", "还没有"]
 
@@ -193,7 +193,8 @@ def test_handoff_pauses_the_bot_until_staff_release_it(live_bot: RunningBot) -> 
 
     # Paused for a person, but never silent: each message is acknowledged, with a way back.
     waiting = live_bot.send(merchant, "在吗？")
-    assert text_of(waiting).startswith("已收到，已转给人工客服，您前面还有")
+    assert text_of(waiting).startswith("已收到，已转给人工客服，")
+    assert "前面还有 0 位" not in text_of(waiting)  # nobody ahead: "下一位就轮到您"
     assert button_titles(waiting) == ["取消转人工"]
 
     store = records(live_bot)

@@ -79,7 +79,7 @@ def test_a_long_answer_reaches_wechat_in_pages(live_bot: RunningBot, content: Co
 
 def test_a_fault_in_plain_words_starts_the_walk_it_means(live_bot: RunningBot) -> None:
     text = live_bot.texts(sender(), "收银台那台机器今天一张票都吐不出来")
-    assert "明白，是“打印问题”方面的问题" in text, text[:200]
+    assert "明白，您遇到的是“打印问题”" in text, text[:200]
     assert "先检查打印纸" in text
 
 
