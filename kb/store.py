@@ -143,9 +143,7 @@ class KnowledgeStore:
         read = self._digest_read
         if read is not None and time.monotonic() - read[0] < self._digest_ttl_s:
             return read[1]
-        with self._session() as session:
-            row = session.get(KbMeta, "digest")
-            value = row.value if row else None
+        value = self._read_digest()
         self._digest_read = (time.monotonic(), value)
         return value
 
@@ -211,41 +209,32 @@ class KnowledgeStore:
                 query = query.where(Topic.intent == intent)
             return [_topic(row) for row in session.scalars(query)]
 
+    def _index(
+        self,
+        cache: CachedIndex,
+        build: Callable[[str, SentenceEncoder], TopicIndex],
+        encoder: Optional[SentenceEncoder],
+        stale_ok: bool,
+    ) -> TopicIndex:
+        """``cache``'s index of the KB as last built (and of ``encoder``); ``build`` fits it."""
+        digest = self.digest() or ""
+        chosen = encoder or get_encoder()
+        return cache.get(digest, self._labelled(digest, lambda: build(digest, chosen)), stale_ok, chosen.name)
+
     def topic_index(self, encoder: Optional[SentenceEncoder] = None, *, fresh: bool = False) -> TopicIndex:
         """The retrieval index of the KB as last built; rebuilt only when the digest changed."""
-        digest = self.digest() or ""
-        encoder = encoder or get_encoder()
-        return _INDEXES.get(
-            digest,
-            self._labelled(digest, lambda: self._build_index(digest, encoder)),
-            self._stale_ok and not fresh,
-            encoder.name,
-        )
+        return self._index(_INDEXES, self._build_index, encoder, self._stale_ok and not fresh)
 
     def symptom_index(self, encoder: Optional[SentenceEncoder] = None, *, fresh: bool = False) -> TopicIndex:
         """Retrieval over the symptoms' reports and keywords: which walk a fault report needs
         when no keyword names it ("收银台那台大pos今天不出纸了" is the printer's)."""
-        digest = self.digest() or ""
-        encoder = encoder or get_encoder()
-        return _SYMPTOM_INDEXES.get(
-            digest,
-            self._labelled(digest, lambda: self._build_symptom_index(digest, encoder)),
-            self._stale_ok and not fresh,
-            encoder.name,
-        )
+        return self._index(_SYMPTOM_INDEXES, self._build_symptom_index, encoder, self._stale_ok and not fresh)
 
     def answer_index(self, encoder: Optional[SentenceEncoder] = None) -> TopicIndex:
         """One classifier over every topic and every walk (ids ``walk:<symptom>``, ``walk:?``):
         what a fault-sounding message needs, a topic's answer or a guided walk, decided by the
         same model, so the two scores compare (docs/quality.md, 2026-11-30, session 9)."""
-        digest = self.digest() or ""
-        encoder = encoder or get_encoder()
-        return _ANSWER_INDEXES.get(
-            digest,
-            self._labelled(digest, lambda: self._build_answer_index(digest, encoder)),
-            self._stale_ok,
-            encoder.name,
-        )
+        return self._index(_ANSWER_INDEXES, self._build_answer_index, encoder, self._stale_ok)
 
     def _build_answer_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
         topics, symptoms = self.topic_index(encoder, fresh=True), self.symptom_index(encoder, fresh=True)
