@@ -11,7 +11,7 @@ from rasa.shared.nlu.constants import FEATURE_TYPE_SENTENCE, INTENT, INTENT_RANK
 from rasa.shared.nlu.training_data.features import Features
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
-from scipy.sparse import csr_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from sklearn.linear_model import LogisticRegression
 
 from bot.nlu.intent_vote import IntentVote
@@ -102,3 +102,47 @@ def test_the_regression_is_trained_with_the_configured_strength(tmp_path) -> Non
     assert weak.clf.C == 0.1 and strong.clf.C == 10.0
     # less regularisation, sharper probabilities for the same message
     assert strong.clf.predict_proba(X[0]).max() > weak.clf.predict_proba(X[0]).max()
+
+
+def _features(msg: Message, matrix: object, origin: str) -> None:
+    msg.add_features(Features(matrix, FEATURE_TYPE_SENTENCE, TEXT, origin))
+
+
+def test_the_fast_scores_are_scikit_learns_probabilities(tmp_path) -> None:
+    """Two count-vector blocks and a sentence vector, four intents: the sum of weights at the
+    message's columns gives exactly what Rasa's stacked row and predict_proba give."""
+    rng = np.random.default_rng(7)
+    counts = (rng.random((40, 30)) < 0.15) * rng.integers(1, 4, (40, 30))
+    dense = rng.normal(size=(40, 8))
+    intents = ["fees", "fault_hardware", "greet", "error_code"] * 10
+    component = IntentVote.create(
+        {**IntentVote.get_default_config(), "C": 3.0},
+        LocalModelStorage(tmp_path),
+        Resource("vote-fast"),
+        ExecutionContext(GraphSchema({}), "test"),
+    )
+    component.clf.fit(np.hstack([counts, dense]), intents)
+    for row in range(12):
+        msg = Message(data={TEXT: "刷卡手续费"})
+        _features(msg, coo_matrix(counts[row : row + 1, :18].astype(float)), "CountVectorsFeaturizer")
+        _features(msg, coo_matrix(counts[row : row + 1, 18:].astype(float)), "CountVectorsFeaturizer")
+        _features(msg, dense[row : row + 1], "SentenceEncoderFeaturizer")
+        expected = component.clf.predict_proba(component._create_X([msg]))[0]
+        assert component.probabilities(msg) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        voted = component.process([msg])[0].get(INTENT)
+        assert voted["name"] == component.clf.classes_[int(np.argmax(expected))]
+
+
+def test_features_that_do_not_fit_the_model_leave_diets_answer(tmp_path) -> None:
+    counts = np.eye(6)[[0, 1, 2, 3, 4, 5, 0, 1, 2]]
+    component = IntentVote.create(
+        IntentVote.get_default_config(),
+        LocalModelStorage(tmp_path),
+        Resource("vote-width"),
+        ExecutionContext(GraphSchema({}), "test"),
+    )
+    component.clf.fit(counts, ["a", "b", "c"] * 3)
+    msg = message([], [("greet", 0.9), ("thanks", 0.1)])
+    _features(msg, coo_matrix(np.ones((1, 9))), "CountVectorsFeaturizer")  # a model of another vocabulary
+    assert component.probabilities(msg) is None
+    assert component.process([msg])[0].get(INTENT) == {"name": "greet", "confidence": 0.9}
