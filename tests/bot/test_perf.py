@@ -339,3 +339,87 @@ def test_copies_of_odd_trackers_are_rasas() -> None:
         == tracker_speedups._original_copy(fresh).latest_message.entities
         == []
     )
+
+
+def _step_class() -> type:
+    from rasa.engine.graph import GraphComponent
+
+    class Step(GraphComponent):
+        """A graph component that adds its name to what it is given (and to the calls log)."""
+
+        calls: list = []
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @classmethod
+        def create(cls, config, model_storage, resource, execution_context) -> "Step":
+            return cls(config["name"])
+
+        def run(self, **given: object) -> str:
+            Step.calls.append(self.name)
+            if self.name == "broken":
+                raise RuntimeError("a component failed")
+            return "+".join([*(str(given[k]) for k in sorted(given)), self.name])
+
+    return Step
+
+
+def _runner(tmp_path: Path, step: type) -> object:
+    from rasa.engine.graph import ExecutionContext
+    from rasa.engine.runner.dask import DaskGraphRunner
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+
+    def node(name: str, needs: dict, target: bool = False) -> SchemaNode:
+        return SchemaNode(
+            needs=needs, uses=step, constructor_name="create", fn="run", config={"name": name}, is_target=target
+        )
+
+    schema = GraphSchema(
+        {
+            "tokens": node("tokens", {"message": "__message__"}),
+            "counts": node("counts", {"tokens": "tokens"}),
+            "vectors": node("vectors", {"tokens": "tokens"}),
+            "intent": node("intent", {"a": "counts", "b": "vectors", "c": "tokens"}, target=True),
+            "unused": node("unused", {"message": "__message__"}),
+            "orphan": node("orphan", {"missing": "__tracker__"}, target=True),
+            "broken": node("broken", {"message": "__message__"}),
+        }
+    )
+    return DaskGraphRunner(schema, LocalModelStorage(tmp_path), ExecutionContext(schema, "test"))
+
+
+def test_plain_graph_runs_are_dasks(tmp_path: Path) -> None:
+    """The same outputs from the same nodes, each once and after what it needs, and the same
+    errors: a failing node, a missing input, an input named like a node."""
+    step = _step_class()
+    runner = _runner(tmp_path, step)
+
+    def outcome(run: object, inputs: dict, targets: list) -> tuple:
+        step.calls = []
+        try:
+            result = run(runner, inputs=inputs, targets=targets)
+        except Exception as error:
+            return type(error).__name__, str(error), sorted(step.calls)
+        return "ok", result, sorted(step.calls)
+
+    message = {"__message__": "刷卡"}
+    cases = [
+        (message, ["intent"]),
+        (message, ["counts", "intent"]),
+        (message, ["intent"]),
+        (message, ["orphan"]),
+        (message, ["broken"]),
+        ({"__message__": "tokens"}, ["intent"]),
+    ]
+    for inputs, targets in cases:
+        assert outcome(dialogue._graph_run, inputs, targets) == outcome(
+            dialogue._original_graph_run, inputs, targets
+        ), targets
+    assert outcome(dialogue._graph_run, message, ["intent"])[1] == {
+        "intent": "刷卡+tokens+counts+刷卡+tokens+vectors+刷卡+tokens+intent"
+    }
+    step.calls = []
+    dialogue._graph_run(runner, inputs=message, targets=["intent"])
+    assert step.calls.index("tokens") < step.calls.index("counts") < step.calls.index("intent")
+    assert step.calls.index("vectors") < step.calls.index("intent") and "unused" not in step.calls
