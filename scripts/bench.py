@@ -5,6 +5,11 @@ sequentially and with 10 concurrent senders, throughput, resident memory, start-
 the time of a full training from scratch; then the same load on a bare Rasa bot (the same Rasa
 and NLU data, stock pipeline, no custom actions: scripts/bare_rasa.py) and posbot's ratios to it,
 which do not move with the machine. Prints a table and writes reports/bench.md.
+
+Both bots are up at the same time and the 10-sender load goes to them in alternating rounds
+(POSBOT_BENCH_ROUNDS, default 3: posbot, bare, posbot, bare, …), so that both meet the machine
+in the same state; each side's figures pool its rounds. (Measured one after the other, bare
+Rasa's throughput moved between 53 and 68 msg/s from one run to the next on an idle machine.)
 Issue 14's targets: throughput ≥ 0.75× bare Rasa's, p99 at 10 senders no worse than its p99.
 Targets (2 cores): p99 ≤ 300 ms at 10 senders, ≥ 40 msg/s, ready ≤ 30 s, ≤ 1.2 GB, training ≤ 3 min.
 
@@ -57,6 +62,7 @@ MODEL = Path(os.environ.get("POSBOT_BENCH_MODEL", str(ROOT / "models" / "posbot.
 TRAIN = os.environ.get("POSBOT_BENCH_TRAIN", "1") != "0"  # 0: skip the training measurement
 CONCURRENCY = 10
 PER_SENDER = int(os.environ.get("POSBOT_BENCH_PER_SENDER", "30"))
+ROUNDS = max(1, int(os.environ.get("POSBOT_BENCH_ROUNDS", "3")))
 PRODUCTION = os.environ.get("POSBOT_BENCH_PRODUCTION", "0") == "1"
 BARE = os.environ.get("POSBOT_BENCH_BARE", "1") != "0"  # 0: skip the bare Rasa reference
 PG = os.environ.get("POSBOT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -156,11 +162,12 @@ def drop_database(database: str) -> None:
     admin.dispose()
 
 
-def load(url: str, tag: str) -> tuple[list[float], list[float], float]:
-    """Sequential round trips, then 10 concurrent senders: (sequential ms, concurrent ms, s)."""
-    sequential = [
-        timed_send(url, f"{tag}-seq-{i % 5}", MESSAGES[i % len(MESSAGES)]) for i in range(SEQUENTIAL)
-    ]
+def sequential_load(url: str, tag: str) -> list[float]:
+    return [timed_send(url, f"{tag}-seq-{i % 5}", MESSAGES[i % len(MESSAGES)]) for i in range(SEQUENTIAL)]
+
+
+def concurrent_load(url: str, tag: str) -> tuple[list[float], float]:
+    """10 senders at once, each with its own new conversation: (round trips in ms, seconds)."""
 
     def sender(n: int) -> list[float]:
         return [
@@ -170,43 +177,75 @@ def load(url: str, tag: str) -> tuple[list[float], list[float], float]:
     start = time.perf_counter()
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         concurrent = [ms for batch in pool.map(sender, range(CONCURRENCY)) for ms in batch]
-    return sequential, concurrent, time.perf_counter() - start
+    return concurrent, time.perf_counter() - start
 
 
-def bare_rasa() -> tuple[list[float], list[float], float]:
-    """The same load on a bare Rasa bot (scripts/bare_rasa.py), trained and served here."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        bare.write_project(folder)
-        bare.train(folder, BIN / "rasa")
-        port = free_port()
-        proc = bare.serve(folder, BIN / "rasa", port, SERVING_TF_THREADS)
-        try:
-            return load(f"http://127.0.0.1:{port}", "bare")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+class Side:
+    """One bot's figures, pooled over the rounds."""
+
+    def __init__(self, url: str, tag: str) -> None:
+        self.url, self.tag = url, tag
+        self.sequential: list[float] = []
+        self.concurrent: list[float] = []
+        self.elapsed = 0.0
+
+    def round(self, number: int) -> None:
+        latencies, seconds = concurrent_load(self.url, f"{self.tag}-r{number}")
+        self.concurrent += latencies
+        self.elapsed += seconds
+
+    @property
+    def throughput(self) -> float:
+        return len(self.concurrent) / self.elapsed if self.elapsed else float("nan")
+
+
+def start_bare(folder: Path) -> tuple[subprocess.Popen, str]:
+    """The bare Rasa bot (scripts/bare_rasa.py), trained and served in ``folder``."""
+    bare.write_project(folder)
+    bare.train(folder, BIN / "rasa")
+    port = free_port()
+    return bare.serve(folder, BIN / "rasa", port, SERVING_TF_THREADS), f"http://127.0.0.1:{port}"
 
 
 def main() -> int:
     env, endpoints, database = production_setup() if PRODUCTION else ({}, None, "")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as bare_tmp:
         bot = start_bot(Path(tmp), model=MODEL, env=env, endpoints=endpoints)
+        bare_proc = None
         try:
-            sequential, concurrent, elapsed = load(bot.url, "bench")
+            ours = Side(bot.url, "bench")
+            ours.sequential = sequential_load(bot.url, "bench")
+            ours.round(0)
             memory = {"rasa": rss_mb(bot.processes[1].pid), "actions": rss_mb(bot.processes[0].pid)}
             pss = sum(memory_mb(p.pid, "Pss") for p in bot.processes)
             ready = bot.ready_after_s
+            theirs = None
+            if BARE:
+                bare_proc, bare_url = start_bare(Path(bare_tmp))
+                theirs = Side(bare_url, "bare")
+                theirs.sequential = sequential_load(bare_url, "bare")
+                theirs.round(0)
+                # alternate, so that both meet the machine in the same state
+                for number in range(1, ROUNDS):
+                    ours.round(number)
+                    theirs.round(number)
+            else:
+                for number in range(1, ROUNDS):
+                    ours.round(number)
         finally:
             bot.stop()
+            if bare_proc is not None:
+                bare_proc.terminate()
+                bare_proc.wait(timeout=30)
             if PRODUCTION:
                 drop_database(database)
-    bare_seq, bare_conc, bare_elapsed = bare_rasa() if BARE else ([], [], float("nan"))
     training = train_time() if TRAIN else float("nan")
-    throughput = len(concurrent) / elapsed
+    sequential, concurrent = ours.sequential, ours.concurrent
+    bare_seq, bare_conc = (theirs.sequential, theirs.concurrent) if theirs else ([], [])
+    throughput = ours.throughput
     ratio_rows = []
-    if bare_conc:
-        bare_throughput = len(bare_conc) / bare_elapsed
+    if theirs is not None and bare_conc:
+        bare_throughput = theirs.throughput
         ratio_rows = [
             ("bare Rasa: 10 senders p99", f"{percentile(bare_conc, 0.99):.0f} ms", ""),
             ("bare Rasa: throughput (10 senders)", f"{bare_throughput:.1f} msg/s", ""),
@@ -245,7 +284,8 @@ def main() -> int:
         "# posbot benchmark",
         "",
         f"{os.cpu_count()} cores · {SEQUENTIAL} sequential messages · {CONCURRENCY} senders × "
-        f"{PER_SENDER} messages · REST webhook round trips incl. actions · {setup}",
+        f"{PER_SENDER} messages × {ROUNDS} rounds, alternating with bare Rasa · REST webhook round "
+        f"trips incl. actions · {setup}",
         "",
         "| measure | value | target |",
         "|---|---|---|",

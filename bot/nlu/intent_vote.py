@@ -58,7 +58,11 @@ class IntentVote(LogisticRegressionClassifier):
         multinomial = self.clf.multi_class == "multinomial" or (
             self.clf.multi_class == "auto" and len(self.clf.classes_) > 2 and self.clf.solver != "liblinear"
         )
-        weights = (np.ascontiguousarray(coef.T), np.asarray(self.clf.intercept_, dtype=float)) if multinomial else None
+        weights = (
+            (np.ascontiguousarray(coef.T), np.asarray(self.clf.intercept_, dtype=float))
+            if multinomial
+            else None
+        )
         self.__dict__["_posbot_weights"] = (coef, weights)
         return weights
 

@@ -372,7 +372,12 @@ def _runner(tmp_path: Path, step: type) -> object:
 
     def node(name: str, needs: dict, target: bool = False) -> SchemaNode:
         return SchemaNode(
-            needs=needs, uses=step, constructor_name="create", fn="run", config={"name": name}, is_target=target
+            needs=needs,
+            uses=step,
+            constructor_name="create",
+            fn="run",
+            config={"name": name},
+            is_target=target,
         )
 
     schema = GraphSchema(
