@@ -188,11 +188,13 @@ class Side:
         self.sequential: list[float] = []
         self.concurrent: list[float] = []
         self.elapsed = 0.0
+        self.rounds: list[str] = []  # "throughput / p99" of each round, for the report
 
     def round(self, number: int) -> None:
         latencies, seconds = concurrent_load(self.url, f"{self.tag}-r{number}")
         self.concurrent += latencies
         self.elapsed += seconds
+        self.rounds.append(f"{len(latencies) / seconds:.0f} / {percentile(latencies, 0.99):.0f}")
 
     @property
     def throughput(self) -> float:
@@ -247,6 +249,8 @@ def main() -> int:
     if theirs is not None and bare_conc:
         bare_throughput = theirs.throughput
         ratio_rows = [
+            ("posbot, each round: msg/s / p99 ms", " · ".join(ours.rounds), ""),
+            ("bare Rasa, each round: msg/s / p99 ms", " · ".join(theirs.rounds), ""),
             ("bare Rasa: 10 senders p99", f"{percentile(bare_conc, 0.99):.0f} ms", ""),
             ("bare Rasa: throughput (10 senders)", f"{bare_throughput:.1f} msg/s", ""),
             ("posbot / bare Rasa: throughput", f"{throughput / bare_throughput:.2f}×", "≥ 0.75×"),
