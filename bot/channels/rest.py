@@ -130,11 +130,23 @@ def _poll_error(status: int, message: str) -> HTTPResponse:
     )
 
 
+BODY_HINT = 'The body must be a JSON object: {"sender": "...", "message": "..."}'
+
+
 def _body(request: Request) -> Dict[str, Any]:
-    body = request.json
+    try:
+        body = request.json
+    except InvalidUsage:  # not JSON at all (a form, plain text, a cut-off body)
+        raise InvalidUsage(BODY_HINT) from None
     if not isinstance(body, dict):
-        raise InvalidUsage('The body must be a JSON object: {"sender": "...", "message": "..."}')
+        raise InvalidUsage(BODY_HINT)
     return body
+
+
+async def _bad_request(request: Request, error: Exception) -> HTTPResponse:
+    """A refused webhook request is answered in JSON, whatever the client sent: Sanic's own
+    error page is HTML when the request was not JSON (a form post, say)."""
+    return response.json({"error": str(error)}, status=getattr(error, "status_code", 400), ensure_ascii=False)
 
 
 class RestInput(RasaRestInput):
@@ -152,6 +164,7 @@ class RestInput(RasaRestInput):
             return await self.poll(request)
 
         blueprint.add_route(poll_messages, "/messages", methods=["GET"])
+        blueprint.exception(InvalidUsage)(_bad_request)
 
         async def close_action_sessions(_app: Any, _loop: Any) -> None:
             await close_sessions()

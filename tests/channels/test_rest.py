@@ -250,3 +250,31 @@ async def test_a_tracker_store_outage_is_a_503_not_a_500(rest: Rest) -> None:
 async def test_rest_reports_that_it_is_polled_not_pushed() -> None:
     assert await RestInput().delivery_receipt("any") == delivery.Delivery(True, False, delivery.REST_POLL)
     assert RestInput().get_output_channel() is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "send",
+    [
+        {"data": "sender=a&message=b", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+        {"data": "{bad json", "headers": {"content-type": "application/json"}},
+        {"content": "打印机不出纸".encode()},
+        {"json": ["not", "an", "object"]},
+        {"json": {"sender": SENDER, "message": 42}},
+        {"json": {"message": "你好"}},
+    ],
+    ids=["form", "broken-json", "plain-text", "json-list", "number-message", "no-sender"],
+)
+async def test_a_malformed_webhook_request_gets_a_json_400_and_reaches_no_one(send: dict) -> None:
+    seen: list[Any] = []
+
+    async def on_new_message(message: Any) -> None:
+        seen.append(message)
+
+    app = Sanic(f"rest_test_{uuid.uuid4().hex[:12]}")
+    app.blueprint(RestInput().blueprint(on_new_message), url_prefix="/webhooks/rest")
+    _, response = await app.asgi_client.post("/webhooks/rest/webhook", **send)
+    assert response.status == 400
+    assert response.headers["content-type"].startswith("application/json")
+    assert '"sender"' in response.json["error"] or '"message"' in response.json["error"]
+    assert seen == []
