@@ -120,7 +120,8 @@ class Turn:
     intent (``nlu_fallback``, ``out_of_scope``), the bot's first action after it
     (``UNANSWERED_ACTIONS``), and a "您是想问" the bot sent in the turn whatever action sent it
     (``utter_clarify``: action_answer_topic offers the nearest topics when retrieval is unsure).
-    Empty when the bot answered.
+    Empty when the bot answered, and for a message written while the conversation was with a
+    person (``to_person``: the bot is paused and answers nothing by design).
     """
 
     sender: str
@@ -130,6 +131,7 @@ class Turn:
     actions: list[str] = field(default_factory=list)  # the bot's actions, action_listen left out
     said: list[str] = field(default_factory=list)  # the responses it sent (``utter_action``)
     slots: list[tuple[str, object]] = field(default_factory=list)  # slots set in the turn
+    to_person: bool = False  # written while a handoff paused the bot
 
     @property
     def button(self) -> bool:
@@ -138,7 +140,9 @@ class Turn:
 
     @property
     def reasons(self) -> list[str]:
-        found = []
+        found: list[str] = []
+        if self.to_person:
+            return found
         if self.intent in UNANSWERED_INTENTS:
             found.append(self.intent)
         if self.actions and self.actions[0] in UNANSWERED_ACTIONS:
@@ -150,6 +154,11 @@ class Turn:
     @property
     def unanswered(self) -> bool:
         return not self.button and bool(self.reasons)
+
+
+#: Events that pause or un-pause the bot (Rasa's type names): a handoff pauses it; the agent's
+#: release, the merchant's cancel, a restart or a new session un-pause it.
+_PAUSES = {"pause": True, "resume": False, "restart": False, "session_started": False}
 
 
 def turns(tracker_engine: Engine, period: Period) -> Iterator[Turn]:
@@ -166,16 +175,24 @@ def turns(tracker_engine: Engine, period: Period) -> Iterator[Turn]:
             {"start": period.start_ts, "end": period.end_ts},
         )
         current: Optional[Turn] = None
+        paused = False  # the conversation is with a person (ConversationPaused … Resumed)
+        previous_sender: Optional[str] = None
         for sender, type_name, intent_name, action_name, data, timestamp in rows:
             sender = str(sender)
-            if current is not None and current.sender != sender:
-                yield current
-                current = None
+            if sender != previous_sender:
+                if current is not None:
+                    yield current
+                    current = None
+                paused, previous_sender = False, sender
+            if type_name in _PAUSES:
+                paused = _PAUSES[type_name]
             if type_name == "user":
                 if current is not None:
                     yield current
                 said = str(_load(data).get("text") or "").strip()
-                current = Turn(sender, said, float(timestamp or 0), intent_name) if said else None
+                current = (
+                    Turn(sender, said, float(timestamp or 0), intent_name, to_person=paused) if said else None
+                )
             elif current is None:
                 continue
             elif type_name == "action" and action_name and action_name != "action_listen":

@@ -160,3 +160,29 @@ def test_cli_explains_a_missing_tracker_store(tmp_path: Path, records_db: str, c
     )
     assert code == 1
     assert "cannot read the tracker store" in capsys.readouterr().err
+
+
+def test_messages_to_a_person_are_not_unanswered_questions(tmp_path: Path, records_db: str) -> None:
+    """While a handoff pauses the bot, the merchant writes to the agent: the bot's silence is
+    by design. After the release the bot answers again, and a miss counts again."""
+    from rasa.shared.core.events import ConversationPaused, ConversationResumed
+
+    path = tmp_path / "handoff-tracker.sqlite3"
+    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(path))
+    events = [
+        *turn("转人工", "human_handoff", "action_handoff", at(20, 9)),
+        ConversationPaused(timestamp=at(20, 9) + 3),
+        UserUttered("我的机器一直显示a0", {"name": "nlu_fallback", "confidence": 0.3}, timestamp=at(20, 10)),
+        UserUttered("在吗", {"name": "nlu_fallback", "confidence": 0.3}, timestamp=at(20, 11)),
+        ConversationResumed(timestamp=at(20, 12)),
+        ActionExecuted("action_listen", timestamp=at(20, 12) + 1),
+        *turn("在吗", "nlu_fallback", "action_clarify", at(20, 13)),
+    ]
+    asyncio.run(store.save(DialogueStateTracker.from_events("merchant-h", events)))
+    store.engine.dispose()
+    engine = create_engine(records_db)
+    report = build_report(
+        create_engine(f"sqlite:///{path}"), RecordStore(engine), KnowledgeStore(engine), PERIOD
+    )
+    assert report.messages == 4
+    assert [(u.question, u.count) for u in report.unanswered] == [("在吗", 1)]  # only after the release
