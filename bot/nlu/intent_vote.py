@@ -73,8 +73,8 @@ class IntentVote(LogisticRegressionClassifier):
         The columns are laid out as ``_create_X`` lays them: the sparse sentence features in
         the order the featurizers added them, then the dense ones.
         """
-        sparse = []
-        dense = []
+        sparse: List[Any] = []
+        dense: List[Any] = []
         for features in message.features:
             if features.attribute == TEXT and features.type == FEATURE_TYPE_SENTENCE:
                 (sparse if features.is_sparse() else dense).append(features.features)

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from aiohttp import web
@@ -347,7 +348,7 @@ def _step_class() -> type:
     class Step(GraphComponent):
         """A graph component that adds its name to what it is given (and to the calls log)."""
 
-        calls: list = []
+        calls: ClassVar[list] = []
 
         def __init__(self, name: str) -> None:
             self.name = name
