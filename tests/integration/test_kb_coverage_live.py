@@ -109,3 +109,17 @@ def test_the_ticket_button_under_a_repair_answer_opens_the_form(live_bot: Runnin
 def test_the_calculator_button_under_a_fee_answer_asks_for_the_amount(live_bot: RunningBot):
     text = live_bot.texts(sender(), '/fees{"flow": "fee_calc"}')
     assert "金额" in text, text[:200]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("pos老掉线怎么回事", "明白，您遇到的是“网络连接”"),  # a fault report, not the fault overview
+        ("签购单打出来是白的", "纸卷装反了"),  # blank paper, not faded print
+    ],
+)
+def test_merchants_words_for_a_dropping_line_and_a_blank_slip(
+    live_bot: RunningBot, message: str, expected: str
+) -> None:
+    text = live_bot.texts(sender(), message)
+    assert expected in text, text[:200]
