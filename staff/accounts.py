@@ -3,7 +3,7 @@
 Everything lives in the records database (``POSBOT_DATABASE_URL``), so every bot instance sees
 the same accounts and sessions. Accounts are made from the CLI (``posbot staff add``); passwords
 are hashed with argon2 (argon2-cffi); a session is a random token whose SHA-256 alone is stored,
-with its own CSRF token; failed logins are counted per name and per address.
+with its own CSRF token; failed logins are counted per name (5) and per address (20).
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ Base: Any = declarative_base()  # a class made at run time (see kb/schema.py)
 #: an admin also manages accounts and reads the audit log.
 ROLES = ("agent", "editor", "admin")
 SESSION_HOURS = 12
-#: Failed logins allowed per name, and per address, within THROTTLE_MINUTES.
+#: Failed logins allowed per name within THROTTLE_MINUTES (guessing one account's password).
 MAX_FAILURES = 5
+#: Failed logins allowed per address, whatever the names (trying many accounts from one place).
+#: Higher than per name: a shop or support office shares one address behind its router, and
+#: one colleague's typos must not lock everyone else out.
+MAX_ADDRESS_FAILURES = 20
 THROTTLE_MINUTES = 15
 MIN_PASSWORD = 10
 #: An agent whose console was seen within this many seconds is on duty (staff/accounts.py
@@ -169,16 +173,20 @@ class StaffStore:
     # ---- logging in
     def authenticate(self, name: str, password: str, address: str) -> Optional[StaffView]:
         """The account, or None for a wrong name/password/disabled account (all alike).
-        Raises Throttled after MAX_FAILURES recent failures for the name or the address."""
+        Raises Throttled after MAX_FAILURES recent failures for the name, or
+        MAX_ADDRESS_FAILURES for the address."""
         since = utcnow() - timedelta(minutes=THROTTLE_MINUTES)
         with self._session() as session, session.begin():
-            for column, value in ((LoginFailure.name, name), (LoginFailure.address, address)):
+            for column, value, allowed in (
+                (LoginFailure.name, name, MAX_FAILURES),
+                (LoginFailure.address, address, MAX_ADDRESS_FAILURES),
+            ):
                 failures = session.scalar(
                     select(func.count())
                     .select_from(LoginFailure)
                     .where(column == value, LoginFailure.at >= since)
                 )
-                if failures >= MAX_FAILURES:
+                if failures >= allowed:
                     raise Throttled()
             row = session.scalar(select(StaffUser).where(StaffUser.name == name))
             try:

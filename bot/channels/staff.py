@@ -9,7 +9,7 @@ itself; it never receives merchants' messages. Security:
   cross-site ``Origin`` is refused (403);
 * roles are enforced here: releasing needs ``agent``, the learning queue ``editor``, the audit
   log ``admin``;
-* logins are throttled (staff/accounts.py: 5 failures per name or address in 15 minutes → 429);
+* logins are throttled (staff/accounts.py: 5 failures per name or 20 per address in 15 minutes → 429);
 * logins, logouts and releases (and teach/ignore in the learning queue) are written to the
   audit log.
 

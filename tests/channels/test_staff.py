@@ -27,7 +27,7 @@ from bot.channels.staff import COOKIE, StaffConsole, push_in_rasa
 from bot.channels.wechat import WeChatInput
 from records.store import RecordStore
 from staff import cli
-from staff.accounts import MAX_FAILURES, StaffStore
+from staff.accounts import MAX_ADDRESS_FAILURES, MAX_FAILURES, StaffStore
 from staff.handoff import ReleaseError
 from tests.channels.wechat.kit import FakeMessageApi, FakeWeChatClient, make_settings
 
@@ -158,6 +158,22 @@ def test_logins_are_throttled_even_with_the_right_password(console: Console) -> 
     response = console.request("POST", "/staff/api/login", json={"name": "agent1", "password": PASSWORD})
     assert response.status == 429
     assert "15 分钟" in response.json["error"]
+
+
+def test_one_colleagues_typos_do_not_lock_out_the_office(console: Console) -> None:
+    """Same address (one office behind a router): agent1 is locked after its own failures,
+    boss still logs in; only many failures across names lock the address itself."""
+    console.staff.add_user("agent2", "agent", PASSWORD)
+    for _ in range(MAX_FAILURES):
+        console.request("POST", "/staff/api/login", json={"name": "agent1", "password": "nope"})
+    locked = console.request("POST", "/staff/api/login", json={"name": "agent1", "password": PASSWORD})
+    assert locked.status == 429
+    colleague = console.request("POST", "/staff/api/login", json={"name": "boss", "password": PASSWORD})
+    assert colleague.status == 200 and colleague.json["name"] == "boss"
+    for n in range(MAX_ADDRESS_FAILURES - MAX_FAILURES):
+        console.request("POST", "/staff/api/login", json={"name": f"guess{n}", "password": "nope"})
+    sprayed = console.request("POST", "/staff/api/login", json={"name": "agent2", "password": PASSWORD})
+    assert sprayed.status == 429
 
 
 def test_waiting_handoffs_are_listed_with_what_the_merchant_asked(console: Console) -> None:
