@@ -205,7 +205,9 @@ class StaffConsole(InputChannel):
         session = self._session(request)
         if session is None:
             return _error(401, "请先登录")
-        if changes and not (self._same_origin(request) and session.csrf_ok(request.headers.get(CSRF_HEADER))):
+        if changes and not self._same_origin(request):
+            return _error(403, "这个请求来自其他网站，已拒绝；请在客服后台页面里操作")
+        if changes and not session.csrf_ok(request.headers.get(CSRF_HEADER)):
             return _error(403, "请求缺少有效的 CSRF 令牌，请刷新页面后重试")
         if not session.user.can(role):
             return _error(403, "您的账号没有这个权限")
