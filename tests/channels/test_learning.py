@@ -30,6 +30,7 @@ from bot.channels.learning import Learning, unanswered_occurrences
 from bot.channels.staff import COOKIE, StaffConsole
 from kb.loader import LEARNED_FILE, load_content
 from kb.settings import CONTENT_DIR
+from kb.store import KnowledgeStore
 from records.store import Feedback, RecordStore
 from staff.accounts import StaffStore
 from staff.report import Period, unanswered_questions
@@ -482,3 +483,28 @@ def test_the_page_has_the_learning_view_for_editors(console: Console) -> None:
     script = console.request("GET", "/staff/staff.js").text
     # the tab is shown only to the roles the server serves the queue to
     assert 'learning: { roles: ["editor", "admin"]' in script
+
+
+def test_the_suggestions_index_is_prepared_when_the_server_starts(
+    engine: Engine, content_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fitted on the first look at the queue, the answer index made that staff member wait
+    25 s after every start; with ``warm`` the console fits it as the server starts."""
+    import kb.store
+    from kb.retrieval import CachedIndex
+
+    fresh = CachedIndex()
+    monkeypatch.setattr(kb.store, "_ANSWER_INDEXES", fresh)
+    learning = Learning(content_copy, engine=engine, warm=True)
+    channel = StaffConsole(StaffStore(engine), RecordStore(engine), learning=learning)
+    blueprint = channel.blueprint(lambda _: None)
+    starts = [
+        listener
+        for listener in blueprint._future_listeners
+        if listener.event == "after_server_start" and listener.listener.__name__ == "prepare_suggestions"
+    ]
+    assert len(starts) == 1
+    assert fresh._index is None
+    learning.warm_answers().join(timeout=300)
+    assert fresh._index is not None and fresh._index.digest == KnowledgeStore(engine).digest()
+    assert {"walk:printer", "paper_side"} <= {doc.id for doc in fresh._index.topics}
