@@ -417,7 +417,7 @@ def _symptom(row: Symptom) -> SymptomView:
     )
 
 
-def warm_in_background(engine: Engine, after: str) -> None:
+def warm_in_background(engine: Engine, after: str) -> threading.Thread:
     """Fit the retrieval indexes of a new KB build now, in a background thread, so neither the
     bot's next message nor the staff console waits for them (``after``: what was published,
     for the log line should it fail). This process's shared store sees the new digest at once."""
@@ -433,7 +433,9 @@ def warm_in_background(engine: Engine, after: str) -> None:
         except Exception:
             logger.warning("could not warm the retrieval indexes after %s", after, exc_info=True)
 
-    threading.Thread(target=run, name="posbot-warm-indexes", daemon=True).start()
+    thread = threading.Thread(target=run, name="posbot-warm-indexes", daemon=True)
+    thread.start()
+    return thread
 
 
 @lru_cache(maxsize=1)

@@ -227,13 +227,10 @@ def main() -> int:
                 theirs = Side(bare_url, "bare")
                 theirs.sequential = sequential_load(bare_url, "bare")
                 theirs.round(0)
-                # alternate, so that both meet the machine in the same state
-                for number in range(1, ROUNDS):
-                    ours.round(number)
+            for number in range(1, ROUNDS):  # alternate: both meet the machine in the same state
+                ours.round(number)
+                if theirs is not None:
                     theirs.round(number)
-            else:
-                for number in range(1, ROUNDS):
-                    ours.round(number)
         finally:
             bot.stop()
             if bare_proc is not None:

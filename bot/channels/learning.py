@@ -350,19 +350,10 @@ class Learning:
         return taught
 
     def warm_answers(self) -> threading.Thread:
-        """Fit the answer index (topics and walks) the queue's suggestions come from, in the
-        background: built on the console's first look at the queue, it made that staff member
-        wait 25 s after every start of the server."""
-
-        def run() -> None:
-            try:
-                KnowledgeStore(self.engine).answer_index(self._encoder)
-            except Exception:  # no KB built yet, or the database is down: the queue says so
-                logger.warning("could not prepare the learning queue's suggestions", exc_info=True)
-
-        thread = threading.Thread(target=run, name="posbot-warm-answers", daemon=True)
-        thread.start()
-        return thread
+        """Fit the indexes the queue's suggestions come from (the answer index over topics and
+        walks), in the background: built on the console's first look at the queue, it made that
+        staff member wait 25 s after every start of the server."""
+        return warm_in_background(self.engine, "the server's start")
 
     def _warm(self) -> None:
         """Fit the new retrieval indexes now, in the background, so neither the NLU's next
