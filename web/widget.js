@@ -41,6 +41,7 @@
     reconnected: "连接已恢复",
     unavailable: "在线客服暂时不可用，请稍后再试或拨打客服热线。",
     handoffStarted: "已为您转接人工客服，请稍候…",
+    handoffServing: "人工客服正在为您服务",
     handoffReleased: "人工客服已结束服务，智能助手将继续为您解答。",
     unread: "条新消息",
   };
@@ -88,6 +89,7 @@
     lostConnection: false,
     history: [],
     handoff: false,
+    agent: null, // name of the person who answered during this handoff ("" if unnamed)
     open: false,
     unread: 0,
     pending: [], // messages typed while not (yet) connected
@@ -608,6 +610,10 @@
 
   function renderHandoff() {
     ui.handoff.hidden = !state.handoff;
+    var serving = state.handoff && state.agent !== null;
+    ui.handoff.textContent = serving
+      ? TEXT.handoffServing + (state.agent ? "（" + state.agent + "）" : "")
+      : TEXT.handoffStarted;
     ui.root.setAttribute("data-handoff", state.handoff ? "started" : "released");
   }
 
@@ -616,6 +622,7 @@
       return;
     }
     state.handoff = started;
+    state.agent = null;
     renderHandoff();
     if (!started) {
       addItem({ type: "system", text: TEXT.handoffReleased });
@@ -665,6 +672,11 @@
     var agentMessage = signal && signal.agent_message;
     if (agentMessage && typeof agentMessage.text === "string" && agentMessage.text.trim()) {
       addItem({ type: "agent", name: String(agentMessage.name || ""), text: agentMessage.text });
+      if (state.handoff && state.agent !== String(agentMessage.name || "")) {
+        state.agent = String(agentMessage.name || "");
+        renderHandoff();
+        saveHistory();
+      }
       if (!state.open) {
         state.unread += 1;
         renderUnread();
@@ -749,6 +761,7 @@
           return item && typeof item === "object" && typeof item.type === "string";
         });
         state.handoff = saved.handoff === true;
+        state.agent = state.handoff && typeof saved.agent === "string" ? saved.agent : null;
       }
     } catch (e) {
       /* corrupt entry: start with an empty log */
@@ -759,7 +772,12 @@
     store.set(
       "sessionStorage",
       "history",
-      JSON.stringify({ sessionId: state.sessionId, items: state.history, handoff: state.handoff })
+      JSON.stringify({
+        sessionId: state.sessionId,
+        items: state.history,
+        handoff: state.handoff,
+        agent: state.agent,
+      })
     );
   }
 
@@ -769,6 +787,7 @@
     state.sessionId = null;
     state.history = [];
     state.handoff = false;
+    state.agent = null;
     state.pending = [];
     state.greetPending = false;
     renderHistory();

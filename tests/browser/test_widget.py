@@ -252,8 +252,13 @@ def test_handoff_banner(page: Any, fake_bot: FakeBot, screenshots: Path) -> None
     expect(banner).to_have_text("已为您转接人工客服，请稍候…")
     page.screenshot(path=str(screenshots / "widget-handoff.png"))
 
+    send(page, "/agent")  # a person answers: the banner stops asking the merchant to wait
+    expect(page.get_by_test_id("agent-message").last).to_contain_text(script.AGENT_TEXT)
+    expect(banner).to_have_text(f"人工客服正在为您服务（{script.AGENT_NAME}）")
+
     page.reload()  # the handoff state belongs to the conversation, not to the page
     expect(page.get_by_test_id("handoff-banner")).to_be_visible()
+    expect(page.get_by_test_id("handoff-banner")).to_have_text(f"人工客服正在为您服务（{script.AGENT_NAME}）")
 
     send(page, "/release")
     expect(page.get_by_test_id("bot-message").last).to_have_text(script.RELEASE_TEXT)
