@@ -42,7 +42,7 @@
     unavailable: "在线客服暂时不可用，请稍后再试或拨打客服热线。",
     handoffStarted: "已为您转接人工客服，请稍候…",
     handoffServing: "人工客服正在为您服务",
-    handoffReleased: "人工客服已结束服务，智能助手将继续为您解答。",
+    handoffReleased: "人工客服已结束本次服务",
     unread: "条新消息",
   };
 
@@ -621,10 +621,13 @@
     if (started === state.handoff) {
       return;
     }
+    var served = state.agent !== null;
     state.handoff = started;
     state.agent = null;
     renderHandoff();
-    if (!started) {
+    if (!started && served) {
+      // a divider after a person's part; the bot's own words (released, cancelled or timed
+      // out) follow it from the server
       addItem({ type: "system", text: TEXT.handoffReleased });
     }
     saveHistory();

@@ -263,7 +263,18 @@ def test_handoff_banner(page: Any, fake_bot: FakeBot, screenshots: Path) -> None
     send(page, "/release")
     expect(page.get_by_test_id("bot-message").last).to_have_text(script.RELEASE_TEXT)
     expect(page.get_by_test_id("handoff-banner")).to_be_hidden()
-    expect(page.get_by_test_id("system-message").last).to_contain_text("人工客服已结束服务")
+    expect(page.get_by_test_id("system-message").last).to_have_text("人工客服已结束本次服务")
+    assert page.get_by_test_id("system-message").count() == 1
+
+
+def test_a_handoff_no_person_answered_ends_with_the_bots_words_only(page: Any, fake_bot: FakeBot) -> None:
+    open_widget(page, fake_bot)
+    page.get_by_test_id("quick-reply").filter(has_text="转人工客服").click()
+    expect(page.get_by_test_id("handoff-banner")).to_have_text("已为您转接人工客服，请稍候…")
+    send(page, "/release")  # e.g. the merchant cancelled, or nobody came in time
+    expect(page.get_by_test_id("bot-message").last).to_have_text(script.RELEASE_TEXT)
+    expect(page.get_by_test_id("handoff-banner")).to_be_hidden()
+    assert page.get_by_test_id("system-message").count() == 0  # no "served" divider, no repeat
 
 
 def test_connection_drop_and_recovery(page: Any, own_fake_bot: FakeBot, screenshots: Path) -> None:
