@@ -7,8 +7,9 @@ topic more often than the intent classifiers name the right intent, so when its 
 scores at least ``answer_at`` the message's intent becomes that topic's intent — also when the
 FallbackClassifier before this component had given up (``nlu_fallback``).
 
-A message the NLU gave up on, or a fault report, that names a response code or its screen text
-is an ``error_code`` question (for a fault report: only a code the KB explains). Never
+A message the NLU gave up on that names a response code or its screen text is an
+``error_code`` question; so is any other question (a fault report, "小票上写着有缺陷的成功 这钱
+收到没", "显示密码错误次数超限 怎么办") naming a code the KB explains, except the intents below. Never
 overridden: what retrieval cannot know — a response code the entity extractor found for
 ``error_code``, a request for a person, small talk, out of scope, values typed alone
 (BareValueIntent) — and a fault report (fault intents, not phrased as a question such as "打印头
@@ -115,7 +116,7 @@ class KBTopicIntent(GraphComponent):
             ranking = [r for r in message.get(INTENT_RANKING_KEY) or [] if r.get("name") != FALLBACK]
             if not isinstance(text, str) or not text.strip() or not ranking:
                 continue
-            if self._names_a_code(message) or self._fault_with_a_code(message):
+            if self._names_a_code(message) or self._names_a_known_code(message):
                 topic_intent: Optional[tuple[str, float]] = (
                     "error_code",
                     float(ranking[0].get("confidence") or 0.0),
@@ -145,12 +146,13 @@ class KBTopicIntent(GraphComponent):
         entities = {e.get("entity") for e in message.get(ENTITIES) or []}
         return current == FALLBACK and "error_code" in entities
 
-    def _fault_with_a_code(self, message: Message) -> bool:
-        """A fault report that names a response code the KB explains ("pos机报错A0怎么解决",
-        "刷卡一直提示余额不足"): the code's explanation, not the generic screen-error walk, which
-        would ask for the code again. Only codes the KB knows, so a stray number is no code."""
+    def _names_a_known_code(self, message: Message) -> bool:
+        """A message that names a response code the KB explains ("pos机报错A0怎么解决", "刷卡一直
+        提示余额不足", "小票上写着有缺陷的成功 这钱收到没"): the code's explanation, not the
+        generic screen-error walk (which would ask for the code again) or a topic near its
+        other words. Only codes the KB knows, so a stray number is no code."""
         current = str((message.get(INTENT) or {}).get("name") or "")
-        if current not in FAULTS:
+        if current in KEPT or current in (FALLBACK, "error_code"):
             return False
         codes = [
             str(e.get("value"))

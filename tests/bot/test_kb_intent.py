@@ -127,9 +127,15 @@ def test_a_code_in_a_message_the_nlu_gave_up_on_is_a_code_question(component, te
 
 @pytest.mark.parametrize(
     "text, code, fault",
-    [("pos机报错A0怎么解决", "A0", "fault_software"), ("刷卡一直提示余额不足", "51", "fault_hardware")],
+    [
+        ("pos机报错A0怎么解决", "A0", "fault_software"),
+        ("刷卡一直提示余额不足", "51", "fault_hardware"),
+        # not only fault reports: a question whose other words are near a topic
+        ("小票上写着有缺陷的成功 这钱收到没", "A2", "bill_query"),
+        ("顾客输错几次 现在提示密码错误次数超限", "38", "usage_tips"),
+    ],
 )
-def test_a_fault_report_naming_a_known_code_is_a_code_question(component, text, code, fault):
+def test_a_message_naming_a_known_code_is_a_code_question(component, text, code, fault):
     message = parsed(text, [(fault, 0.7), ("error_code", 0.2)], [{"entity": "error_code", "value": code}])
     component.process([message])
     assert intent(message) == "error_code"
@@ -143,6 +149,16 @@ def test_a_number_that_is_no_code_leaves_the_fault_report_alone(component) -> No
     )
     component.process([message])
     assert intent(message) == "fault_hardware"
+
+
+def test_a_known_code_leaves_a_request_for_a_person_alone(component) -> None:
+    message = parsed(
+        "一直报A0 我要找人工",
+        [("human_handoff", 0.8), ("error_code", 0.1)],
+        [{"entity": "error_code", "value": "A0"}],
+    )
+    component.process([message])
+    assert intent(message) == "human_handoff"
 
 
 def test_a_loaded_model_builds_the_indexes_before_its_first_merchant(store, monkeypatch) -> None:
