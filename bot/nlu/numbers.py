@@ -133,6 +133,8 @@ def find_amounts(text: str, taken: list[Found]) -> list[Found]:
     def add(start: int, end: int, value: Optional[Decimal]) -> None:
         if value is None or any(f.start < end and start < f.end for f in [*taken, *found]):
             return
+        if not value or text[max(0, start - 1) : start] == "几":  # "几万块", "几千": no amount
+            return
         found.append(Found("amount", start, end, _plain(value)))
 
     for match in _AMOUNT_WITH_UNIT.finditer(text):

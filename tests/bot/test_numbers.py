@@ -34,7 +34,20 @@ def test_amounts_and_rates(text: str, expected: list) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["刷卡显示51", "错误码96", "打印机不出纸", "A0", "51", "886", "13812345678", "12345678"]
+    "text",
+    [
+        "刷卡显示51",
+        "错误码96",
+        "打印机不出纸",
+        "A0",
+        "51",
+        "886",
+        "13812345678",
+        "12345678",
+        "一个月就刷几万块钱",
+        "刷了几千块",
+        "好几百块",  # vague: no amount to calculate with
+    ],
 )
 def test_error_codes_and_plain_text_are_not_numbers(text: str) -> None:
     assert found(text) == []
