@@ -69,7 +69,10 @@ class ActionAnswerFees(Action):
     ) -> List[Dict[str, Any]]:
         if await declines_other_finance(dispatcher, tracker):
             return [SlotSet("answered_topic", None)]
-        asks_to_calculate = await query(lambda store: store.asks_to_calculate(latest_text(tracker)))
+        text = latest_text(tracker)
+        asks_to_calculate, asks_what = await query(
+            lambda store: (store.asks_to_calculate(text), store.asks_what_a_fee_is(text))
+        )
         # The calculator runs for an amount, an explicit "帮我算", or a rate / card type typed
         # while it is under way (an amount remembered from an earlier message: the slot mapping
         # has already copied this message's amount, "扣了99块" included, into the slot). A rate
@@ -79,7 +82,7 @@ class ActionAnswerFees(Action):
         calculating = (
             asks_to_calculate
             or "fee_calc" in entity_values(tracker, "flow")
-            or _has_transaction_amount(tracker)
+            or (_has_transaction_amount(tracker) and not asks_what)
             or (has_values and (value_before_message(tracker, "amount") is not None or _only_values(tracker)))
         )
         if not calculating:
@@ -148,7 +151,7 @@ class ActionAnswerFees(Action):
 
 #: Words right before an amount that make it a deduction, not the sale: "被扣了99元服务费",
 #: "到账少了99块", "每年扣36块流量费" ask what the charge is (a KB topic), not for arithmetic.
-_DEDUCTION_BEFORE = re.compile(r"(扣了?|少了|收了?我|年费|服务费|押金)\s*$")
+_DEDUCTION_BEFORE = re.compile(r"(扣了?我?|少了|收了?我|年费|服务费|押金)\s*$")
 
 
 def _has_transaction_amount(tracker: Tracker) -> bool:

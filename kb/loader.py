@@ -51,6 +51,7 @@ SYMPTOM_CATEGORIES = ("hardware", "software", "network")
 #: vocabulary.yml lists the actions read at run time (kb/store.py ``KnowledgeStore.mentions``).
 WORD_LISTS = (
     "fee_calc_requests",
+    "fee_what_questions",
     "info_question_markers",
     "other_finance",
     "pos_markers",

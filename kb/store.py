@@ -193,6 +193,10 @@ class KnowledgeStore:
         """ "帮我算一下手续费": the merchant wants the calculator, with or without numbers yet."""
         return self.mentions(text, "fee_calc_requests")
 
+    def asks_what_a_fee_is(self, text: str) -> bool:
+        """ "每笔另外加3块钱 这是什么费": the amount is a charge asked about, not a sale to price."""
+        return self.mentions(text, "fee_what_questions")
+
     def is_info_question(self, text: str) -> bool:
         """ "打印头多久清洁一次": a question about how/whether/how long, not a fault report."""
         return self.mentions(text, "info_question_markers")

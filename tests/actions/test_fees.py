@@ -217,3 +217,27 @@ async def test_a_deduction_is_a_question_even_with_the_amount_slot_filled(action
     events = await ActionAnswerFees().run(dispatcher, Tracker.from_dict(state), domain)
     assert SlotSet("answered_topic", "deduction_99") not in events  # the calculator goes on
     assert render(domain, dispatcher.messages)[0].startswith("请问您签约的费率")
+
+
+@pytest.mark.asyncio
+async def test_an_amount_asked_about_as_a_charge_is_a_question_not_a_calculation(action_store, domain):
+    """ "每笔另外多收3块钱 这是什么费": the 3 yuan is a charge the merchant asks about."""
+    text = "每笔交易另外多收3块钱 这是什么费"
+    at = text.index("3")
+    tracker = load_tracker(
+        "tracker_new",
+        text=text,
+        intent={"name": "fees", "confidence": 0.9},
+        entities=[{"entity": "amount", "value": "3", "start": at, "end": at + 1}],
+    )
+    dispatcher = CollectingDispatcher()
+    await ActionAnswerFees().run(dispatcher, tracker, domain)
+    shown = render(domain, dispatcher.messages)
+    assert domain["responses"]["utter_ask_fee_rate"][0]["text"] not in shown
+    assert not any("×" in t for t in shown)
+
+
+@pytest.mark.asyncio
+async def test_a_sale_with_a_request_to_calculate_still_starts_the_calculator(action_store, domain):
+    texts, _, _ = await run("tracker_new", domain, "刷了3000块 帮我算下手续费", amount="3000")
+    assert texts[0] == domain["responses"]["utter_ask_fee_rate"][0]["text"]
