@@ -186,7 +186,9 @@ def plan(
             "--port",
             str(actions_port),
         ],
-        actions_env=dict(full_env),
+        # rasa_sdk listens on SANIC_HOST (its default: every interface); the action server has
+        # no authentication and only the Rasa servers on this machine call it
+        actions_env={"SANIC_HOST": "127.0.0.1", **full_env},
         rasa=[
             str(BIN / "python"),
             "-m",

@@ -234,3 +234,29 @@ def test_make_run_generates_the_secret_and_starts_rasa_with_it(tmp_path: Path) -
     for port in (rasa_port, actions_port):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def _outside_address() -> str | None:
+    """This machine's address on its network (not loopback), or None if it has none."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: only the route is chosen
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_the_action_server_is_not_reachable_from_other_machines(live_bot: RunningBot) -> None:
+    """It has no authentication: anyone reaching it could run any action in any conversation."""
+    import socket
+
+    port = int(live_bot.actions_url.rsplit(":", 1)[1].split("/")[0])
+    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    outside = _outside_address()
+    if outside is None:
+        pytest.skip("this machine has no network address other than loopback")
+    with pytest.raises(OSError):
+        socket.create_connection((outside, port), timeout=5).close()

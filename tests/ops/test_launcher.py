@@ -73,6 +73,8 @@ def test_both_modes_start_the_same_action_server(tmp_path: Path, shell: bool) ->
     assert env["POSBOT_ACTION_URL"] == "http://127.0.0.1:6155/webhook"
     assert env["POSBOT_DATABASE_URL"] == f"sqlite:///{tmp_path / 'posbot.sqlite3'}"
     assert env["RASA_TELEMETRY_ENABLED"] == "false"
+    # the action server has no authentication: this machine's Rasa servers alone may reach it
+    assert env["SANIC_HOST"] == "127.0.0.1"
     # TensorFlow's thread settings make Rasa's CLI import TensorFlow: never for the action server.
     assert "TF_INTER_OP_PARALLELISM_THREADS" not in env
     assert "TF_INTRA_OP_PARALLELISM_THREADS" not in env
