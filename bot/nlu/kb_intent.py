@@ -44,6 +44,17 @@ FALLBACK = "nlu_fallback"
 #: Intents retrieval over topics cannot judge.
 KEPT = {"human_handoff", "greet", "goodbye", "thanks", "affirm", "deny", "out_of_scope"}
 FAULTS = set(CATEGORY_INTENTS.values())
+#: A screen text this long names its code whatever else the message says ("有缺陷的成功",
+#: "密码错误次数超限"); shorter ones ("密码错误", "无效卡") are common words too.
+SPECIFIC_SCREEN_TEXT = 5
+
+
+def _unmistakable(span: str) -> bool:
+    """The words that named a code: a letter code ("A7") or a long screen text."""
+    span = span.strip()
+    return (len(span) == 2 and span[0].isascii() and span[0].isalpha()) or (
+        len(span) >= SPECIFIC_SCREEN_TEXT and not span.isascii()
+    )
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False)
@@ -150,14 +161,21 @@ class KBTopicIntent(GraphComponent):
         """A message that names a response code the KB explains ("pos机报错A0怎么解决", "刷卡一直
         提示余额不足", "小票上写着有缺陷的成功 这钱收到没"): the code's explanation, not the
         generic screen-error walk (which would ask for the code again) or a topic near its
-        other words. Only codes the KB knows, so a stray number is no code."""
+        other words. Only codes the KB knows, so a stray number is no code. Outside fault
+        reports only what cannot be something else: a code with a letter ("A7是什么问题") or a
+        screen text of SPECIFIC_SCREEN_TEXT characters or more ("有缺陷的成功"); not "扣了99 是
+        什么钱" (an amount), not "密码输错" (the merchant's own password, or the customer's), and
+        never in a fee question, whose numbers are amounts."""
         current = str((message.get(INTENT) or {}).get("name") or "")
-        if current in KEPT or current in (FALLBACK, "error_code"):
+        if current in KEPT or current in (FALLBACK, "error_code", "fees"):
             return False
+        text = str(message.get(TEXT) or "")
         codes = [
             str(e.get("value"))
             for e in message.get(ENTITIES) or []
-            if e.get("entity") == "error_code" and e.get("value")
+            if e.get("entity") == "error_code"
+            and e.get("value")
+            and (current in FAULTS or _unmistakable(text[e.get("start", 0) : e.get("end", 0)]))
         ]
         store = self._store() if codes else None
         return store is not None and any(store.error_code(code) is not None for code in codes)

@@ -130,12 +130,9 @@ def test_a_code_in_a_message_the_nlu_gave_up_on_is_a_code_question(component, te
     [
         ("pos机报错A0怎么解决", "A0", "fault_software"),
         ("刷卡一直提示余额不足", "51", "fault_hardware"),
-        # not only fault reports: a question whose other words are near a topic
-        ("小票上写着有缺陷的成功 这钱收到没", "A2", "bill_query"),
-        ("顾客输错几次 现在提示密码错误次数超限", "38", "usage_tips"),
     ],
 )
-def test_a_message_naming_a_known_code_is_a_code_question(component, text, code, fault):
+def test_a_fault_report_naming_a_known_code_is_a_code_question(component, text, code, fault):
     message = parsed(text, [(fault, 0.7), ("error_code", 0.2)], [{"entity": "error_code", "value": code}])
     component.process([message])
     assert intent(message) == "error_code"
@@ -149,6 +146,42 @@ def test_a_number_that_is_no_code_leaves_the_fault_report_alone(component) -> No
     )
     component.process([message])
     assert intent(message) == "fault_hardware"
+
+
+def code_entity(text: str, span: str, code: str) -> dict:
+    start = text.index(span)
+    return {"entity": "error_code", "value": code, "start": start, "end": start + len(span)}
+
+
+@pytest.mark.parametrize(
+    "text, span, code, asked",
+    [
+        ("小票上写着有缺陷的成功 这钱收到没", "有缺陷的成功", "A2", "bill_query"),
+        ("顾客输错几次 现在提示密码错误次数超限", "密码错误次数超限", "38", "usage_tips"),
+        ("A7是什么问题 刷不了", "A7", "A7", "usage_tips"),
+    ],
+)
+def test_a_question_naming_a_code_unmistakably_is_a_code_question(component, text, span, code, asked):
+    """Not only fault reports: a question whose other words are near some topic."""
+    message = parsed(text, [(asked, 0.6), ("error_code", 0.3)], [code_entity(text, span, code)])
+    component.process([message])
+    assert intent(message) == "error_code"
+
+
+@pytest.mark.parametrize(
+    "text, span, code, asked",
+    [
+        ("机器莫名其妙扣了99 是什么钱", "99", "99", "bill_query"),  # an amount
+        ("扣了99块是什么费", "99", "99", "fees"),
+        ("密码输错太多次被锁了", "密码输错", "55", "usage_tips"),  # maybe the manager password
+    ],
+)
+def test_a_number_or_common_words_outside_a_fault_report_stay_what_they_were(
+    component, text, span, code, asked
+):
+    message = parsed(text, [(asked, 0.6), ("error_code", 0.3)], [code_entity(text, span, code)])
+    component.process([message])
+    assert intent(message) != "error_code"
 
 
 def test_a_known_code_leaves_a_request_for_a_person_alone(component) -> None:
