@@ -17,8 +17,22 @@ from typing import Any, Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, Column, DateTime, Integer, String, Text, delete, func, or_, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    inspect,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, declarative_base
 
 from kb.schema import utcnow
@@ -37,6 +51,9 @@ MAX_FAILURES = 5
 MAX_ADDRESS_FAILURES = 20
 THROTTLE_MINUTES = 15
 MIN_PASSWORD = 10
+#: The name merchants see when this person answers ("您好，我是人工客服小王"); the login name
+#: is for staff only. Without one, merchants see the login name.
+MAX_DISPLAY_NAME = 20
 #: An agent whose console was seen within this many seconds is on duty (staff/accounts.py
 #: ``agents_on_duty``): a handoff then waits for a person; otherwise the bot keeps answering.
 ON_DUTY_SECONDS = 120
@@ -54,6 +71,7 @@ class StaffUser(Base):
     password_hash = Column(Text, nullable=False)
     disabled = Column(Boolean, nullable=False, default=False)
     created_at = Column(DateTime, nullable=False, default=utcnow)
+    display_name = Column(String(MAX_DISPLAY_NAME), nullable=True)
 
 
 class StaffSession(Base):
@@ -91,6 +109,12 @@ class StaffView:
     name: str
     role: str
     disabled: bool
+    display_name: str = ""
+
+    @property
+    def shown_name(self) -> str:
+        """What a merchant reads as this person's name."""
+        return self.display_name or self.name
 
     def can(self, role: str) -> bool:
         """Whether this account has ``role`` or a stronger one."""
@@ -128,20 +152,42 @@ def _digest(token: str) -> str:
 
 
 def _view(row: StaffUser) -> StaffView:
-    return StaffView(row.id, row.name, row.role, bool(row.disabled))
+    return StaffView(row.id, row.name, row.role, bool(row.disabled), row.display_name or "")
+
+
+def _clean_display_name(display_name: str) -> str:
+    display_name = " ".join(display_name.split())
+    if len(display_name) > MAX_DISPLAY_NAME:
+        raise StaffError(f"the display name must be at most {MAX_DISPLAY_NAME} characters")
+    return display_name
 
 
 class StaffStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         Base.metadata.create_all(engine)
+        self._add_display_name_column()
+
+    def _add_display_name_column(self) -> None:
+        """An accounts table from before display names gets the column (NULL: the login name)."""
+        if "display_name" in {c["name"] for c in inspect(self.engine).get_columns("staff_users")}:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text(f"ALTER TABLE staff_users ADD COLUMN display_name VARCHAR({MAX_DISPLAY_NAME})")
+                )
+        except SQLAlchemyError:  # another instance added it at the same moment
+            if "display_name" not in {c["name"] for c in inspect(self.engine).get_columns("staff_users")}:
+                raise
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
     # ---- accounts (CLI)
-    def add_user(self, name: str, role: str, password: str) -> StaffView:
+    def add_user(self, name: str, role: str, password: str, display_name: str = "") -> StaffView:
         name = name.strip()
+        display_name = _clean_display_name(display_name)
         if not name or len(name) > 60:
             raise StaffError("the name must be 1-60 characters")
         if role not in ROLES:
@@ -151,9 +197,24 @@ class StaffStore:
         with self._session() as session, session.begin():
             if session.scalar(select(StaffUser).where(StaffUser.name == name)) is not None:
                 raise StaffError(f"{name!r} exists already")
-            row = StaffUser(name=name, role=role, password_hash=_HASHER.hash(password))
+            row = StaffUser(
+                name=name,
+                role=role,
+                password_hash=_HASHER.hash(password),
+                display_name=display_name or None,
+            )
             session.add(row)
             session.flush()
+            return _view(row)
+
+    def set_display_name(self, name: str, display_name: str) -> StaffView:
+        """Set (or, with "", clear) the name merchants see for this account."""
+        display_name = _clean_display_name(display_name)
+        with self._session() as session, session.begin():
+            row = session.scalar(select(StaffUser).where(StaffUser.name == name))
+            if row is None:
+                raise StaffError(f"no staff account {name!r}")
+            row.display_name = display_name or None
             return _view(row)
 
     def set_disabled(self, name: str, disabled: bool) -> StaffView:

@@ -175,17 +175,34 @@ def _staff_add(args: argparse.Namespace) -> int:
     if password is None:
         return 1
     try:
-        user = StaffStore(create_engine(args.database)).add_user(args.name, args.role, password)
+        user = StaffStore(create_engine(args.database)).add_user(
+            args.name, args.role, password, display_name=args.display or ""
+        )
     except StaffError as error:
         print(f"not added: {error}", file=sys.stderr)
         return 1
     print(f"staff account {user.name} ({user.role}) added; log in at /staff/")
+    if not user.display_name:
+        print(
+            f"merchants will see the name {user.name!r}; `posbot staff display {user.name} 小王` changes it"
+        )
+    return 0
+
+
+def _staff_display(args: argparse.Namespace) -> int:
+    try:
+        user = StaffStore(create_engine(args.database)).set_display_name(args.name, args.display)
+    except StaffError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    print(f"merchants now see {user.name} as {user.shown_name!r}")
     return 0
 
 
 def _staff_list(args: argparse.Namespace) -> int:
     for user in StaffStore(create_engine(args.database)).users():
-        print(f"{user.name:20}  {user.role:7}  {'disabled' if user.disabled else 'active'}")
+        state = "disabled" if user.disabled else "active"
+        print(f"{user.name:20}  {user.role:7}  {state:8}  {user.shown_name}")
     return 0
 
 
@@ -263,13 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the password from the first line of standard input",
     )
+    add_cmd.add_argument("--display", help="the name merchants see (e.g. 小王); default: NAME")
     add_cmd.set_defaults(func=_staff_add)
     staff_list = staff.add_parser("list", help="accounts and their roles")
     staff_list.set_defaults(func=_staff_list)
     disable_cmd = staff.add_parser("disable", help="lock an account and end its sessions")
     disable_cmd.add_argument("name")
     disable_cmd.set_defaults(func=_staff_disable)
-    for sub in (list_cmd, release_cmd, report, add_cmd, staff_list, disable_cmd):
+    display_cmd = staff.add_parser("display", help="set the name merchants see for an account")
+    display_cmd.add_argument("name")
+    display_cmd.add_argument("display", help='e.g. 小王; "" shows the login name again')
+    display_cmd.set_defaults(func=_staff_display)
+    for sub in (list_cmd, release_cmd, report, add_cmd, staff_list, disable_cmd, display_cmd):
         sub.add_argument("--database", default=None, help="SQLAlchemy URL (POSBOT_DATABASE_URL)")
     return parser
 

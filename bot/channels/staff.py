@@ -413,11 +413,12 @@ class StaffConsole(InputChannel):
                 who = current.agent if current is not None and current.agent else "别人"
                 return _error(409, f"这个对话已经由{who}接手或已结束")
             self.store.audit(session.user.name, "claim", f"handoff:{handoff_id}")
-            joined = response_text(request, JOINED_RESPONSE, name=session.user.name)
+            shown = session.user.shown_name  # merchants see the display name, not the login
+            joined = response_text(request, JOINED_RESPONSE, name=shown)
             result = await self.pusher(
                 request,
                 claimed.conversation_id,
-                {"agent_message": {"name": session.user.name, "text": joined}},
+                {"agent_message": {"name": shown, "text": joined}},
             )
             return _json({"id": handoff_id, "agent": session.user.name, "text": joined, **result.as_json()})
 
@@ -440,7 +441,7 @@ class StaffConsole(InputChannel):
             result = await self.pusher(
                 request,
                 row.conversation_id,
-                {"agent_message": {"name": session.user.name, "text": text.strip()}},
+                {"agent_message": {"name": session.user.shown_name, "text": text.strip()}},
             )
             if not result.accepted:
                 return _error(502, "消息没有发出去（机器人服务没有响应），请稍后重试")

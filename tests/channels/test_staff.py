@@ -275,6 +275,51 @@ def test_staff_accounts_are_made_from_the_cli(tmp_path: Path, monkeypatch, capsy
     assert PASSWORD not in open(tmp_path / "cli.sqlite3", "rb").read().decode("latin-1")
 
 
+def test_merchants_see_an_agents_display_name_never_the_login(
+    console: Console, tmp_path: Path, capsys
+) -> None:
+    console.staff.add_user("wang.f", "agent", PASSWORD, display_name=" 小王 ")
+    handoff = console.records.add_handoff("shop-12", brand=None, symptom=None, question="人呢")
+    cookie, csrf = console.login("wang.f")
+    path = f"/staff/api/handoffs/{handoff.id}"
+    assert console.request("POST", f"{path}/claim", cookie=cookie, csrf=csrf).status == 200
+    reply = {"text": "您好，请把屏幕拍给我看看"}
+    assert console.request("POST", f"{path}/reply", cookie=cookie, csrf=csrf, json=reply).status == 200
+    (_, joined), (_, replied) = console.pushed
+    assert joined["agent_message"]["name"] == "小王"
+    assert replied["agent_message"] == {"name": "小王", "text": "您好，请把屏幕拍给我看看"}
+    assert not any("wang.f" in str(said) for _, said in console.pushed)
+    assert console.records.handoff(handoff.id).agent == "wang.f"  # staff still see who took it
+
+    url = f"sqlite:///{tmp_path / 'names.sqlite3'}"
+    StaffStore(create_engine(url)).add_user("li", "agent", PASSWORD)
+    assert cli.main(["staff", "display", "li", "李姐", "--database", url]) == 0
+    assert cli.main(["staff", "display", "li", "名" * 21, "--database", url]) == 1
+    assert "at most 20 characters" in capsys.readouterr().err
+    assert cli.main(["staff", "display", "nobody", "小张", "--database", url]) == 1
+    assert [u.shown_name for u in StaffStore(create_engine(url)).users()] == ["李姐"]
+    assert cli.main(["staff", "display", "li", "", "--database", url]) == 0
+    assert [u.shown_name for u in StaffStore(create_engine(url)).users()] == ["li"]
+
+
+def test_an_accounts_table_from_before_display_names_gets_the_column(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'old-staff.sqlite3'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE staff_users (id INTEGER PRIMARY KEY AUTOINCREMENT, name VARCHAR(60) NOT NULL "
+            "UNIQUE, role VARCHAR(20) NOT NULL, password_hash TEXT NOT NULL, disabled BOOLEAN NOT NULL, "
+            "created_at DATETIME NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO staff_users (name, role, password_hash, disabled, created_at) "
+            "VALUES ('old', 'agent', 'x', 0, '2026-11-01 10:00:00')"
+        )
+    store = StaffStore(engine)
+    assert [(u.name, u.shown_name) for u in store.users()] == [("old", "old")]
+    assert store.set_display_name("old", "老王").shown_name == "老王"
+    assert StaffStore(engine).users()[0].display_name == "老王"  # a second start changes nothing
+
+
 def test_one_agent_claims_a_handoff_and_the_merchant_is_told_who_joined(console: Console) -> None:
     console.staff.add_user("agent2", "agent", PASSWORD)
     handoff = console.records.add_handoff("shop-10", brand=None, symptom=None, question="人呢")
