@@ -38,6 +38,7 @@ LEARNED_ANSWERS = {
     "smalltalk:thanks": "thanks",
     "smalltalk:affirm": "affirm",
     "smalltalk:deny": "deny",
+    "smalltalk:bot_challenge": "bot_challenge",
 }
 #: Symptom category → the intent whose rules start its walk (as kb/store.py CATEGORY_INTENTS).
 _WALK_INTENTS = {"hardware": "fault_hardware", "software": "fault_software", "network": "fault_network"}

@@ -62,7 +62,7 @@ def catalogue() -> str:
         "- `flow:ticket` (intent contact_support): the merchant wants a repair registered",
         "- `decline` (intent out_of_scope): not about POS acquiring (stocks, loans, "
         "credit-card repayment, phones, weather …)",
-        "- `smalltalk:greet|goodbye|thanks|affirm|deny` (intent of the same name)",
+        "- `smalltalk:greet|goodbye|thanks|affirm|deny|bot_challenge` (intent of the same name)",
     ]
     return "\n".join(lines) + "\n"
 

@@ -46,6 +46,7 @@ SMALLTALK = {
     "utter_greet": "greet",
     "utter_goodbye": "goodbye",
     "utter_thanks": "thanks",
+    "utter_iamabot": "bot_challenge",
     "utter_affirm": "affirm",
     "utter_deny": "deny",
 }
@@ -172,6 +173,7 @@ NON_TOPIC = {
     "thanks": "smalltalk:thanks",
     "affirm": "smalltalk:affirm",
     "deny": "smalltalk:deny",
+    "bot_challenge": "smalltalk:bot_challenge",
 }
 
 

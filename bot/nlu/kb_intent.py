@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 FALLBACK = "nlu_fallback"
 #: Intents retrieval over topics cannot judge.
-KEPT = {"human_handoff", "greet", "goodbye", "thanks", "affirm", "deny", "out_of_scope"}
+KEPT = {"human_handoff", "greet", "goodbye", "thanks", "affirm", "deny", "out_of_scope", "bot_challenge"}
 FAULTS = set(CATEGORY_INTENTS.values())
 #: A screen text this long names its code whatever else the message says ("有缺陷的成功",
 #: "密码错误次数超限"); shorter ones ("密码错误", "无效卡") are common words too.
