@@ -5,15 +5,33 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import SlotSet
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import brands_named
 from actions.common import current_or_slot, is_brand_statement, latest_text, previous_turn
-from actions.faq import answer, is_confident, offer_choices, response_text, retrieve, walk_does_better
+from actions.faq import (
+    TICKET_FORM,
+    answer,
+    is_confident,
+    offer_choices,
+    response_text,
+    retrieve,
+    walk_does_better,
+    wants_ticket,
+)
 from actions.store import query
 
-NOT_CANDIDATES = {"nlu_fallback", "out_of_scope", "affirm", "deny", "thanks", "goodbye", "greet"}
+NOT_CANDIDATES = {
+    "nlu_fallback",
+    "out_of_scope",
+    "affirm",
+    "deny",
+    "thanks",
+    "goodbye",
+    "greet",
+    "bot_challenge",
+}
 MAX_CANDIDATES = 3
 MIN_CANDIDATE_CONFIDENCE = 0.1
 
@@ -45,6 +63,8 @@ class ActionClarify(Action):
         if await is_brand_statement(tracker):
             dispatcher.utter_message(response="utter_brand_noted", brand=current_or_slot(tracker, "brand"))
             return []
+        if await wants_ticket(tracker):  # "麻烦帮我申请上门修机器": unsure words, a clear request
+            return [FollowupAction(TICKET_FORM)]
         if _previous_action(tracker) == self.name():
             dispatcher.utter_message(response="utter_rephrase_failed")
             return []

@@ -31,3 +31,19 @@ async def test_second_miss_in_a_row_apologises_with_menu_and_human(action_store,
     texts = render(flow_domain, dispatcher.messages)
     assert texts[0].startswith("不好意思，我还是没能理解您的问题。")
     assert ("转人工", "/human_handoff") in response_buttons(flow_domain, dispatcher.messages[0])
+
+
+@pytest.mark.asyncio
+async def test_a_request_to_file_a_repair_opens_the_form_even_when_the_nlu_is_unsure(
+    action_store, flow_domain
+) -> None:
+    from rasa_sdk.events import FollowupAction
+
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker(
+        "unsure_message",
+        text="麻烦帮我申请上门修一下机器",
+        intent={"name": "nlu_fallback", "confidence": 0.4},
+    )
+    events = await ActionClarify().run(dispatcher, tracker, flow_domain)
+    assert events == [FollowupAction("ticket_form")] and dispatcher.messages == []
