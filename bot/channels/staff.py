@@ -240,15 +240,31 @@ class StaffConsole(InputChannel):
             return [], None
         if tracker is None:
             return [], None
-        lines = []
+        lines: list[dict[str, Any]] = []
+        offered: dict[str, str] = {}  # payload → title of the buttons the bot showed last
         for event in tracker.events:
             kind = getattr(event, "type_name", "")
             text = getattr(event, "text", None)
-            said = agent_said((getattr(event, "data", None) or {}).get("custom"))
+            data = getattr(event, "data", None) or {}
+            said = agent_said(data.get("custom"))
             if kind == "bot" and said is not None:
                 lines.append({"from": "agent", **said})
-            elif kind in ("user", "bot") and text:
-                lines.append({"from": "merchant" if kind == "user" else "bot", "text": str(text)})
+                continue
+            if kind == "bot":
+                buttons = [b for b in data.get("buttons") or [] if isinstance(b, dict) and b.get("title")]
+                if buttons:
+                    offered = {str(b.get("payload") or b["title"]): str(b["title"]) for b in buttons}
+                if text or buttons:
+                    line: dict[str, Any] = {"from": "bot", "text": str(text or "")}
+                    if buttons:
+                        line["buttons"] = [str(b["title"]) for b in buttons]
+                    lines.append(line)
+            elif kind == "user" and text:
+                pressed = offered.get(str(text)) if str(text).startswith("/") else None
+                if pressed is not None:  # a button: staff read its title, not "/affirm"
+                    lines.append({"from": "merchant", "text": pressed, "pressed": True})
+                else:
+                    lines.append({"from": "merchant", "text": str(text)})
         return lines[-TRANSCRIPT:], tracker.get_latest_input_channel()
 
     @staticmethod

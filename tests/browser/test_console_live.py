@@ -21,14 +21,15 @@ def test_an_agent_answers_a_merchant_in_the_widget(
 ) -> None:
     from playwright.sync_api import expect
 
-    name = f"小李{uuid.uuid4().hex[:4]}"
-    StaffStore(create_engine(live_bot.database_url)).add_user(name, "agent", PASSWORD)
+    login = f"li{uuid.uuid4().hex[:4]}"
+    name = f"小李{login[2:]}"  # the display name: what the merchant sees
+    StaffStore(create_engine(live_bot.database_url)).add_user(login, "agent", PASSWORD, display_name=name)
     console = phone_page
     console.goto(f"{live_bot.url}/staff/")
-    console.get_by_test_id("login-username").fill(name)
+    console.get_by_test_id("login-username").fill(login)
     console.get_by_test_id("login-password").fill(PASSWORD)
     console.get_by_test_id("login-submit").click()
-    expect(console.get_by_test_id("who")).to_contain_text(name, timeout=WAIT_MS)
+    expect(console.get_by_test_id("who")).to_contain_text(login, timeout=WAIT_MS)
 
     shop = f"{uuid.uuid4().hex[:6]}号店"
     page.goto(f"{live_bot.url}/webhooks/web/")
@@ -45,6 +46,11 @@ def test_an_agent_answers_a_merchant_in_the_widget(
     item.get_by_test_id("claim").click()
     agent_messages = page.get_by_test_id("agent-message")
     expect(agent_messages.last).to_contain_text(f"人工客服 {name}", timeout=WAIT_MS)
+    expect(agent_messages.last).to_contain_text(f"我是人工客服{name}")
+    assert login not in page.get_by_test_id("log").inner_text()  # never the login name
+    expect(page.get_by_test_id("handoff-banner")).to_have_text(f"人工客服正在为您服务（{name}）")
+    # the staff see the buttons the bot offered (the greeting's), not just its words
+    expect(item.get_by_test_id("transcript")).to_contain_text("［按钮：故障排查")
 
     item.get_by_test_id("agent-input").fill("您好，请把屏幕上的提示拍给我看看")
     item.get_by_test_id("agent-send").click()

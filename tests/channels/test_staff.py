@@ -14,7 +14,7 @@ import pytest
 import requests
 from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import Event, UserUttered
+from rasa.shared.core.events import BotUttered, Event, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from sanic import Sanic
 from sqlalchemy import create_engine
@@ -533,3 +533,24 @@ def test_the_inbox_shows_the_channel_and_what_waits_for_the_merchant(console: Co
     listed = console.request("GET", "/staff/api/handoffs", cookie=cookie).json["handoffs"]
     assert [(h["channel"], h["undelivered"]) for h in listed] == [("wechat", 1), (None, 0)]
     assert listed[0]["transcript"] == [{"from": "merchant", "text": "转人工"}]
+
+
+def test_the_transcript_shows_the_buttons_offered_and_the_one_pressed(console: Console) -> None:
+    trackers = InMemoryTrackerStore(Domain.empty())
+    tracker = DialogueStateTracker("shop-buttons", [])
+    tracker.update(UserUttered("账单在哪查", input_channel="rest"))
+    buttons = [{"title": "有帮助", "payload": "/affirm"}, {"title": "没帮助", "payload": "/deny"}]
+    tracker.update(BotUttered("这个回答对您有帮助吗？", data={"buttons": buttons}))
+    tracker.update(UserUttered("/deny", input_channel="rest"))
+    tracker.update(UserUttered("/restart", input_channel="rest"))  # no button offered it
+    asyncio.run(trackers.save(tracker))
+    console.app.ctx.agent = SimpleNamespace(tracker_store=trackers)
+    console.records.add_handoff("shop-buttons", brand=None, symptom=None, question="没帮助")
+    cookie, _ = console.login("agent1")
+    [listed] = console.request("GET", "/staff/api/handoffs", cookie=cookie).json["handoffs"]
+    assert listed["transcript"] == [
+        {"from": "merchant", "text": "账单在哪查"},
+        {"from": "bot", "text": "这个回答对您有帮助吗？", "buttons": ["有帮助", "没帮助"]},
+        {"from": "merchant", "text": "没帮助", "pressed": True},
+        {"from": "merchant", "text": "/restart"},  # the page leaves payloads out
+    ]

@@ -107,8 +107,19 @@
         if (line.from === "merchant" && line.text.startsWith("/")) continue;
         const li = document.createElement("li");
         li.className = line.from;
-        const who = { merchant: "商户：", bot: "机器人：", agent: "人工 " + (line.name || "") + "：" };
+        const who = {
+          merchant: line.pressed ? "商户点了按钮：" : "商户：",
+          bot: "机器人：",
+          agent: "人工 " + (line.name || "") + "：",
+        };
         li.textContent = (who[line.from] || "") + line.text;
+        if (line.buttons && line.buttons.length) {
+          const offered = document.createElement("span");
+          offered.className = "offered";
+          offered.textContent = "［按钮：" + line.buttons.join(" ｜ ") + "］";
+          li.appendChild(document.createTextNode(" "));
+          li.appendChild(offered);
+        }
         if (line.from === "agent") agentLines.push({ li, text: line.text });
         transcript.appendChild(li);
       }
