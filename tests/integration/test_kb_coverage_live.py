@@ -123,3 +123,56 @@ def test_merchants_words_for_a_dropping_line_and_a_blank_slip(
 ) -> None:
     text = live_bot.texts(sender(), message)
     assert expected in text, text[:200]
+
+
+@pytest.mark.parametrize(
+    ("message", "topic_id"),
+    [
+        ("刷卡机让人偷了", "pos_lost"),
+        ("有个电话说我的pos下个月停用 要给我换新的", "scam_calls"),
+        ("客人拿外国的万事达卡刷不了", "foreign_cards"),
+        ("顾客能用花呗在我这付钱吗", "huabei_on_pos"),  # a customer's 花呗: not declined
+        ("办pos会查征信吗", "credit_record"),
+        ("pos机能开电子发票吗", "tax_invoice"),
+        ("开机提示主密钥不存在", "key_errors"),
+        ("结算卡被公安冻结了", "settle_card_frozen"),
+        ("收到调单通知 让我提供签购单", "chargeback_retrieval"),
+        ("店换了名字 小票上的名称怎么改", "merchant_info_change"),
+        ("回老家能用这台刷卡机吗", "use_elsewhere"),
+        ("卖机器给我的业务员联系不上了", "agent_unreachable"),
+        ("机器的日期不对", "date_time"),
+    ],
+)
+def test_questions_merchants_ask_beyond_faults_get_their_own_answer(
+    live_bot: RunningBot, content: Content, message: str, topic_id: str
+) -> None:
+    """Session 14's coverage: each was a catch-all, a decline or a walk before."""
+    topic = next(t for t in content.topics if t["id"] == topic_id)
+    text = live_bot.texts(sender(), message)
+    assert topic["answer"][:30] in text, text[:200]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected", "not_expected"),
+    [
+        ("每笔交易另外多收3块钱 这是什么费", "", "请问您签约的费率是多少"),  # a charge, not a sale
+        ("打印机坏了 要报修 帮我提交一下", "请留一个方便售后人员联系您的电话", ""),
+        ("A7是什么问题 刷不了", "应答码 A7", "您是想问"),
+        ("签到了还是a0", "重新下载密钥", ""),
+    ],
+)
+def test_what_a_merchant_already_said_is_used(
+    live_bot: RunningBot, message: str, expected: str, not_expected: str
+) -> None:
+    text = live_bot.texts(sender(), message)
+    assert expected in text and (not not_expected or not_expected not in text), text[:300]
+
+
+@pytest.mark.parametrize("message", ["你是机器人吗", "跟我说话的是真人吗"])
+def test_a_merchant_asking_who_answers_is_told_and_offered_a_person(
+    live_bot: RunningBot, message: str
+) -> None:
+    replies = live_bot.send(sender(), message)
+    text = "\n".join(r.get("text") or "" for r in replies)
+    assert "我是POS机智能客服" in text and "超出了我的服务范围" not in text, text[:200]
+    assert any(b["title"] == "转人工客服" for r in replies for b in r.get("buttons") or [])
