@@ -8,11 +8,16 @@ parent row, so a child table would only add joins.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
-from sqlalchemy import JSON, Boolean, Column, Float, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Column, Float, Integer, LargeBinary, String, Text, inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import declarative_base
+
+logger = logging.getLogger(__name__)
 
 # SQLAlchemy 1.4 ships no type information: the declarative base is a class made at run time.
 Base: Any = declarative_base()
@@ -20,6 +25,20 @@ Base: Any = declarative_base()
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def add_missing_columns(engine: Engine, columns: Iterable[tuple[str, str, str]]) -> None:
+    """Bring an older database up to date: (table, column, SQL type) added since it was made."""
+    for table, column, ddl in columns:
+        if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+            logger.info("added column %s.%s", table, column)
+        except SQLAlchemyError:  # another instance added it at the same moment
+            if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                raise
 
 
 class Topic(Base):

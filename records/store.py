@@ -25,16 +25,13 @@ from sqlalchemy import (
     Text,
     bindparam,
     func,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from kb.schema import Base, utcnow
+from kb.schema import Base, add_missing_columns, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +149,7 @@ class RecordStore:
         self.engine = engine
         if engine not in RecordStore._ready:
             Base.metadata.create_all(engine, tables=[t.__table__ for t in RECORD_TABLES])
-            _add_missing_columns(engine)
+            add_missing_columns(engine, _ADDED_COLUMNS)
             RecordStore._ready.add(engine)
 
     def _session(self) -> Session:
@@ -360,17 +357,3 @@ def _feedback(row: Feedback) -> FeedbackView:
         bool(row.helpful),
         row.created_at,
     )
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Bring an older records database up to date (columns added since it was created)."""
-    for table, column, ddl in _ADDED_COLUMNS:
-        if column in {c["name"] for c in inspect(engine).get_columns(table)}:
-            continue
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
-            logger.info("records: added column %s.%s", table, column)
-        except SQLAlchemyError:  # another instance added it at the same moment
-            if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                raise

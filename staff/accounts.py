@@ -17,25 +17,11 @@ from typing import Any, Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
-    Integer,
-    String,
-    Text,
-    delete,
-    func,
-    inspect,
-    or_,
-    select,
-    text,
-)
+from sqlalchemy import Boolean, Column, DateTime, Integer, String, Text, delete, func, or_, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, declarative_base
 
-from kb.schema import utcnow
+from kb.schema import add_missing_columns, utcnow
 
 Base: Any = declarative_base()  # a class made at run time (see kb/schema.py)
 
@@ -166,20 +152,7 @@ class StaffStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         Base.metadata.create_all(engine)
-        self._add_display_name_column()
-
-    def _add_display_name_column(self) -> None:
-        """An accounts table from before display names gets the column (NULL: the login name)."""
-        if "display_name" in {c["name"] for c in inspect(self.engine).get_columns("staff_users")}:
-            return
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    text(f"ALTER TABLE staff_users ADD COLUMN display_name VARCHAR({MAX_DISPLAY_NAME})")
-                )
-        except SQLAlchemyError:  # another instance added it at the same moment
-            if "display_name" not in {c["name"] for c in inspect(self.engine).get_columns("staff_users")}:
-                raise
+        add_missing_columns(engine, [("staff_users", "display_name", f"VARCHAR({MAX_DISPLAY_NAME})")])
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
