@@ -366,16 +366,23 @@ class StaffConsole(InputChannel):
                 return session
             status = request.args.get("status", "open")
             if status == "open":  # waiting, being answered, or asked while nobody was on duty
+                # what this agent has to do first: their own chats, then the merchants waiting
+                # longest, then those who asked while nobody was on duty, then colleagues' chats
+                def order(h: Any) -> tuple[int, int]:
+                    if h.status == HANDOFF_ACTIVE:
+                        return (0 if h.agent == session.user.name else 3, h.id)
+                    return (1 if h.status == HANDOFF_WAITING else 2, h.id)
+
                 rows = sorted(
                     self.records.handoffs(HANDOFF_WAITING)
                     + self.records.handoffs(HANDOFF_ACTIVE)
                     + self.records.handoffs(HANDOFF_NO_AGENT),
-                    key=lambda h: h.id,
-                )
+                    key=order,
+                )[:100]
             else:
-                rows = self.records.handoffs(None if status == "all" else status)
+                rows = self.records.handoffs(None if status == "all" else status)[-100:]
             items = []
-            for row in rows[-100:]:
+            for row in rows:
                 transcript, channel = await self._conversation(request, row.conversation_id)
                 items.append(
                     {

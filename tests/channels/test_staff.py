@@ -554,3 +554,22 @@ def test_the_transcript_shows_the_buttons_offered_and_the_one_pressed(console: C
         {"from": "merchant", "text": "没帮助", "pressed": True},
         {"from": "merchant", "text": "/restart"},  # the page leaves payloads out
     ]
+
+
+def test_the_inbox_lists_first_what_this_agent_has_to_do(console: Console) -> None:
+    """Own chats, then the longest waiting, then those asked while nobody was on duty, then
+    colleagues' chats; the same inbox in another order for the colleague."""
+    console.staff.add_user("agent2", "agent", PASSWORD)
+    theirs = console.records.add_handoff("shop-a", brand=None, symptom=None, question="a")
+    early = console.records.add_handoff("shop-b", brand=None, symptom=None, question="b")
+    offline = console.records.add_handoff("shop-c", brand=None, symptom=None, question="c", status="no_agent")
+    mine = console.records.add_handoff("shop-d", brand=None, symptom=None, question="d")
+    late = console.records.add_handoff("shop-e", brand=None, symptom=None, question="e")
+    console.records.claim(theirs.id, "agent2")
+    console.records.claim(mine.id, "agent1")
+    cookie, _ = console.login("agent1")
+    listed = console.request("GET", "/staff/api/handoffs", cookie=cookie).json["handoffs"]
+    assert [h["id"] for h in listed] == [mine.id, early.id, late.id, offline.id, theirs.id]
+    other, _ = console.login("agent2")
+    listed = console.request("GET", "/staff/api/handoffs", cookie=other).json["handoffs"]
+    assert [h["id"] for h in listed] == [theirs.id, early.id, late.id, offline.id, mine.id]
