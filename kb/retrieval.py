@@ -11,8 +11,11 @@ features side by side:
 
 The topic's score is the classifier's probability plus an **intent prior** (the NLU's
 probability for the topic's intent, times ``INTENT_WEIGHT``): the intent helps, it does not
-filter. For display (the staff console's "try it") each match also carries the cosine of the
-nearest question and a BM25 score over character bigrams.
+filter. A message that *is* one of a topic's questions (ignoring case, punctuation, spaces and
+繁/简) gets that topic whatever the intent says: a question staff just added or taught is
+answered after ``posbot kb build``, even before retraining teaches the NLU its intent. For
+display (the staff console's "try it") each match also carries the cosine of the nearest
+question and a BM25 score over character bigrams.
 
 Chosen with 5-fold cross-validation over the KB's own alternate questions
 (``scripts/tune_retrieval.py``), never on a held-out set, 2026-11-30, 106 topics / 794
@@ -151,6 +154,9 @@ class TopicIndex:
             else np.zeros((0, encoder.dim), dtype=np.float32)
         )
         self.owner = np.array([i for i, t in enumerate(self.topics) for _ in t.questions], dtype=int)
+        self.exact = {
+            same_words(q): i for i, t in enumerate(self.topics) for q in t.questions if same_words(q)
+        }
         self.texts = [q for t in self.topics for q in t.questions]
         extra = extra_text or {}
         self.bm25 = BM25(
@@ -209,6 +215,9 @@ class TopicIndex:
             [float((intent_probabilities or {}).get(t.intent, 0.0)) for t in self.topics], dtype=np.float32
         )
         score = probabilities + INTENT_WEIGHT * prior
+        asked = self.exact.get(same_words(text))
+        if asked is not None:  # the message is one of this topic's questions
+            score[asked] = 1.0 + INTENT_WEIGHT
         order = np.argsort(-score)[:limit]
         return [
             Match(
@@ -216,6 +225,14 @@ class TopicIndex:
             )
             for i in order
         ]
+
+
+_NOT_WORDS = re.compile(r"[\W_]+")
+
+
+def same_words(text: str) -> str:
+    """The text as compared for an exact question: cleaned, without punctuation or spaces."""
+    return _NOT_WORDS.sub("", clean(text))
 
 
 def confident(matches: Sequence[Match]) -> bool:

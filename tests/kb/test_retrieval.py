@@ -116,3 +116,18 @@ def test_an_index_fitted_with_another_encoder_never_answers(store: KnowledgeStor
     refitted = TopicIndex(index.topics, Other(), "v1")
     assert cache.get("v1", lambda: refitted, stale_ok=True, encoder="other-encoder") is refitted
     assert cache.get("v1", lambda: index, encoder="other-encoder") is refitted
+
+
+def test_a_message_that_is_a_topics_question_gets_that_topic_whatever_the_intent(
+    store: KnowledgeStore,
+) -> None:
+    """A question staff just added is answered after `posbot kb build`, before any retraining
+    has taught the NLU its intent (which may lean, confidently, elsewhere)."""
+    index = store.topic_index()
+    topic = next(t for t in index.topics if t.id == "battery_removal")
+    other_intent = next(t.intent for t in index.topics if t.intent != topic.intent)
+    for asked in (topic.questions[1], f" {topic.questions[1]}？", topic.questions[1].upper()):
+        best = index.rank(asked, {other_intent: 1.0})[0]
+        assert best.topic_id == "battery_removal" and best.score >= 1.0, asked
+    near = index.rank(topic.questions[1] + "呢 我的机器", {other_intent: 1.0})
+    assert near[0].score < 1.0  # only the question itself, not text around it
