@@ -62,6 +62,7 @@ FIXED_TITLES = {
     "smalltalk:thanks": "寒暄：感谢",
     "smalltalk:affirm": "寒暄：肯定（是的、好的）",
     "smalltalk:deny": "寒暄：否定（不是、不用）",
+    "smalltalk:bot_challenge": "寒暄：问是不是机器人",
 }
 
 
