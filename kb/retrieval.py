@@ -186,9 +186,10 @@ class TopicIndex:
         out[self.classifier.classes_] = raw
         return out / max(float(out.sum()), 1e-9)
 
-    def _score_text(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _score_text(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[int]]:
         """Per topic: classifier probability, best cosine, index of that question, BM25 share
-        (read-only arrays: they are shared by every later ranking of the same text)."""
+        (read-only arrays: they are shared by every later ranking of the same text); and the
+        topic whose question the text is, if any."""
         query = self.encoder.encode([text])[0]
         sims = self.matrix @ query
         meaning = np.full(len(self.topics), -1.0, dtype=np.float32)
@@ -202,7 +203,7 @@ class TopicIndex:
         parts = (self.probabilities(text, query), meaning, nearest, words)
         for array in parts:
             array.setflags(write=False)
-        return parts
+        return (*parts, self.exact.get(same_words(text)))
 
     def rank(
         self, text: str, intent_probabilities: Optional[Mapping[str, float]] = None, limit: int = 5
@@ -210,12 +211,11 @@ class TopicIndex:
         """Topics best first, with the scores staff see in the console's "try it"."""
         if not self.topics or not clean(text):
             return []
-        probabilities, meaning, nearest, words = self._scored(text)
+        probabilities, meaning, nearest, words, asked = self._scored(text)
         prior = np.array(
             [float((intent_probabilities or {}).get(t.intent, 0.0)) for t in self.topics], dtype=np.float32
         )
         score = probabilities + INTENT_WEIGHT * prior
-        asked = self.exact.get(same_words(text))
         if asked is not None:  # the message is one of this topic's questions
             score[asked] = 1.0 + INTENT_WEIGHT
         order = np.argsort(-score)[:limit]
