@@ -24,10 +24,16 @@ from bot.api_token import rasa_token
 
 
 def rasa_argv(argv: list[str], token: str) -> list[str]:
-    """``argv`` for Rasa's CLI: ``--auth-token`` added when the HTTP API is enabled."""
+    """``argv`` for Rasa's CLI: ``--auth-token`` added when the HTTP API is enabled.
+
+    One ``--auth-token=<token>`` word: a generated token may begin with "-", which argparse
+    would take for an option if the token were a word of its own (the server then refused to
+    start, about once in 64 fresh secrets).
+    """
     argv = list(argv)
-    if argv[:1] == ["run"] and "--enable-api" in argv and "--auth-token" not in argv:
-        argv += ["--auth-token", token]
+    given = any(word.split("=", 1)[0] == "--auth-token" for word in argv)
+    if argv[:1] == ["run"] and "--enable-api" in argv and not given:
+        argv.append(f"--auth-token={token}")
     return argv
 
 

@@ -70,8 +70,17 @@ def test_the_server_gets_the_token_only_when_the_api_is_enabled() -> None:
         "--enable-api",
         "--port",
         "5005",
-        "--auth-token",
-        "s" * 20,
+        "--auth-token=" + "s" * 20,
     ]
     assert rasa_argv(["run", "--port", "5005"], "s" * 20) == ["run", "--port", "5005"]
     assert rasa_argv(["shell"], "s" * 20) == ["shell"]
+
+
+@pytest.mark.parametrize("token", ["-starts-with-a-dash-0123456789", "--looks-like-an-option-0123"])
+def test_rasa_reads_a_token_that_begins_with_a_dash(token: str) -> None:
+    """token_urlsafe begins with "-" once in 64 secrets: Rasa's own parser must still read it."""
+    from rasa.__main__ import create_argument_parser
+
+    argv = rasa_argv(["run", "--enable-api", "--port", "5005"], token)
+    parsed = create_argument_parser().parse_args(argv)
+    assert parsed.auth_token == token
