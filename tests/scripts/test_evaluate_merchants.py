@@ -45,3 +45,32 @@ def test_report_scores_a_shared_entry_code_as_right():
     for r in results:
         r["topic"], r["got"] = (scorer.canonical(r["topic"], entries), scorer.canonical(r["got"], entries))
     assert "Topic accuracy 1.000" in scorer.report(results, {})
+
+
+def test_uncovered_questions_are_counted_apart_by_what_the_bot_did():
+    def row(text, got, topic="uncovered"):
+        return {
+            "set": "field",
+            "text": text,
+            "intent": topic,
+            "topic": topic,
+            "asks": "x",
+            "got_intent": "",
+            "got": got,
+            "offered": [],
+        }
+
+    results = [
+        row("营业执照注销了还能刷吗", "clarify"),
+        row("能转人工吗", "flow:handoff"),
+        row("云音箱不响", "soundbox"),
+        row("股票手续费", "decline"),
+        row("打印机不出纸", "walk:printer", topic="walk:printer"),
+    ]
+    text = scorer.uncovered_report(results)
+    assert "(4, not in the figures above)" in text
+    assert "- asked back or offered a person: 2" in text
+    assert "- answered (read it: right only if a newer topic answers the question): 1" in text
+    assert "- declined as not about POS: 1" in text
+    assert "打印机不出纸" not in text
+    assert scorer.uncovered_report([row("打印机不出纸", "walk:printer", topic="walk:printer")]) == ""
