@@ -56,6 +56,8 @@ WORD_LISTS = (
     "info_question_markers",
     "other_finance",
     "pos_markers",
+    "other_devices",
+    "pos_terms",
     "vague_fault_reports",
     "ticket_requests",
     "handoff_cancel",

@@ -205,6 +205,10 @@ class KnowledgeStore:
         """ "买股票手续费怎么算", "花呗怎么还": finance outside card acquiring, POS not mentioned."""
         return self.mentions(text, "other_finance") and not self.mentions(text, "pos_markers")
 
+    def is_other_device(self, text: str) -> bool:
+        """ "手机屏幕碎了": a device that is not the POS is named."""
+        return self.mentions(text, "other_devices")
+
     def topics(self, intent: Optional[str] = None) -> list[TopicView]:
         """Topics in file order; only those of ``intent`` when given."""
         with self._session() as session:

@@ -44,6 +44,7 @@ FALLBACK = "nlu_fallback"
 #: Intents retrieval over topics cannot judge.
 KEPT = {"human_handoff", "greet", "goodbye", "thanks", "affirm", "deny", "out_of_scope", "bot_challenge"}
 FAULTS = set(CATEGORY_INTENTS.values())
+OUT_OF_SCOPE = "out_of_scope"
 #: A screen text this long names its code whatever else the message says ("有缺陷的成功",
 #: "密码错误次数超限"); shorter ones ("密码错误", "无效卡") are common words too.
 SPECIFIC_SCREEN_TEXT = 5
@@ -139,6 +140,8 @@ class KBTopicIntent(GraphComponent):
                 topic_intent = self._topic_intent(store, message, text, ranking)
             if topic_intent is None and str(ranking[0].get("name")) in FAULTS:
                 topic_intent = self._fault_intent(self._store(), message, text)
+            if topic_intent is None and str(ranking[0].get("name")) == OUT_OF_SCOPE:
+                topic_intent = self._fault_not_declined(self._store(), message, text, ranking)
             if topic_intent is None:
                 continue
             intent, score = topic_intent
@@ -196,6 +199,31 @@ class KBTopicIntent(GraphComponent):
         symptom = store.symptom(matches[0].topic_id)
         intent = CATEGORY_INTENTS.get(symptom.category) if symptom is not None else None
         return (intent, matches[0].score) if intent else None
+
+    def _fault_not_declined(
+        self, store: Optional[KnowledgeStore], message: Message, text: str, ranking: List[Dict[str, Any]]
+    ) -> Optional[tuple[str, float]]:
+        """What the NLU declined although it is about the POS: a message with a word only POS
+        acquiring uses ("收款音箱不报语音了", "刷卡鸡电池不行了": ``pos_terms``) gets the topic
+        retrieval is sure of; a fault named by a symptom's keyword ("屏幕碎了", "一直死机") is
+        the POS's in a POS support chat, so its walk. Not when another device ("手机屏幕碎
+        了") or finance outside acquiring is named: retrieval alone is sure of far too much
+        ("顺丰客服电话多少" is near the support-hotline topic)."""
+        if store is None or str((message.get(INTENT) or {}).get("name") or "") != OUT_OF_SCOPE:
+            return None
+        if store.is_other_device(text) or store.is_other_finance(text):
+            return None
+        if store.mentions(text, "pos_terms"):
+            priors = {str(r.get("name")): float(r.get("confidence") or 0.0) for r in ranking}
+            priors.pop(OUT_OF_SCOPE, None)
+            matches = store.topic_index().rank(text, priors, limit=1)
+            if matches and matches[0].score >= self.answer_at:
+                topic = next((t for t in store.topic_index().topics if t.id == matches[0].topic_id), None)
+                if topic is not None:
+                    return topic.intent, matches[0].score
+        symptom = store.symptom_for(text)
+        intent = CATEGORY_INTENTS.get(symptom.category) if symptom is not None else None
+        return (intent, SYMPTOM_AT) if intent else None
 
     def _topic_intent(
         self, store: KnowledgeStore, message: Message, text: str, ranking: List[Dict[str, Any]]

@@ -109,6 +109,39 @@ def test_after_a_fallback_that_was_no_fault_no_walk_is_guessed(component, text, 
 
 
 @pytest.mark.parametrize(
+    "text, fault",
+    [("屏幕碎了", "fault_hardware"), ("一直死机", "fault_software"), ("老是连不上网", "fault_network")],
+)
+def test_a_fault_said_without_naming_the_pos_is_the_pos_fault_not_declined(component, text, fault) -> None:
+    message = parsed(text, [("out_of_scope", 0.7), ("fault_hardware", 0.2)])
+    component.process([message])
+    assert intent(message) == fault
+
+
+def test_a_declined_message_in_pos_words_gets_the_topic_retrieval_is_sure_of(component, store) -> None:
+    message = parsed("收款音箱不报语音了", [("out_of_scope", 0.7), ("usage_tips", 0.2)])
+    component.process([message])
+    assert intent(message) == store.topic("voice_broadcast").intent != "out_of_scope"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "手机屏幕碎了",
+        "电脑一直死机",
+        "花呗还款连不上",
+        "今天天气怎么样",
+        "顺丰快递客服电话多少",
+        "微信提现到银行卡要手续费吗",
+    ],
+)
+def test_another_device_finance_or_no_fault_stays_declined(component, text) -> None:
+    message = parsed(text, [("out_of_scope", 0.7), ("fault_hardware", 0.2)])
+    component.process([message])
+    assert intent(message) == "out_of_scope"
+
+
+@pytest.mark.parametrize(
     "text, code",
     [("返回41是什么情况 要不要把卡扣下", "41"), ("客人刷卡老提示余额不足 是他卡里没钱了吗", "51")],
 )
