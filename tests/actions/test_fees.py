@@ -220,21 +220,34 @@ async def test_a_deduction_is_a_question_even_with_the_amount_slot_filled(action
 
 
 @pytest.mark.asyncio
-async def test_an_amount_asked_about_as_a_charge_is_a_question_not_a_calculation(action_store, domain):
-    """ "每笔另外多收3块钱 这是什么费": the 3 yuan is a charge the merchant asks about."""
-    text = "每笔交易另外多收3块钱 这是什么费"
-    at = text.index("3")
+@pytest.mark.parametrize(
+    "text, number",
+    [
+        ("每笔交易另外多收3块钱 这是什么费", "3"),
+        ("刷卡每笔加收3元秒到费 能不能关掉", "3"),
+        ("说好刷满5万退押金 我都刷了8万了还没退", "8万"),
+        ("扫码超过1000块费率是不是变高了", "1000"),
+        ("刷了10000到账9940 这正常吗", "10000"),
+    ],
+)
+async def test_an_amount_asked_about_as_a_charge_is_a_question_not_a_calculation(
+    action_store, domain, text, number
+):
+    """ "每笔另外多收3块钱 这是什么费": the 3 yuan is a charge the merchant asks about; a deposit's
+    condition, a charge to switch off or a rule asked about is no sale to price either."""
+    at = text.index(number)
     tracker = load_tracker(
         "tracker_new",
         text=text,
         intent={"name": "fees", "confidence": 0.9},
-        entities=[{"entity": "amount", "value": "3", "start": at, "end": at + 1}],
+        entities=[{"entity": "amount", "value": number, "start": at, "end": at + len(number)}],
     )
     dispatcher = CollectingDispatcher()
     await ActionAnswerFees().run(dispatcher, tracker, domain)
     shown = render(domain, dispatcher.messages)
     assert domain["responses"]["utter_ask_fee_rate"][0]["text"] not in shown
-    assert not any("×" in t for t in shown)
+    assert not any(t.startswith("按费率") for t in shown), "no fee worked out for a sale"
+    assert shown and "元 ×" not in shown[0]
 
 
 @pytest.mark.asyncio
