@@ -45,6 +45,8 @@ FALLBACK = "nlu_fallback"
 KEPT = {"human_handoff", "greet", "goodbye", "thanks", "affirm", "deny", "out_of_scope", "bot_challenge"}
 FAULTS = set(CATEGORY_INTENTS.values())
 OUT_OF_SCOPE = "out_of_scope"
+#: Small talk a bare brand statement ("我用的是拉卡拉") can be mistaken for on some trainings.
+SMALL_TALK = {"affirm", "deny", "thanks", "greet", "goodbye"}
 #: A screen text this long names its code whatever else the message says ("有缺陷的成功",
 #: "密码错误次数超限"); shorter ones ("密码错误", "无效卡") are common words too.
 SPECIFIC_SCREEN_TEXT = 5
@@ -128,6 +130,11 @@ class KBTopicIntent(GraphComponent):
             ranking = [r for r in message.get(INTENT_RANKING_KEY) or [] if r.get("name") != FALLBACK]
             if not isinstance(text, str) or not text.strip() or not ranking:
                 continue
+            if str(ranking[0].get("name")) in SMALL_TALK and self._brand_statement(message, text):
+                # The fallback path notes the brand and asks what the question is (actions/
+                # fallback.py), as when the NLU gives up on it, which it usually does.
+                message.set(INTENT, {"name": FALLBACK, "confidence": 1.0}, add_to_output=True)
+                continue
             if self._names_a_code(message) or self._names_a_known_code(message):
                 topic_intent: Optional[tuple[str, float]] = (
                     "error_code",
@@ -151,6 +158,21 @@ class KBTopicIntent(GraphComponent):
             message.set(INTENT, new_ranking[0], add_to_output=True)
             message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
         return messages
+
+    def _brand_statement(self, message: Message, text: str) -> bool:
+        """ "我用的是拉卡拉": brands and vocabulary.yml ``brand_statement_fillers`` only."""
+        entities = message.get(ENTITIES) or []
+        brands = [e for e in entities if e.get("entity") == "brand" and "start" in e and "end" in e]
+        if not brands or len(brands) != len(entities):
+            return False
+        for entity in sorted(brands, key=lambda e: -int(e["start"])):
+            text = text[: int(entity["start"])] + text[int(entity["end"]) :]
+        rest = "".join(ch for ch in text.lower() if ch.isalnum())
+        store = self._store() if rest else None
+        if store is not None:
+            for filler in sorted(store.words("brand_statement_fillers"), key=len, reverse=True):
+                rest = rest.replace(filler, "")
+        return not rest
 
     @staticmethod
     def _names_a_code(message: Message) -> bool:

@@ -257,3 +257,20 @@ def test_a_load_whose_index_build_fails_still_serves(store, monkeypatch, caplog)
     component = KBTopicIntent.load({"answer_at": 0.3}, None, None, None)
     assert isinstance(component, KBTopicIntent)
     assert "could not build the retrieval indexes" in caplog.text
+
+
+@pytest.mark.parametrize("top", ["affirm", "deny", "thanks"])
+def test_a_bare_brand_statement_taken_for_small_talk_goes_the_fallback_way(component, top) -> None:
+    """ "我用的是拉卡拉" is noted by the fallback path (the brand is remembered, the bot asks what
+    the question is); some trainings call it affirm, which answered "好的" and forgot nothing."""
+    text = "我用的是拉卡拉"
+    at = text.index("拉卡拉")
+    brand = [{"entity": "brand", "value": "拉卡拉", "start": at, "end": at + 3}]
+    message = parsed(text, [(top, 0.5), ("contact_support", 0.3)], brand)
+    component.process([message])
+    assert intent(message) == "nlu_fallback"
+    asked = parsed(
+        "拉卡拉好不好用", [("affirm", 0.5), ("choose_brand", 0.3)], [{**brand[0], "start": 0, "end": 3}]
+    )
+    component.process([asked])
+    assert intent(asked) != "nlu_fallback", "a question about the brand is no bare statement"
