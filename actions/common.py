@@ -14,7 +14,6 @@ from rasa_sdk import Tracker
 from actions.store import query
 from kb.vocabulary import (
     ACKNOWLEDGEMENTS,
-    BRAND_STATEMENT_FILLERS,
     FLOW_STOP_WORDS,
     TRIED_MARKERS,
     WILL_TRY_MARKERS,
@@ -129,15 +128,8 @@ async def is_brand_statement(tracker: Tracker) -> bool:
     if not brands or len(entities) != len(brands) or is_payload(tracker):
         return False
     text = latest_text(tracker)
-    for entity in sorted(brands, key=lambda e: -int(e.get("start", 0))):
-        text = text[: int(entity["start"])] + text[int(entity["end"]) :]
-    rest = _bare(text)
-    if not rest:
-        return True
-    fillers = await query(lambda kb: kb.words(BRAND_STATEMENT_FILLERS))
-    for filler in sorted(fillers, key=len, reverse=True):
-        rest = rest.replace(filler, "")
-    return not rest
+    spans = [(int(e["start"]), int(e["end"])) for e in brands]
+    return bool(await query(lambda kb: kb.is_brand_statement(text, spans)))
 
 
 def previous_turn(tracker: Tracker) -> list[dict[str, Any]]:

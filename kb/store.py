@@ -31,6 +31,7 @@ from kb.encoder import SentenceEncoder, get_encoder
 from kb.retrieval import SYMPTOM_OWNER, VAGUE, WALK, CachedIndex, TopicDoc, TopicIndex, decode
 from kb.schema import Alias, Brand, ErrorCode, FeeItem, FeeRule, KbMeta, QuestionVector, Symptom, Topic
 from kb.settings import database_url
+from kb.vocabulary import BRAND_STATEMENT_FILLERS
 
 logger = logging.getLogger(__name__)
 _INDEXES = CachedIndex()
@@ -204,6 +205,16 @@ class KnowledgeStore:
     def is_other_finance(self, text: str) -> bool:
         """ "买股票手续费怎么算", "花呗怎么还": finance outside card acquiring, POS not mentioned."""
         return self.mentions(text, "other_finance") and not self.mentions(text, "pos_markers")
+
+    def is_brand_statement(self, text: str, brand_spans: list[tuple[int, int]]) -> bool:
+        """ "我用的是拉卡拉": once the brands (``brand_spans``, start/end) are cut out, only
+        letters of ``brand_statement_fillers``, punctuation and spaces are left."""
+        for start, end in sorted(brand_spans, reverse=True):
+            text = text[:start] + text[end:]
+        rest = "".join(ch for ch in text.lower() if ch.isalnum())
+        for filler in sorted(self.words(BRAND_STATEMENT_FILLERS), key=len, reverse=True) if rest else []:
+            rest = rest.replace(filler, "")
+        return not rest
 
     def is_other_device(self, text: str) -> bool:
         """ "手机屏幕碎了": a device that is not the POS is named."""

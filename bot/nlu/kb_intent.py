@@ -165,14 +165,9 @@ class KBTopicIntent(GraphComponent):
         brands = [e for e in entities if e.get("entity") == "brand" and "start" in e and "end" in e]
         if not brands or len(brands) != len(entities):
             return False
-        for entity in sorted(brands, key=lambda e: -int(e["start"])):
-            text = text[: int(entity["start"])] + text[int(entity["end"]) :]
-        rest = "".join(ch for ch in text.lower() if ch.isalnum())
-        store = self._store() if rest else None
-        if store is not None:
-            for filler in sorted(store.words("brand_statement_fillers"), key=len, reverse=True):
-                rest = rest.replace(filler, "")
-        return not rest
+        store = self._store()
+        spans = [(int(e["start"]), int(e["end"])) for e in brands]
+        return store is not None and store.is_brand_statement(text, spans)
 
     @staticmethod
     def _names_a_code(message: Message) -> bool:
@@ -236,13 +231,11 @@ class KBTopicIntent(GraphComponent):
         if store.is_other_device(text) or store.is_other_finance(text):
             return None
         if store.mentions(text, "pos_terms"):
-            priors = {str(r.get("name")): float(r.get("confidence") or 0.0) for r in ranking}
-            priors.pop(OUT_OF_SCOPE, None)
-            matches = store.topic_index().rank(text, priors, limit=1)
-            if matches and matches[0].score >= self.answer_at:
-                topic = next((t for t in store.topic_index().topics if t.id == matches[0].topic_id), None)
-                if topic is not None:
-                    return topic.intent, matches[0].score
+            found = self._sure_topic_intent(
+                store, text, [r for r in ranking if r.get("name") != OUT_OF_SCOPE]
+            )
+            if found is not None:
+                return found
         symptom = store.symptom_for(text)
         intent = CATEGORY_INTENTS.get(symptom.category) if symptom is not None else None
         return (intent, SYMPTOM_AT) if intent else None
@@ -259,6 +252,13 @@ class KBTopicIntent(GraphComponent):
             return None
         if top in FAULTS and current != FALLBACK and not store.is_info_question(text):
             return None
+        return self._sure_topic_intent(store, text, ranking)
+
+    def _sure_topic_intent(
+        self, store: KnowledgeStore, text: str, ranking: List[Dict[str, Any]]
+    ) -> Optional[tuple[str, float]]:
+        """The intent of the topic retrieval ranks first with the NLU's ranking as prior, and its
+        score, when the score reaches ``answer_at``."""
         priors = {str(r.get("name")): float(r.get("confidence") or 0.0) for r in ranking}
         matches = store.topic_index().rank(text, priors, limit=1)
         if not matches or matches[0].score < self.answer_at:
