@@ -54,6 +54,9 @@ def built_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("kb_editor") / "kb.sqlite3"
     engine = create_engine(f"sqlite:///{path}")
     build(engine, load_content(CONTENT_DIR), encoder=ENCODER)
+    # The server fits the answer index when it starts (warm_in_background); the tests' server
+    # does not, so fit it here: in "try it" it took > 60 s on a busy CI machine (Sanic's 503).
+    KnowledgeStore(engine).answer_index(ENCODER)
     engine.dispose()
     return path
 
