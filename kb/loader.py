@@ -57,6 +57,7 @@ WORD_LISTS = (
     "other_finance",
     "pos_markers",
     "other_devices",
+    "other_device_uses",
     "pos_terms",
     "vague_fault_reports",
     "ticket_requests",

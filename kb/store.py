@@ -217,8 +217,12 @@ class KnowledgeStore:
         return not rest
 
     def is_other_device(self, text: str) -> bool:
-        """ "手机屏幕碎了": a device that is not the POS is named."""
-        return self.mentions(text, "other_devices")
+        """ "手机屏幕碎了": a device that is not the POS is named; not "换了手机号", "手机上看"
+        (vocabulary ``other_device_uses``: the device word, but not the device)."""
+        lowered = text.lower()
+        for use in sorted(self.words("other_device_uses"), key=len, reverse=True):
+            lowered = lowered.replace(use, " ")
+        return any(word in lowered for word in self.words("other_devices"))
 
     def topics(self, intent: Optional[str] = None) -> list[TopicView]:
         """Topics in file order; only those of ``intent`` when given."""

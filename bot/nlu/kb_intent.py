@@ -35,7 +35,7 @@ from rasa.engine.storage.storage import ModelStorage
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from kb.retrieval import SYMPTOM_AT, VAGUE
+from kb.retrieval import SYMPTOM_AT, VAGUE, confident
 from kb.store import CATEGORY_INTENTS, KnowledgeStore, shared_store
 
 logger = logging.getLogger(__name__)
@@ -135,12 +135,11 @@ class KBTopicIntent(GraphComponent):
                 # fallback.py), as when the NLU gives up on it, which it usually does.
                 message.set(INTENT, {"name": FALLBACK, "confidence": 1.0}, add_to_output=True)
                 continue
-            if self._names_a_code(message) or self._names_a_known_code(message):
-                topic_intent: Optional[tuple[str, float]] = (
-                    "error_code",
-                    float(ranking[0].get("confidence") or 0.0),
-                )
-            else:
+            # A screen text in a situation a topic is about first, then a code, then topics.
+            topic_intent = self._screen_text_in_context(message, text, ranking)
+            if topic_intent is None and (self._names_a_code(message) or self._names_a_known_code(message)):
+                topic_intent = ("error_code", float(ranking[0].get("confidence") or 0.0))
+            elif topic_intent is None:
                 store = self._store()
                 if store is None:
                     return messages
@@ -168,6 +167,35 @@ class KBTopicIntent(GraphComponent):
         store = self._store()
         spans = [(int(e["start"]), int(e["end"])) for e in brands]
         return store is not None and store.is_brand_statement(text, spans)
+
+    def _screen_text_in_context(
+        self, message: Message, text: str, ranking: List[Dict[str, Any]]
+    ) -> Optional[tuple[str, float]]:
+        """A screen text that names a code, in a situation a KB topic is about: "退货提示余额不足"
+        is the merchant's own balance on a refund (refund_fail_fee), not the customer's card
+        (51); "app一直提示密码错误" is the app's login. When the topic retrieval is sure of has
+        the same screen text in one of its questions, the topic answers, not the code: the KB
+        author wrote that text there for that situation. Never for a code typed as such ("51")
+        or a screen text too specific to mean anything else ("密码错误次数超限")."""
+        spans = [
+            text[int(e["start"]) : int(e["end"])]
+            for e in message.get(ENTITIES) or []
+            if e.get("entity") == "error_code" and "start" in e and "end" in e
+        ]
+        spans = [s for s in spans if s.strip() and not s.isascii() and not _unmistakable(s)]
+        if not spans or str(ranking[0].get("name")) in KEPT:
+            return None
+        store = self._store()
+        if store is None:
+            return None
+        priors = {str(r.get("name")): float(r.get("confidence") or 0.0) for r in ranking}
+        matches = store.topic_index().rank(text, priors, limit=2)
+        if not matches or not confident(matches) or matches[0].score < self.answer_at:
+            return None
+        topic = next((t for t in store.topic_index().topics if t.id == matches[0].topic_id), None)
+        if topic is None or not any(span in q for span in spans for q in topic.questions):
+            return None
+        return topic.intent, matches[0].score
 
     @staticmethod
     def _names_a_code(message: Message) -> bool:

@@ -124,6 +124,14 @@ def test_a_declined_message_in_pos_words_gets_the_topic_retrieval_is_sure_of(com
     assert intent(message) == store.topic("voice_broadcast").intent != "out_of_scope"
 
 
+def test_a_phone_number_is_no_other_device(component, store) -> None:
+    """ "换了手机号" names no device to repair: the POS words decide, as without it."""
+    assert store.is_other_device("手机屏幕碎了") and not store.is_other_device("换了手机号 刷卡机的app登不上")
+    message = parsed("换了手机号 刷卡机的商户app登不上了", [("out_of_scope", 0.7), ("usage_tips", 0.2)])
+    component.process([message])
+    assert intent(message) == store.topic("merchant_app_login").intent != "out_of_scope"
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -215,6 +223,35 @@ def test_a_number_or_common_words_outside_a_fault_report_stay_what_they_were(
     message = parsed(text, [(asked, 0.6), ("error_code", 0.3)], [code_entity(text, span, code)])
     component.process([message])
     assert intent(message) != "error_code"
+
+
+@pytest.mark.parametrize(
+    "text, span, code, topic, asked",
+    [
+        ("退货的时候机器提示余额不足 退不了", "余额不足", "51", "refund_fail_fee", "error_code"),
+        ("商户app登录一直提示密码错误", "密码错误", "55", "merchant_app_login", "error_code"),
+    ],
+)
+def test_a_screen_text_in_a_topics_situation_gets_that_topic_not_the_code(
+    component, store, text, span, code, topic, asked
+):
+    """The merchant's own balance on a refund is not the customer's card (51)."""
+    message = parsed(text, [(asked, 0.6), ("usage_tips", 0.3)], [code_entity(text, span, code)])
+    component.process([message])
+    assert intent(message) == store.topic(topic).intent != "error_code"
+
+
+@pytest.mark.parametrize(
+    "text, span, code",
+    [
+        ("顾客刷卡提示余额不足", "余额不足", "51"),  # the customer's card: the code
+        ("退货的时候显示51", "51", "51"),  # a code typed as such is explained
+    ],
+)
+def test_a_screen_text_outside_a_topics_situation_stays_a_code(component, text, span, code):
+    message = parsed(text, [("error_code", 0.6), ("usage_tips", 0.3)], [code_entity(text, span, code)])
+    component.process([message])
+    assert intent(message) == "error_code"
 
 
 def test_a_known_code_leaves_a_request_for_a_person_alone(component) -> None:
