@@ -31,7 +31,7 @@ from kb.settings import CONTENT_DIR
 from kb.store import KnowledgeStore
 from records.store import RecordStore
 from staff.accounts import StaffStore
-from tests.kb.test_editing import ENCODER, NEW_TOPIC
+from tests.kb.test_editing import ENCODER, FAULT_CAUSES_LINE, NEW_TOPIC
 
 PASSWORD = "correct horse battery"
 HOST = "127.0.0.1:5005"
@@ -244,9 +244,11 @@ def test_lint_problems_are_shown_as_file_line_and_the_file_is_untouched(console:
     assert response.status == 400
     problems = response.json["problems"]
     assert problems == [
-        "topics/core.yml:41: unknown brand `不存在的牌子` in brand_notes: use a `name` from "
-        "brands.yml, or add the brand there first",
-        "topics/core.yml:30: `questions` has 2 question(s): give at least 5 ways merchants ask this",
+        # the lines of the entry as it would have been written
+        f"topics/core.yml:{FAULT_CAUSES_LINE + 15}: unknown brand `不存在的牌子` in brand_notes: use a "
+        "`name` from brands.yml, or add the brand there first",
+        f"topics/core.yml:{FAULT_CAUSES_LINE + 4}: `questions` has 2 question(s): "
+        "give at least 5 ways merchants ask this",
     ]
     assert all(PROBLEM_LINE.match(p) for p in problems)
     assert response.json["error"].startswith("内容检查没有通过，文件没有改动：")
@@ -290,7 +292,7 @@ def test_the_list_has_every_topic_code_and_brand_with_the_forms(console: Console
 def test_an_editor_saves_a_topic_it_is_live_audited_and_in_the_history(console: Console) -> None:
     who = console.as_editor()
     loaded = load(console, who)
-    assert (loaded["file"], loaded["line"]) == ("topics/core.yml", 26)
+    assert (loaded["file"], loaded["line"]) == ("topics/core.yml", FAULT_CAUSES_LINE)
     old_answer = loaded["fields"]["answer"]
     response = post_save(console, who, loaded, answer="POS机的问题大致分五类，先判断是哪一类。")
     assert response.status == 200, response.text

@@ -61,6 +61,10 @@ class BigramEncoder:
 
 
 ENCODER = BigramEncoder()
+#: Where the topic these tests edit starts in topics/core.yml (its `questions:` are 4 lines below).
+FAULT_CAUSES_LINE = 1 + (CONTENT_DIR / "topics/core.yml").read_text(encoding="utf-8").split("\n").index(
+    "  - id: fault_causes"
+)
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +145,7 @@ def test_a_topic_edit_changes_only_its_lines_and_is_live_at_once(
     before = (content_copy / "topics/core.yml").read_bytes()
     others = {k: v for k, v in snapshot(content_copy).items() if k != "topics/core.yml"}
     loaded = read_entity(content_copy, "topic", "fault_causes")
-    assert (loaded["file"], loaded["line"]) == ("topics/core.yml", 26)
+    assert (loaded["file"], loaded["line"]) == ("topics/core.yml", FAULT_CAUSES_LINE)
     steps = loaded["fields"]["steps"]
     saved = edit(
         content_copy,
@@ -218,7 +222,8 @@ def test_lint_problems_are_refused_with_file_and_line_and_nothing_is_written(
     with pytest.raises(Refused) as refused:
         edit(content_copy, kb_engine, "topic", "fault_causes", questions=questions[:3])
     assert [str(p) for p in refused.value.problems] == [
-        "topics/core.yml:30: `questions` has 3 question(s): give at least 5 ways merchants ask this"
+        f"topics/core.yml:{FAULT_CAUSES_LINE + 4}: `questions` has 3 question(s): "
+        "give at least 5 ways merchants ask this"
     ]
     with pytest.raises(Refused) as refused:
         edit(content_copy, kb_engine, "topic", "fault_causes", brand_notes={"不存在的牌子": "……"})
