@@ -9,8 +9,8 @@ entities (KBEntityExtractor):
 - the whole message is a code from kb/content/error_codes.yml (persisted into the model at
   training time, like the KB entities) → ``error_code``; numbers the KB does not list as codes
   keep the classifiers' answer, so 88 and 886 still say goodbye;
-- the whole message is rates and amounts ("0.6%", "千分之六", "10000元", "1万", "0.6", "10000")
-  → ``fees``.
+- the whole message is rates, amounts and card types ("0.6%", "千分之六", "10000元", "1万",
+  "0.6", "10000", "信用卡", "信用卡 2万") → ``fees``.
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ from bot.nlu.jieba_tokenizer import files_digest
 from bot.nlu.kb_entities import bare_code, kb_vocabulary
 
 CODES_FILE = "codes.json"
-FEE_VALUES = {"amount", "rate"}
-# what may stand around a bare amount or rate: 10000元, 一万块钱, 0.6%。
-FILLER = set(" \t,，.。、?？!！~～元块钱圆")
+# A card type counts too: "信用卡", "那借记卡呢" answer the calculator's "借记卡还是信用卡" (with
+# more KB questions naming card types, retrieval was sure enough of a card topic to take them).
+FEE_VALUES = {"amount", "rate", "card_type"}
+# what may stand around a bare amount, rate or card type: 10000元, 一万块钱, 0.6%, 那借记卡呢。
+FILLER = set(" \t,，.。、?？!！~～元块钱圆那呢的")
 
 
 def only_fee_values(text: str, entities: List[Dict[str, Any]]) -> bool:
-    """``text`` is nothing but amounts and rates (and units or punctuation around them)."""
+    """``text`` is nothing but amounts, rates and card types (and units or punctuation)."""
     if not entities or any(e.get("entity") not in FEE_VALUES for e in entities):
         return False
     rest = list(text)

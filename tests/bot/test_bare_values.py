@@ -53,10 +53,43 @@ def test_a_code_the_kb_lists_becomes_an_error_code_question(trained, text) -> No
 
 
 @pytest.mark.parametrize(
-    "text", ["10000元", "1万", "一万块钱", "两千块。", "0.6%", "千分之六", "0.38", "10000", "0.6%，10000元"]
+    "text",
+    [
+        "10000元",
+        "1万",
+        "一万块钱",
+        "两千块。",
+        "0.6%",
+        "千分之六",
+        "0.38",
+        "10000",
+        "0.6%，10000元",
+    ],
 )
 def test_amounts_and_rates_alone_answer_the_fee_calculator(trained, text) -> None:
     assert classified(trained, text)[INTENT] == {"name": "fees", "confidence": 1.0}
+
+
+def card(text: str, value: str) -> dict:
+    start = text.index(value)
+    return {"entity": "card_type", "start": start, "end": start + len(value), "value": value}
+
+
+@pytest.mark.parametrize(
+    "text, card_type, expected",
+    [
+        ("信用卡", "信用卡", "fees"),
+        ("那借记卡呢", "借记卡", "fees"),  # the calculator asked 借记卡还是信用卡
+        ("信用卡 2万", "信用卡", "fees"),
+        ("信用卡刷不了", "信用卡", "goodbye"),  # more than a value: the classifiers decide
+        ("借记卡能刷吗", "借记卡", "goodbye"),
+    ],
+)
+def test_a_card_type_alone_answers_the_fee_calculator(trained, text, card_type, expected) -> None:
+    message = Message(data={TEXT: text, ENTITIES: [card(text, card_type), *EXTRACTOR.extract(text)]})
+    message.set(INTENT, GOODBYE[0])
+    message.set(INTENT_RANKING_KEY, [dict(entry) for entry in GOODBYE])
+    assert trained.process([message])[0].get(INTENT)["name"] == expected
 
 
 @pytest.mark.parametrize(
