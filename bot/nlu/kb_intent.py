@@ -35,7 +35,7 @@ from rasa.engine.storage.storage import ModelStorage
 from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from kb.retrieval import SYMPTOM_AT, VAGUE, confident
+from kb.retrieval import SYMPTOM_AT, VAGUE, TopicDoc, confident
 from kb.store import CATEGORY_INTENTS, KnowledgeStore, shared_store
 
 logger = logging.getLogger(__name__)
@@ -186,16 +186,10 @@ class KBTopicIntent(GraphComponent):
         if not spans or str(ranking[0].get("name")) in KEPT:
             return None
         store = self._store()
-        if store is None:
+        found = self._sure_topic(store, text, ranking, clear_lead=True) if store is not None else None
+        if found is None or not any(span in q for span in spans for q in found[0].questions):
             return None
-        priors = {str(r.get("name")): float(r.get("confidence") or 0.0) for r in ranking}
-        matches = store.topic_index().rank(text, priors, limit=2)
-        if not matches or not confident(matches) or matches[0].score < self.answer_at:
-            return None
-        topic = next((t for t in store.topic_index().topics if t.id == matches[0].topic_id), None)
-        if topic is None or not any(span in q for span in spans for q in topic.questions):
-            return None
-        return topic.intent, matches[0].score
+        return found[0].intent, found[1]
 
     @staticmethod
     def _names_a_code(message: Message) -> bool:
@@ -287,9 +281,18 @@ class KBTopicIntent(GraphComponent):
     ) -> Optional[tuple[str, float]]:
         """The intent of the topic retrieval ranks first with the NLU's ranking as prior, and its
         score, when the score reaches ``answer_at``."""
+        found = self._sure_topic(store, text, ranking)
+        return (found[0].intent, found[1]) if found is not None else None
+
+    def _sure_topic(
+        self, store: KnowledgeStore, text: str, ranking: List[Dict[str, Any]], clear_lead: bool = False
+    ) -> Optional[tuple[TopicDoc, float]]:
+        """The topic retrieval ranks first with the NLU's ranking as prior, and its score, when
+        the score reaches ``answer_at`` (and, with ``clear_lead``, leads the second by MARGIN)."""
         priors = {str(r.get("name")): float(r.get("confidence") or 0.0) for r in ranking}
-        matches = store.topic_index().rank(text, priors, limit=1)
-        if not matches or matches[0].score < self.answer_at:
+        index = store.topic_index()
+        matches = index.rank(text, priors, limit=2)
+        if not matches or matches[0].score < self.answer_at or (clear_lead and not confident(matches)):
             return None
-        topic = next((t for t in store.topic_index().topics if t.id == matches[0].topic_id), None)
-        return (topic.intent, matches[0].score) if topic is not None else None
+        topic = next((t for t in index.topics if t.id == matches[0].topic_id), None)
+        return (topic, matches[0].score) if topic is not None else None
