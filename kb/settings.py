@@ -110,6 +110,10 @@ class Settings(EnvSettings):
     #: already parallel across requests; one thread per call keeps a burst of merchants from
     #: oversubscribing the cores.
     encoder_threads: int = Field(1, ge=1, env="POSBOT_ENCODER_THREADS")
+    #: Folder of what is slow to compute and safe to recompute (kb/cache.py): the encoder's
+    #: vectors of KB questions and training texts, fitted retrieval indexes. Deleting it costs
+    #: the next build, training and server start their full time, nothing else.
+    cache_dir: Path = Field(VAR_DIR / "cache", env="POSBOT_CACHE_DIR")
     #: ``0``: the action server answers ``/health`` at once and builds the retrieval indexes on
     #: the first question instead of before it serves (actions/store.py ``warm``).
     warm_actions: bool = Field(True, env="POSBOT_WARM_ACTIONS")
@@ -138,6 +142,10 @@ class Settings(EnvSettings):
         if not value.is_dir():
             raise ValueError("no such folder")
         return value
+
+    @validator("cache_dir", pre=True)
+    def _cache_default(cls, value: Any) -> Any:
+        return _or_default(value, VAR_DIR / "cache")
 
     @validator("rasa_url", pre=True)
     def _rasa_url(cls, value: Any) -> Any:

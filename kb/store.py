@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
+from kb.cache import FittedFiles, cache_dir
 from kb.encoder import SentenceEncoder, get_encoder
 from kb.retrieval import SYMPTOM_OWNER, VAGUE, WALK, CachedIndex, TopicDoc, TopicIndex, decode
 from kb.schema import Alias, Brand, ErrorCode, FeeItem, FeeRule, KbMeta, QuestionVector, Symptom, Topic
@@ -37,6 +38,13 @@ logger = logging.getLogger(__name__)
 _INDEXES = CachedIndex()
 _SYMPTOM_INDEXES = CachedIndex()
 _ANSWER_INDEXES = CachedIndex()
+
+
+def _fits() -> Optional[FittedFiles]:
+    """Where fitted indexes are kept between processes (kb/cache.py), if the folder is usable."""
+    folder = cache_dir()
+    return FittedFiles(folder / "indexes") if folder else None
+
 
 #: Seconds the shared store trusts the digest it read last (how soon a new build is seen).
 DIGEST_TTL_S = 1.0
@@ -265,7 +273,7 @@ class KnowledgeStore:
             TopicDoc(f"{WALK}{doc.id}", CATEGORY_INTENTS.get(doc.intent, ""), doc.questions, doc.vectors)
             for doc in symptoms.topics
         ]
-        return TopicIndex([*topics.topics, *walks], encoder, digest)
+        return TopicIndex([*topics.topics, *walks], encoder, digest, fits=_fits())
 
     def _vector_rows(self) -> dict[str, list[QuestionVector]]:
         with self._session() as session:
@@ -295,7 +303,7 @@ class KnowledgeStore:
             for t in topics
         ]
         first_sentences = {t.id: t.answer.split("。")[0] for t in topics}
-        return TopicIndex(docs, encoder, digest, first_sentences)
+        return TopicIndex(docs, encoder, digest, first_sentences, fits=_fits())
 
     def _build_symptom_index(self, digest: str, encoder: SentenceEncoder) -> TopicIndex:
         by_owner = self._vector_rows()
@@ -308,7 +316,7 @@ class KnowledgeStore:
         vague = by_owner.get(f"{SYMPTOM_OWNER}{VAGUE}", [])
         if vague:
             docs.append(self._doc(VAGUE, "", vague, [], encoder))
-        return TopicIndex(docs, encoder, digest)
+        return TopicIndex(docs, encoder, digest, fits=_fits())
 
     def topic(self, topic_id: str) -> Optional[TopicView]:
         with self._session() as session:
