@@ -41,6 +41,9 @@ def intent_probabilities(tracker: Tracker) -> Dict[str, float]:
 
 
 def rank(store: KnowledgeStore, text: str, priors: Dict[str, float], limit: int = 5) -> List[Match]:
+    """Nothing for a message with nothing to look up ("嗯嗯嗯那个啥"): the bot asks."""
+    if store.says_nothing(text):
+        return []
     return store.topic_index().rank(text, priors, limit=limit)
 
 

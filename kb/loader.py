@@ -67,6 +67,7 @@ WORD_LISTS = (
     "will_try_markers",
     "tried_markers",
     "brand_statement_fillers",
+    "empty_words",
 )
 
 

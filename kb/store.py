@@ -219,9 +219,18 @@ class KnowledgeStore:
         letters of ``brand_statement_fillers``, punctuation and spaces are left."""
         for start, end in sorted(brand_spans, reverse=True):
             text = text[:start] + text[end:]
+        return self._only_words(text, BRAND_STATEMENT_FILLERS)
+
+    def says_nothing(self, text: str) -> bool:
+        """ "嗯嗯嗯那个啥": once punctuation, spaces and ``empty_words`` (interjections,
+        placeholders) are cut, nothing is left to look up; retrieval must not answer it."""
+        return self._only_words(text, "empty_words")
+
+    def _only_words(self, text: str, word_list: str) -> bool:
+        """Nothing but the words of ``word_list``, punctuation and spaces is in ``text``."""
         rest = "".join(ch for ch in text.lower() if ch.isalnum())
-        for filler in sorted(self.words(BRAND_STATEMENT_FILLERS), key=len, reverse=True) if rest else []:
-            rest = rest.replace(filler, "")
+        for word in sorted(self.words(word_list), key=len, reverse=True) if rest else []:
+            rest = rest.replace(word, "")
         return not rest
 
     def is_other_device(self, text: str) -> bool:

@@ -289,6 +289,8 @@ class KBTopicIntent(GraphComponent):
     ) -> Optional[tuple[TopicDoc, float]]:
         """The topic retrieval ranks first with the NLU's ranking as prior, and its score, when
         the score reaches ``answer_at`` (and, with ``clear_lead``, leads the second by MARGIN)."""
+        if store.says_nothing(text):
+            return None
         priors = {str(r.get("name")): float(r.get("confidence") or 0.0) for r in ranking}
         index = store.topic_index()
         matches = index.rank(text, priors, limit=2)

@@ -241,3 +241,13 @@ def test_forget_digest_makes_a_local_build_visible_at_once(tmp_path: Path) -> No
     assert server.digest() != "edited here"
     server.forget_digest()
     assert server.digest() == "edited here"
+
+
+@pytest.mark.parametrize("text", ["嗯嗯嗯那个啥", "呃……", "那个 那个", "啥？", "额，就是那个"])
+def test_a_message_of_interjections_says_nothing_to_look_up(store: KnowledgeStore, text: str) -> None:
+    assert store.says_nothing(text)
+
+
+@pytest.mark.parametrize("text", ["啥是预授权", "那个打印机", "嗯 刷卡显示A0", "呃 手续费"])
+def test_a_message_with_one_real_word_is_looked_up(store: KnowledgeStore, text: str) -> None:
+    assert not store.says_nothing(text)
