@@ -33,6 +33,7 @@
     userSays: "我：",
     typing: "客服正在输入…",
     quickReplies: "快捷回复",
+    pastChoices: "当时的选项（已过期）",
     image: "客服发送的图片",
     opensNewWindow: "（在新窗口打开）",
     connecting: "正在连接客服…",
@@ -556,9 +557,25 @@
       row.appendChild(bubble);
       ui.log.appendChild(row);
     }
-    if (item.buttons && item.buttons.length && !item.used) {
-      ui.log.appendChild(renderQuickReplies(item));
+    if (item.buttons && item.buttons.length) {
+      ui.log.appendChild(item.used ? renderPastChoices(item) : renderQuickReplies(item));
     }
+  }
+
+  function renderPastChoices(item) {
+    // What was offered stays readable ("您可能还想了解：" is not left hanging), but can no
+    // longer be pressed: it would answer a question the bot is no longer asking.
+    var group = el("div", "posbot-past-choices", {
+      role: "note",
+      "aria-label": TEXT.pastChoices,
+      "data-testid": "past-choices",
+    });
+    item.buttons.forEach(function (button) {
+      var chip = el("span", "posbot-past-choice");
+      chip.textContent = button.title;
+      group.appendChild(chip);
+    });
+    return group;
   }
 
   function renderQuickReplies(item) {
@@ -601,7 +618,10 @@
     });
     var groups = ui.log.querySelectorAll(".posbot-quick-replies");
     for (var i = 0; i < groups.length; i++) {
-      groups[i].parentNode.removeChild(groups[i]);
+      var titles = Array.prototype.map.call(groups[i].querySelectorAll("button"), function (b) {
+        return { title: b.textContent };
+      });
+      groups[i].parentNode.replaceChild(renderPastChoices({ buttons: titles }), groups[i]);
     }
     if (changed) {
       saveHistory();

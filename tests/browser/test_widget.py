@@ -73,6 +73,11 @@ def test_chinese_question_gets_the_numbered_answer(page: Any, fake_bot: FakeBot,
     expect(link).to_have_attribute("target", "_blank")
     expect(link).to_have_attribute("rel", re.compile(r"\bnoopener\b"))
     expect(page.get_by_test_id("quick-reply")).to_have_count(0)  # old choices retired
+    # … but what was offered stays readable, as text that cannot be pressed
+    past = page.get_by_test_id("past-choices")
+    expect(past).to_have_count(1)
+    expect(past).to_have_text("".join(b["title"] for b in script.WELCOME_BUTTONS))
+    expect(past.get_by_role("button")).to_have_count(0)
     expect(page.get_by_test_id("input")).to_have_value("")
     page.screenshot(path=str(screenshots / "widget-desktop.png"))
 
@@ -95,6 +100,10 @@ def test_quick_reply_sends_payload_and_shows_title(page: Any, fake_bot: FakeBot,
     link = answer.get_by_role("link")
     expect(link).to_have_text("刷卡故障排查指南")
     expect(link).to_have_attribute("href", "https://help.example.com/card")
+    expect(page.get_by_test_id("quick-reply")).to_have_count(0)
+    page.reload()  # the history keeps the past choices as text after a reload too
+    page.get_by_test_id("launcher").click()
+    expect(page.get_by_test_id("past-choices")).to_have_count(1)
     expect(page.get_by_test_id("quick-reply")).to_have_count(0)
     sent = [m["text"] for m in fake_bot.received() if m["sender_id"] == session_id(page)]
     assert sent == ["/greet", "/card_failed"]
