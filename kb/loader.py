@@ -62,6 +62,8 @@ WORD_LISTS = (
     "vague_fault_reports",
     "ticket_requests",
     "handoff_cancel",
+    "person_requests",
+    "person_route_words",
     "flow_stop_words",
     "acknowledgements",
     "will_try_markers",

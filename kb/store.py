@@ -233,6 +233,16 @@ class KnowledgeStore:
             rest = rest.replace(word, "")
         return not rest
 
+    def asks_for_person(self, text: str) -> bool:
+        """ "你好 有没有人工 我的机子刷卡一直提示交易失败 急": a person is asked for, whatever else
+        the message says; not "不转人工了" (``handoff_cancel``) nor "人工客服电话多少" (a
+        question about a phone route, ``person_route_words``)."""
+        return (
+            self.mentions(text, "person_requests")
+            and not self.mentions(text, "handoff_cancel")
+            and not self.mentions(text, "person_route_words")
+        )
+
     def is_other_device(self, text: str) -> bool:
         """ "手机屏幕碎了": a device that is not the POS is named; not "换了手机号", "手机上看"
         (vocabulary ``other_device_uses``: the device word, but not the device)."""

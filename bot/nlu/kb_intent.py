@@ -17,6 +17,9 @@ overridden: what retrieval cannot know — a response code the entity extractor 
 rescues, a message whose meaning is clearly one fault symptom's (the KB's symptom reports,
 ``symptom_index``) gets that symptom's fault intent, so its walk starts.
 
+A person asked for anywhere in the message ("你好 有没有人工 我的机子刷卡一直提示交易失败 急",
+vocabulary ``person_requests``) makes it a ``human_handoff``, whatever the rest says.
+
 Measured 2026-11-30 on merchant sets 1 and 2 (1,209 questions, the development sets): intent
 accuracy 0.892 → 0.951 at ``answer_at`` 0.3 (0.946 at 0.4), 71 questions gained, none lost.
 The topics are read from the KB database (``POSBOT_DATABASE_URL``) and follow every
@@ -43,6 +46,8 @@ logger = logging.getLogger(__name__)
 FALLBACK = "nlu_fallback"
 #: Intents retrieval over topics cannot judge.
 KEPT = {"human_handoff", "greet", "goodbye", "thanks", "affirm", "deny", "out_of_scope", "bot_challenge"}
+HANDOFF = "human_handoff"
+HANDOFF_RANKED = {"name": HANDOFF, "confidence": 1.0}
 FAULTS = set(CATEGORY_INTENTS.values())
 OUT_OF_SCOPE = "out_of_scope"
 #: Small talk a bare brand statement ("我用的是拉卡拉") can be mistaken for on some trainings.
@@ -130,6 +135,11 @@ class KBTopicIntent(GraphComponent):
             ranking = [r for r in message.get(INTENT_RANKING_KEY) or [] if r.get("name") != FALLBACK]
             if not isinstance(text, str) or not text.strip() or not ranking:
                 continue
+            if self._asks_for_person(message, text, ranking):
+                new_ranking = [HANDOFF_RANKED, *[r for r in ranking if r.get("name") != HANDOFF]]
+                message.set(INTENT, new_ranking[0], add_to_output=True)
+                message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
+                continue
             if str(ranking[0].get("name")) in SMALL_TALK and self._brand_statement(message, text):
                 # The fallback path notes the brand and asks what the question is (actions/
                 # fallback.py), as when the NLU gives up on it, which it usually does.
@@ -157,6 +167,16 @@ class KBTopicIntent(GraphComponent):
             message.set(INTENT, new_ranking[0], add_to_output=True)
             message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
         return messages
+
+    def _asks_for_person(self, message: Message, text: str, ranking: List[Dict[str, Any]]) -> bool:
+        """A person asked for inside a longer message ("你好 有没有人工 我的机子刷卡一直提示交
+        易失败 急"): the NLU hears the fault; the merchant wants a person (the handoff keeps
+        the question for the agent)."""
+        current = str((message.get(INTENT) or {}).get("name") or "")
+        if current == HANDOFF or str(ranking[0].get("name")) == HANDOFF:
+            return False
+        store = self._store()
+        return store is not None and store.asks_for_person(text)
 
     def _brand_statement(self, message: Message, text: str) -> bool:
         """ "我用的是拉卡拉": brands and vocabulary.yml ``brand_statement_fillers`` only."""

@@ -311,3 +311,33 @@ def test_a_bare_brand_statement_taken_for_small_talk_goes_the_fallback_way(compo
     )
     component.process([asked])
     assert intent(asked) != "nlu_fallback", "a question about the brand is no bare statement"
+
+
+@pytest.mark.parametrize(
+    "text, top",
+    [
+        ("你好 有没有人工 我的机子刷卡一直提示交易失败 急", "fault_software"),
+        ("打印机一直不出纸 试了好几次了 转人工吧", "fault_hardware"),
+        ("商户被冻结了 转个人工 快点", "fault_software"),
+    ],
+)
+def test_a_person_asked_for_inside_a_longer_message_is_a_handoff(component, text, top) -> None:
+    message = parsed(text, [(top, 0.8), ("human_handoff", 0.1)])
+    component.process([message])
+    assert intent(message) == "human_handoff"
+    assert [r["name"] for r in message.get(INTENT_RANKING_KEY)].count("human_handoff") == 1
+
+
+@pytest.mark.parametrize(
+    "text, top",
+    [
+        ("拉卡拉人工客服电话多少", "contact_support"),
+        ("银联的人工热线怎么转 按几", "contact_support"),
+        ("不转人工了 我自己再试试", "deny"),
+        ("打印机不出纸", "fault_hardware"),
+    ],
+)
+def test_a_question_about_a_phone_route_or_a_cancelled_request_is_no_handoff(component, text, top) -> None:
+    message = parsed(text, [(top, 0.8), ("human_handoff", 0.1)])
+    component.process([message])
+    assert intent(message) != "human_handoff"

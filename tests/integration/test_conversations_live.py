@@ -218,6 +218,19 @@ def test_handoff_pauses_the_bot_until_staff_release_it(live_bot: RunningBot) -> 
     assert "您好！我是POS机智能客服" in live_bot.texts(merchant, "你好")
 
 
+def test_a_person_asked_for_in_the_middle_of_a_long_message_is_a_handoff(live_bot: RunningBot) -> None:
+    agent_on_duty(live_bot)
+    merchant = sender()
+    started = live_bot.send(merchant, "你好 有没有人工 我的机子刷卡一直提示交易失败 急")
+    assert "已为您登记转人工" in text_of(started)
+    [handoff] = [h for h in records(live_bot).handoffs() if h.conversation_id == merchant]
+    assert "交易失败" in handoff.question  # the agent sees what the merchant wrote
+    other = sender()
+    reply = live_bot.texts(other, "拉卡拉人工客服电话多少")
+    assert "95016" in reply and "已为您登记转人工" not in reply
+    assert not [h for h in records(live_bot).handoffs() if h.conversation_id == other]
+
+
 def test_a_waiting_merchant_can_take_the_handoff_back(live_bot: RunningBot) -> None:
     agent_on_duty(live_bot)
     merchant = sender()
