@@ -7,6 +7,9 @@ intent and standard question; the response codes; the fault walks; the flows. Th
 list as Markdown:
 
     .venv/bin/python scripts/answer_catalogue.py > /tmp/catalogue.md
+
+With ``--answers`` every topic also shows its answer and steps: for a second labeller who judges
+which answers would help a question (all of them, not only one), without the first labels.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from kb.settings import CONTENT_DIR  # noqa: E402
 from kb.store import CATEGORY_INTENTS  # noqa: E402
 
 
-def catalogue() -> str:
+def answers(topics: list) -> list:
+    lines = ["", "## What each topic answers", ""]
+    for topic in sorted(topics, key=lambda t: (t.get("family", ""), t["id"])):
+        lines += [f"### {topic['id']} — {topic['question']}", "", topic["answer"], ""]
+        lines += [f"{n}. {step}" for n, step in enumerate(topic.get("steps") or [], 1)]
+        lines.append("")
+    return lines
+
+
+def catalogue(with_answers: bool = False) -> str:
     content = load_content(CONTENT_DIR)
     lines = [
         "# Answer catalogue",
@@ -64,8 +76,10 @@ def catalogue() -> str:
         "credit-card repayment, phones, weather …)",
         "- `smalltalk:greet|goodbye|thanks|affirm|deny|bot_challenge` (intent of the same name)",
     ]
+    if with_answers:
+        lines += answers(content.topics)
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(catalogue())
+    sys.stdout.write(catalogue(with_answers="--answers" in sys.argv[1:]))

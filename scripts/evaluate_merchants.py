@@ -22,6 +22,11 @@ answer catalogue: nothing in it answered this) is not in those figures; the repo
 the bot did with them instead (asked back or offered a person: honest; answered with a topic:
 to be read, since a topic written since may answer it; declined) and lists each one.
 
+A set with second labels (tests/nlu/merchants/second/<set>.yml: another labeller's answer and
+the other answers that would also do, written without the first labels) also gets the judges'
+agreement and **useful** accuracy: the bot's answer is one either judge named, over the questions
+either judge found an answer for.
+
 Run by `make eval`, or alone:
 
     .venv/bin/python scripts/evaluate_merchants.py [--limit N]
@@ -215,6 +220,62 @@ def uncovered_report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def attach_second_labels(results: list[dict[str, Any]], entries: dict[str, str]) -> None:
+    """Each result of a set with second labels gets ``useful``: every answer either judge named."""
+    by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by_set[r["set"]].append(r)
+    for name, items in by_set.items():
+        path = SETS / "second" / f"{name}.yml"
+        if not path.exists():
+            continue
+        second = yaml.safe_load(path.read_text(encoding="utf-8"))["examples"]
+        texts = {e["text"]: e for e in second}
+        for r in items:
+            other = texts.get(r["text"])
+            if other is None:
+                continue
+            r["second"] = canonical(other["topic"], entries)
+            named = {r["topic"], r["second"], *(canonical(a, entries) for a in other.get("also") or [])}
+            r["useful"] = sorted(named - {UNCOVERED})
+
+
+def judges_report(results: list[dict[str, Any]]) -> str:
+    """Per set with second labels: how often the judges' first choices agree, and how often
+    the merchant got an answer either judge named ("useful"), next to the strict figure."""
+    rows = []
+    for name in sorted({r["set"] for r in results if "useful" in r}):
+        items = [r for r in results if r["set"] == name and "useful" in r]
+        both = [r for r in items if UNCOVERED not in (r["topic"], r["second"])]
+        either = [r for r in items if r["useful"]]
+        strict = [r for r in items if r["topic"] != UNCOVERED]
+        if not both or not either or not strict:
+            continue
+        rows.append(
+            f"| {name} | {sum(r['topic'] == r['second'] for r in both) / len(both):.3f} "
+            f"({len(both)}) | {sum(r['got'] == r['topic'] for r in strict) / len(strict):.3f} "
+            f"({len(strict)}) | {sum(r['got'] in r['useful'] for r in either) / len(either):.3f} "
+            f"({len(either)}) |"
+        )
+    if not rows:
+        return ""
+    return "\n".join(
+        [
+            "",
+            "## Two judges",
+            "",
+            "Agreement: both judges found an answer and named the same one first. Strict: the "
+            "first judge's answer (the figure above). Useful: the bot's answer is one either "
+            "judge named (first choice or `also`), over the questions either found an answer for.",
+            "",
+            "| set | judges agree (n) | strict topic (n) | useful (n) |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+
+
 def is_topic(label: str) -> bool:
     return ":" not in label and label != "decline"
 
@@ -317,8 +378,10 @@ def main() -> int:
     entries = code_entries()
     for r in results:
         r["topic"], r["got"] = canonical(r["topic"], entries), canonical(r["got"], entries)
+    attach_second_labels(results, entries)
     REPORTS.mkdir(exist_ok=True)
     everything, uncovered = results, uncovered_report(results)
+    judges = judges_report(results)
     results = [r for r in results if r["topic"] != UNCOVERED]
     text = report(results, families)
     table = side_by_side(results, baseline_predictions(results))
@@ -329,12 +392,12 @@ def main() -> int:
         "scripts/evaluate_merchants.py explains):\n\n" + table + "\n\n| set",
         1,
     )
-    text += uncovered
+    text += judges + uncovered
     (REPORTS / "merchants.md").write_text(text, encoding="utf-8")
     (REPORTS / "merchants.json").write_text(
         json.dumps(everything, ensure_ascii=False, indent=1), encoding="utf-8"
     )
-    print("\n".join(text.split("\n\n")[1:3]))
+    print("\n".join(text.split("\n\n")[1:3]) + judges)
     return 0
 
 

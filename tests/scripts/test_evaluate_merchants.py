@@ -74,3 +74,40 @@ def test_uncovered_questions_are_counted_apart_by_what_the_bot_did():
     assert "- declined as not about POS: 1" in text
     assert "打印机不出纸" not in text
     assert scorer.uncovered_report([row("打印机不出纸", "walk:printer", topic="walk:printer")]) == ""
+
+
+def test_an_answer_either_judge_named_is_useful_and_agreement_is_reported(tmp_path, monkeypatch):
+    (tmp_path / "second").mkdir()
+    second = [
+        {"text": "退货和撤销有啥区别", "topic": "void_vs_refund", "also": ["refund_how"]},
+        {"text": "报43", "topic": "code:04"},
+        {"text": "pos机能刷积分吗", "topic": "card_points"},
+        {"text": "机器能当充电宝吗", "topic": "uncovered"},
+    ]
+    (tmp_path / "second" / "field.yml").write_text(
+        yaml.safe_dump({"examples": second}, allow_unicode=True), encoding="utf-8"
+    )
+    monkeypatch.setattr(scorer, "SETS", tmp_path)
+
+    def row(text, topic, got):
+        return {"set": "field", "text": text, "topic": topic, "got": got, "offered": []}
+
+    results = [
+        row("退货和撤销有啥区别", "void_how", "refund_how"),  # first judge: wrong; second: also
+        row("报43", "code:43", "code:43"),  # same entry as 04: both judges agree
+        row("pos机能刷积分吗", "uncovered", "clarify"),  # only the second judge found an answer
+        row("机器能当充电宝吗", "uncovered", "decline"),  # neither: not counted
+    ]
+    entries = scorer.code_entries()
+    for r in results:
+        r["topic"], r["got"] = scorer.canonical(r["topic"], entries), scorer.canonical(r["got"], entries)
+    scorer.attach_second_labels(results, entries)
+    assert results[0]["useful"] == ["refund_how", "void_how", "void_vs_refund"]
+    assert results[3]["useful"] == []
+    text = scorer.judges_report(results)
+    # agree 1 of 2 both-covered; strict 1 of 2; useful 2 of 3 (the clarify is wrong).
+    assert "| field | 0.500 (2) | 0.500 (2) | 0.667 (3) |" in text
+    monkeypatch.setattr(scorer, "SETS", tmp_path / "none")
+    fresh = [row("报43", "code:43", "code:43")]
+    scorer.attach_second_labels(fresh, entries)
+    assert "useful" not in fresh[0] and scorer.judges_report(fresh) == ""
