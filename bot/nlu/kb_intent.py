@@ -211,13 +211,20 @@ class KBTopicIntent(GraphComponent):
             return None
         return found[0].intent, found[1]
 
-    @staticmethod
-    def _names_a_code(message: Message) -> bool:
-        """The NLU gave up, but the message names a response code or its screen text ("返回41是
-        什么情况", "客人刷卡老提示余额不足"): the code's explanation is the answer."""
+    def _names_a_code(self, message: Message) -> bool:
+        """The NLU gave up, or declined, but the message names a response code or its screen
+        text ("返回41是什么情况", "提示余额不足 可客户手机上看额度明明还有"): the code's
+        explanation is the answer. A declined one not when another device or finance outside
+        acquiring is named ("手机银行提示余额不足", "信用卡还款提示余额不足")."""
         current = str((message.get(INTENT) or {}).get("name") or "")
         entities = {e.get("entity") for e in message.get(ENTITIES) or []}
-        return current == FALLBACK and "error_code" in entities
+        if "error_code" not in entities or current not in (FALLBACK, OUT_OF_SCOPE):
+            return False
+        if current == FALLBACK:
+            return True
+        store = self._store()
+        text = str(message.get(TEXT) or "")
+        return store is not None and not store.is_other_device(text) and not store.is_other_finance(text)
 
     def _names_a_known_code(self, message: Message) -> bool:
         """A message that names a response code the KB explains ("pos机报错A0怎么解决", "刷卡一直
@@ -267,12 +274,14 @@ class KBTopicIntent(GraphComponent):
         retrieval is sure of; a fault named by a symptom's keyword ("屏幕碎了", "一直死机") is
         the POS's in a POS support chat, so its walk. Not when another device ("手机屏幕碎
         了") or finance outside acquiring is named: retrieval alone is sure of far too much
-        ("顺丰客服电话多少" is near the support-hotline topic)."""
+        ("顺丰客服电话多少" is near the support-hotline topic). POS words with no sure topic
+        and no symptom: the fallback (nlu_fallback), which looks across all topics."""
         if store is None or str((message.get(INTENT) or {}).get("name") or "") != OUT_OF_SCOPE:
             return None
         if store.is_other_device(text) or store.is_other_finance(text):
             return None
-        if store.mentions(text, "pos_terms"):
+        pos_words = store.mentions(text, "pos_terms")
+        if pos_words:
             found = self._sure_topic_intent(
                 store, text, [r for r in ranking if r.get("name") != OUT_OF_SCOPE]
             )
@@ -280,7 +289,11 @@ class KBTopicIntent(GraphComponent):
                 return found
         symptom = store.symptom_for(text)
         intent = CATEGORY_INTENTS.get(symptom.category) if symptom is not None else None
-        return (intent, SYMPTOM_AT) if intent else None
+        if intent:
+            return intent, SYMPTOM_AT
+        # POS words, but no topic sure enough ("5万的信用卡大额刷不出去"): the fallback looks
+        # across all topics and answers or offers the nearest; a decline would be wrong.
+        return (FALLBACK, float(ranking[0].get("confidence") or 0.0)) if pos_words else None
 
     def _topic_intent(
         self, store: KnowledgeStore, message: Message, text: str, ranking: List[Dict[str, Any]]

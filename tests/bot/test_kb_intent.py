@@ -341,3 +341,27 @@ def test_a_question_about_a_phone_route_or_a_cancelled_request_is_no_handoff(com
     message = parsed(text, [(top, 0.8), ("human_handoff", 0.1)])
     component.process([message])
     assert intent(message) != "human_handoff"
+
+
+def test_a_declined_message_naming_a_screen_text_is_a_code_question(component) -> None:
+    text = "提示余额不足 可客户手机上看额度明明还有"
+    span = text.index("余额不足")
+    entities = [{"entity": "error_code", "value": "51", "start": span, "end": span + 4}]
+    message = parsed(text, [("out_of_scope", 0.6), ("bill_query", 0.2)], entities)
+    component.process([message])
+    assert intent(message) == "error_code"
+    # Another device's or a credit-card repayment's screen stays declined.
+    for other in ("我手机一直提示余额不足", "信用卡还款提示余额不足"):
+        span = other.index("余额不足")
+        entities = [{"entity": "error_code", "value": "51", "start": span, "end": span + 4}]
+        message = parsed(other, [("out_of_scope", 0.6), ("bill_query", 0.2)], entities)
+        component.process([message])
+        assert intent(message) == "out_of_scope"
+
+
+def test_a_declined_card_that_will_not_go_through_is_the_pos_question_it_is(component, store) -> None:
+    """POS words and no sure topic: not declined; the fallback looks across all topics."""
+    message = parsed("5万的信用卡大额刷不出去 有什么办法", [("out_of_scope", 0.6), ("fees", 0.2)])
+    component.process([message])
+    assert intent(message) in ("nlu_fallback", store.topic("amount_limits").intent)
+    assert "out_of_scope" not in [r["name"] for r in message.get(INTENT_RANKING_KEY)][:1]
