@@ -38,6 +38,9 @@ def values(extractor: KBEntityExtractor, text: str) -> list[tuple[str, str, str]
         ("刷了51块 结果机器上报57", [("amount", "51", "51"), ("error_code", "57", "57")]),
         # a code followed by its name in kb/content/error_codes.yml, or after more trigger words
         ("51是余额不足的意思吗", [("error_code", "51", "51")]),
+        # one screen text inside another's: the longer, more specific one names the code
+        ("刷卡提示发卡行不支持的交易类型", [("error_code", "发卡行不支持的交易类型", "40")]),
+        ("刷卡提示发卡行不支持的交易", [("error_code", "发卡行不支持的交易", "12")]),
         ("97终端未登记 新机器刚拿到手", [("error_code", "97", "97")]),
         ("43被窃卡 这笔还做不做", [("error_code", "43", "43")]),
         ("报码77", [("error_code", "77", "77")]),
