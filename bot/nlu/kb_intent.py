@@ -135,7 +135,7 @@ class KBTopicIntent(GraphComponent):
             ranking = [r for r in message.get(INTENT_RANKING_KEY) or [] if r.get("name") != FALLBACK]
             if not isinstance(text, str) or not text.strip() or not ranking:
                 continue
-            if self._asks_for_person(message, text, ranking):
+            if self._asks_for_person(message, text):
                 new_ranking = [HANDOFF_RANKED, *[r for r in ranking if r.get("name") != HANDOFF]]
                 message.set(INTENT, new_ranking[0], add_to_output=True)
                 message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
@@ -168,12 +168,11 @@ class KBTopicIntent(GraphComponent):
             message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
         return messages
 
-    def _asks_for_person(self, message: Message, text: str, ranking: List[Dict[str, Any]]) -> bool:
+    def _asks_for_person(self, message: Message, text: str) -> bool:
         """A person asked for inside a longer message ("你好 有没有人工 我的机子刷卡一直提示交
         易失败 急"): the NLU hears the fault; the merchant wants a person (the handoff keeps
         the question for the agent)."""
-        current = str((message.get(INTENT) or {}).get("name") or "")
-        if current == HANDOFF or str(ranking[0].get("name")) == HANDOFF:
+        if str((message.get(INTENT) or {}).get("name") or "") == HANDOFF:
             return False
         store = self._store()
         return store is not None and store.asks_for_person(text)

@@ -326,6 +326,10 @@ def test_a_person_asked_for_inside_a_longer_message_is_a_handoff(component, text
     component.process([message])
     assert intent(message) == "human_handoff"
     assert [r["name"] for r in message.get(INTENT_RANKING_KEY)].count("human_handoff") == 1
+    # Also when the NLU gave up with the handoff second ("nlu_fallback" first).
+    unsure = parsed(text, [("nlu_fallback", 0.45), ("human_handoff", 0.43), (top, 0.24)])
+    component.process([unsure])
+    assert intent(unsure) == "human_handoff"
 
 
 @pytest.mark.parametrize(
