@@ -21,6 +21,7 @@ from actions.faq import (
     wants_ticket,
 )
 from actions.store import query
+from bot.nlu.numbers import stray_number
 
 NOT_CANDIDATES = {
     "nlu_fallback",
@@ -59,6 +60,9 @@ class ActionClarify(Action):
     ) -> List[Dict[str, Any]]:
         if not any(ch.isalnum() for ch in latest_text(tracker)):
             dispatcher.utter_message(response="utter_ask_describe")
+            return []
+        if stray_number(latest_text(tracker)):  # "2" to a menu that is gone (bare_values.py)
+            dispatcher.utter_message(response="utter_number_without_choices")
             return []
         if await is_brand_statement(tracker):
             dispatcher.utter_message(response="utter_brand_noted", brand=current_or_slot(tracker, "brand"))

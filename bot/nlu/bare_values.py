@@ -11,6 +11,9 @@ entities (KBEntityExtractor):
   keep the classifiers' answer, so 88 and 886 still say goodbye;
 - the whole message is rates, amounts and card types ("0.6%", "千分之六", "10000元", "1万",
   "0.6", "10000", "信用卡", "信用卡 2万") → ``fees``.
+- the whole message is a number of one or two digits that is no code ("2", "1."): a reply to a
+  numbered menu that is gone (WeChat maps numbers to the options only while they are pending) →
+  ``nlu_fallback``, and the bot says it has no options open (it was a goodbye, as 88 is).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from bot.nlu.jieba_tokenizer import files_digest
 from bot.nlu.kb_entities import bare_code, kb_vocabulary
+from bot.nlu.numbers import stray_number
 
 CODES_FILE = "codes.json"
+FALLBACK = "nlu_fallback"
 # A card type counts too: "信用卡", "那借记卡呢" answer the calculator's "借记卡还是信用卡" (with
 # more KB questions naming card types, retrieval was sure enough of a card topic to take them).
 FEE_VALUES = {"amount", "rate", "card_type"}
@@ -113,6 +118,8 @@ class BareValueIntent(GraphComponent):
                 intent = "error_code"
             elif only_fee_values(text, message.get(ENTITIES) or []):
                 intent = "fees"
+            elif stray_number(text, self.codes):
+                intent = FALLBACK  # the bot asks what the number was for (actions/fallback.py)
             else:
                 continue
             ranking = [entry for entry in message.get(INTENT_RANKING_KEY) or [] if entry["name"] != intent]

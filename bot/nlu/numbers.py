@@ -186,3 +186,16 @@ def find_numbers(text: str) -> list[Found]:
     found = sorted([*rates, *find_amounts(text, rates)], key=lambda f: f.start)
     bare = bare_number(text) if not found else None
     return [bare] if bare else found
+
+
+#: A number alone, as a reply to a numbered menu ("2", "1."): WeChat turns it into the choice while
+#: the bot's last message has options; once that is gone the number means nothing by itself.
+_MENU_NUMBER = re.compile(r"^\s*([0-9]{1,2})\s*[.。、)）]?\s*$")
+#: Numbers that are words in chat: 88 is 拜拜.
+NUMBER_WORDS = {"88"}
+
+
+def stray_number(text: str, codes: frozenset[str] | set[str] = frozenset()) -> bool:
+    """ "2" with no menu to choose from: not a response code in ``codes``, not a word ("88")."""
+    found = _MENU_NUMBER.match(text or "")
+    return found is not None and found.group(1) not in NUMBER_WORDS | set(codes)

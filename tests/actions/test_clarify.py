@@ -47,3 +47,14 @@ async def test_a_request_to_file_a_repair_opens_the_form_even_when_the_nlu_is_un
     )
     events = await ActionClarify().run(dispatcher, tracker, flow_domain)
     assert events == [FollowupAction("ticket_form")] and dispatcher.messages == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("text", ["2", "1."])
+async def test_a_number_with_no_options_open_says_so(action_store, flow_domain, text) -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = load_tracker("unsure_message", text=text)
+    assert await ActionClarify().run(dispatcher, tracker, flow_domain) == []
+    [said] = render(flow_domain, dispatcher.messages)
+    assert said.startswith("您回复的数字现在没有对应的选项") and "请直接用文字描述您的问题" in said
+    assert not response_buttons(flow_domain, dispatcher.messages[0])

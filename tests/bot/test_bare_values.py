@@ -98,7 +98,6 @@ def test_a_card_type_alone_answers_the_fee_calculator(trained, text, card_type, 
         "88",
         "886",
         "刷卡显示51",
-        "5",
         "",
         "13812345678",
         "12345678",
@@ -110,6 +109,12 @@ def test_a_card_type_alone_answers_the_fee_calculator(trained, text, card_type, 
 )
 def test_other_messages_keep_the_classifiers_answer(trained, text) -> None:
     assert classified(trained, text)[INTENT] == GOODBYE[0]
+
+
+@pytest.mark.parametrize("text", ["5", "2", "1.", " 3。", "18"])
+def test_a_number_alone_that_is_no_code_is_a_choice_with_nothing_to_choose(trained, text) -> None:
+    """WeChat maps "2" to the pending options; with none pending it was taken for a goodbye."""
+    assert classified(trained, text)[INTENT] == {"name": "nlu_fallback", "confidence": 1.0}
 
 
 def test_the_codes_travel_with_the_model(trained, storage) -> None:

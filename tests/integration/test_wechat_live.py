@@ -118,3 +118,14 @@ def test_plain_and_encrypted_messages_get_real_answers(bot_url: str) -> None:
     )
     assert inner["ToUserName"] == sender
     assert "签到" in inner["Content"]
+
+
+def test_a_number_reply_picks_the_option_and_a_stale_one_is_explained(bot_url: str) -> None:
+    sender = f"oLive{uuid.uuid4().hex[:12]}"
+    asked = _fields(_post_plain(bot_url, "打印机不出纸", sender).text)["Content"]
+    assert "1. 解决了" in asked and "2. 还没有" in asked
+    solved = _fields(_post_plain(bot_url, "1", sender).text)["Content"]
+    assert solved.startswith("太好了，问题解决了")
+    # No options open any more: "2" is no goodbye; the merchant is told and asked for words.
+    stale = _fields(_post_plain(bot_url, "2", sender).text)["Content"]
+    assert stale.startswith("您回复的数字现在没有对应的选项") and "祝您生意兴隆" not in stale
