@@ -25,6 +25,7 @@ import pickle
 import sqlite3
 import tempfile
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -57,8 +58,14 @@ class DiskVectors:
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
         connection = sqlite3.connect(self.path, timeout=30)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("CREATE TABLE IF NOT EXISTS vectors (text TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (text TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+            )
+        except sqlite3.Error:
+            connection.close()
+            raise
         return connection
 
     def _give_up(self, error: Exception) -> None:
@@ -70,7 +77,8 @@ class DiskVectors:
             return {}
         found: dict[str, bytes] = {}
         try:
-            with self._lock, self._connect() as connection:
+            # closing(): the connection is closed on an error too (its context only commits).
+            with self._lock, closing(self._connect()) as connection, connection:
                 unique = list(dict.fromkeys(texts))
                 for start in range(0, len(unique), 500):  # SQLite's limit on bound parameters
                     chunk = unique[start : start + 500]
@@ -78,7 +86,6 @@ class DiskVectors:
                     found.update(
                         connection.execute(f"SELECT text, vector FROM vectors WHERE text IN ({marks})", chunk)
                     )
-            connection.close()
         except (sqlite3.Error, OSError) as error:
             self._give_up(error)
             return {}
@@ -88,9 +95,8 @@ class DiskVectors:
         if self.path is None:
             return
         try:
-            with self._lock, self._connect() as connection:
+            with self._lock, closing(self._connect()) as connection, connection:
                 connection.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?)", list(pairs))
-            connection.close()
         except (sqlite3.Error, OSError) as error:
             self._give_up(error)
 

@@ -128,3 +128,32 @@ def test_the_cache_folder_is_under_var_unless_configured(tmp_path: Path) -> None
     assert Settings.from_env({}).cache_dir == VAR_DIR / "cache"
     assert Settings.from_env({"POSBOT_CACHE_DIR": " "}).cache_dir == VAR_DIR / "cache"
     assert Settings.from_env({"POSBOT_CACHE_DIR": str(tmp_path)}).cache_dir == tmp_path
+
+
+def test_a_failing_cache_file_leaves_no_connection_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-running server must not leak a file handle per failed read (once it gives up)."""
+    import sqlite3
+
+    import kb.cache as cache
+
+    opened: list[sqlite3.Connection] = []
+    real_connect = sqlite3.connect
+
+    def recording_connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+        connection = real_connect(*args, **kwargs)  # type: ignore[arg-type]
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(cache.sqlite3, "connect", recording_connect)
+    good = cache.DiskVectors(tmp_path / "good.sqlite3")
+    good.write([("打印机不出纸", b"\x00" * 4)])
+    assert good.read(["打印机不出纸"]) == {"打印机不出纸": b"\x00" * 4}
+    broken = tmp_path / "broken.sqlite3"
+    broken.write_bytes(b"not a database" * 100)
+    assert cache.DiskVectors(broken).read(["签到失败"]) == {}
+    assert len(opened) == 3
+    for connection in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            connection.execute("SELECT 1")
