@@ -49,6 +49,15 @@ def _previous_action(tracker: Tracker) -> Optional[str]:
     )
 
 
+def _bot_responses(events: List[Dict[str, Any]]) -> set:
+    """The domain responses the bot sent in ``events``."""
+    return {
+        str((e.get("metadata") or {}).get("utter_action"))
+        for e in events
+        if e.get("event") == "bot" and (e.get("metadata") or {}).get("utter_action")
+    }
+
+
 class ActionClarify(Action):
     """First miss: offer the likely topics. Second miss in a row: apologise, menu, human."""
 
@@ -62,7 +71,10 @@ class ActionClarify(Action):
             dispatcher.utter_message(response="utter_ask_describe")
             return []
         if stray_number(latest_text(tracker)):  # "2" to a menu that is gone (bare_values.py)
-            dispatcher.utter_message(response="utter_number_without_choices")
+            # After "请告诉我这笔交易的金额" a small number is a sale without its unit ("50").
+            asked_amount = "utter_ask_fee_amount" in _bot_responses(previous_turn(tracker))
+            response = "utter_ask_fee_amount_unit" if asked_amount else "utter_number_without_choices"
+            dispatcher.utter_message(response=response)
             return []
         if await is_brand_statement(tracker):
             dispatcher.utter_message(response="utter_brand_noted", brand=current_or_slot(tracker, "brand"))

@@ -63,6 +63,8 @@ WORD_LISTS = (
     "ticket_requests",
     "handoff_cancel",
     "person_requests",
+    "person_request_not_before",
+    "person_request_not_after",
     "person_route_words",
     "flow_stop_words",
     "acknowledgements",

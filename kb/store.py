@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ def _fits() -> Optional[FittedFiles]:
 
 #: Seconds the shared store trusts the digest it read last (how soon a new build is seen).
 DIGEST_TTL_S = 1.0
+
+
+#: A phone number or hotline (5+ digits): "拉卡拉客服95016怎么转人工" asks about that line.
+_PHONE_NUMBER = re.compile(r"\d{5,}")
 
 
 @dataclass(frozen=True)
@@ -235,13 +240,26 @@ class KnowledgeStore:
 
     def asks_for_person(self, text: str) -> bool:
         """ "你好 有没有人工 我的机子刷卡一直提示交易失败 急": a person is asked for, whatever else
-        the message says; not "不转人工了" (``handoff_cancel``) nor "人工客服电话多少" (a
-        question about a phone route, ``person_route_words``)."""
-        return (
-            self.mentions(text, "person_requests")
-            and not self.mentions(text, "handoff_cancel")
-            and not self.mentions(text, "person_route_words")
-        )
+        the message says. Not "有没有人工费" / "需要人工审核" (``person_request_not_before``),
+        "不要人工" / "别转人工" (``person_request_not_after``), "不转人工了" (``handoff_cancel``),
+        nor a question about a phone route: "人工客服电话多少" (``person_route_words``),
+        "95016怎么转人工" (a phone number)."""
+        lowered = text.lower()
+        if (
+            self.mentions(lowered, "handoff_cancel")
+            or self.mentions(lowered, "person_route_words")
+            or _PHONE_NUMBER.search(lowered)
+        ):
+            return False
+        after, before = self.words("person_request_not_after"), self.words("person_request_not_before")
+        for phrase in self.words("person_requests"):
+            start = lowered.find(phrase)
+            while start >= 0:
+                head, tail = lowered[:start], lowered[start + len(phrase) :]
+                if not any(head.endswith(w) for w in after) and not any(tail.startswith(w) for w in before):
+                    return True
+                start = lowered.find(phrase, start + 1)
+        return False
 
     def is_other_device(self, text: str) -> bool:
         """ "手机屏幕碎了": a device that is not the POS is named; not "换了手机号", "手机上看"

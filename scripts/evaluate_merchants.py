@@ -231,6 +231,9 @@ def attach_second_labels(results: list[dict[str, Any]], entries: dict[str, str])
             continue
         second = yaml.safe_load(path.read_text(encoding="utf-8"))["examples"]
         texts = {e["text"]: e for e in second}
+        missing = [r["text"] for r in items if r["text"] not in texts]
+        if missing:
+            print(f"warning: {len(missing)} questions of {name} have no second label, e.g. {missing[0]!r}")
         for r in items:
             other = texts.get(r["text"])
             if other is None:
@@ -264,7 +267,9 @@ def judges_report(results: list[dict[str, Any]]) -> str:
             "",
             "## Two judges",
             "",
-            "Agreement: both judges found an answer and named the same one first. Strict: the "
+            "Agreement: of the questions both judges found an answer for, how often they named "
+            "the same one first (questions only one judge found an answer for are left out of it). "
+            "Strict: the "
             "first judge's answer (the figure above). Useful: the bot's answer is one either "
             "judge named (first choice or `also`), over the questions either found an answer for.",
             "",

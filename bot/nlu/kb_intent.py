@@ -136,7 +136,7 @@ class KBTopicIntent(GraphComponent):
             if not isinstance(text, str) or not text.strip() or not ranking:
                 continue
             if self._asks_for_person(message, text):
-                new_ranking = [HANDOFF_RANKED, *[r for r in ranking if r.get("name") != HANDOFF]]
+                new_ranking = [dict(HANDOFF_RANKED), *[r for r in ranking if r.get("name") != HANDOFF]]
                 message.set(INTENT, new_ranking[0], add_to_output=True)
                 message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
                 continue
@@ -172,8 +172,8 @@ class KBTopicIntent(GraphComponent):
         """A person asked for inside a longer message ("你好 有没有人工 我的机子刷卡一直提示交
         易失败 急"): the NLU hears the fault; the merchant wants a person (the handoff keeps
         the question for the agent)."""
-        if str((message.get(INTENT) or {}).get("name") or "") == HANDOFF:
-            return False
+        if str((message.get(INTENT) or {}).get("name") or "") in (HANDOFF, "bot_challenge"):
+            return False  # "你是真人客服吗" asks what the bot is
         store = self._store()
         return store is not None and store.asks_for_person(text)
 
@@ -212,9 +212,10 @@ class KBTopicIntent(GraphComponent):
 
     def _names_a_code(self, message: Message) -> bool:
         """The NLU gave up, or declined, but the message names a response code or its screen
-        text ("返回41是什么情况", "提示余额不足 可客户手机上看额度明明还有"): the code's
-        explanation is the answer. A declined one not when another device or finance outside
-        acquiring is named ("手机银行提示余额不足", "信用卡还款提示余额不足")."""
+        text ("返回41是什么情况", "刷卡提示余额不足 客户手机上看额度明明还有"): the code's
+        explanation is the answer. A declined one only with a word of the POS (``pos_markers``,
+        ``pos_terms``) and no other device or finance outside acquiring: "ATM吞卡了怎么办",
+        "洗碗机显示E4", "微信提示余额不足" stay declined."""
         current = str((message.get(INTENT) or {}).get("name") or "")
         entities = {e.get("entity") for e in message.get(ENTITIES) or []}
         if "error_code" not in entities or current not in (FALLBACK, OUT_OF_SCOPE):
@@ -223,7 +224,12 @@ class KBTopicIntent(GraphComponent):
             return True
         store = self._store()
         text = str(message.get(TEXT) or "")
-        return store is not None and not store.is_other_device(text) and not store.is_other_finance(text)
+        return (
+            store is not None
+            and (store.mentions(text, "pos_markers") or store.mentions(text, "pos_terms"))
+            and not store.is_other_device(text)
+            and not store.is_other_finance(text)
+        )
 
     def _names_a_known_code(self, message: Message) -> bool:
         """A message that names a response code the KB explains ("pos机报错A0怎么解决", "刷卡一直
@@ -292,7 +298,9 @@ class KBTopicIntent(GraphComponent):
             return intent, SYMPTOM_AT
         # POS words, but no topic sure enough ("5万的信用卡大额刷不出去"): the fallback looks
         # across all topics and answers or offers the nearest; a decline would be wrong.
-        return (FALLBACK, float(ranking[0].get("confidence") or 0.0)) if pos_words else None
+        if not pos_words or store.mentions(text, "other_finance"):  # "信用卡还款能用pos吗"
+            return None
+        return FALLBACK, float(ranking[0].get("confidence") or 0.0)
 
     def _topic_intent(
         self, store: KnowledgeStore, message: Message, text: str, ranking: List[Dict[str, Any]]

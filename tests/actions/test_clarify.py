@@ -49,6 +49,21 @@ async def test_a_request_to_file_a_repair_opens_the_form_even_when_the_nlu_is_un
     assert events == [FollowupAction("ticket_form")] and dispatcher.messages == []
 
 
+def after_the_bot_said(response: str, text: str):
+    """A tracker whose bot sent ``response`` (domain name) and then got ``text``."""
+    from rasa_sdk import Tracker
+
+    parse = {"text": text, "intent": {"name": "nlu_fallback", "confidence": 1.0}, "entities": []}
+    events = [
+        {"event": "user", "text": "刷卡手续费帮我算一下", "parse_data": {"text": "刷卡手续费帮我算一下"}},
+        {"event": "action", "name": "action_answer_fees"},
+        {"event": "bot", "text": "…", "metadata": {"utter_action": response}},
+        {"event": "action", "name": "action_listen"},
+        {"event": "user", "text": text, "parse_data": parse},
+    ]
+    return Tracker("m", {}, parse, events, False, None, None, "action_listen")
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("text", ["2", "1."])
 async def test_a_number_with_no_options_open_says_so(action_store, flow_domain, text) -> None:
@@ -56,5 +71,17 @@ async def test_a_number_with_no_options_open_says_so(action_store, flow_domain, 
     tracker = load_tracker("unsure_message", text=text)
     assert await ActionClarify().run(dispatcher, tracker, flow_domain) == []
     [said] = render(flow_domain, dispatcher.messages)
-    assert said.startswith("您回复的数字现在没有对应的选项") and "请直接用文字描述您的问题" in said
+    assert said.startswith("您回复的数字没有对应的选项") and "请直接用文字描述您的问题" in said
     assert not response_buttons(flow_domain, dispatcher.messages[0])
+
+
+@pytest.mark.asyncio
+async def test_a_small_number_for_the_fee_amount_asks_for_its_unit(action_store, flow_domain) -> None:
+    dispatcher = CollectingDispatcher()
+    await ActionClarify().run(dispatcher, after_the_bot_said("utter_ask_fee_amount", "50"), flow_domain)
+    assert render(flow_domain, dispatcher.messages) == [
+        "请连同单位告诉我这笔交易的金额，例如“50元”“1万”，我来帮您算手续费。"
+    ]
+    other = CollectingDispatcher()
+    await ActionClarify().run(other, after_the_bot_said("utter_ask_fee_rate", "50"), flow_domain)
+    assert render(flow_domain, other.messages)[0].startswith("您回复的数字没有对应的选项")

@@ -128,4 +128,4 @@ def test_a_number_reply_picks_the_option_and_a_stale_one_is_explained(bot_url: s
     assert solved.startswith("太好了，问题解决了")
     # No options open any more: "2" is no goodbye; the merchant is told and asked for words.
     stale = _fields(_post_plain(bot_url, "2", sender).text)["Content"]
-    assert stale.startswith("您回复的数字现在没有对应的选项") and "祝您生意兴隆" not in stale
+    assert stale.startswith("您回复的数字没有对应的选项") and "祝您生意兴隆" not in stale
