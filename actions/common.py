@@ -147,6 +147,12 @@ def previous_turn(tracker: Tracker) -> list[dict[str, Any]]:
     return turn
 
 
+def last_response(tracker: Tracker) -> Optional[str]:
+    """The domain response (``utter_…``) of the bot's last message before the latest one."""
+    said = next((e for e in previous_turn(tracker) if e.get("event") == "bot"), None)
+    return (said.get("metadata") or {}).get("utter_action") if said is not None else None
+
+
 def value_before_message(tracker: Tracker, slot: str) -> Any:
     """The slot's value before the latest user message (None if it was never set)."""
     seen_user = False

@@ -9,7 +9,7 @@ from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.answers import brands_named
-from actions.common import current_or_slot, is_brand_statement, latest_text, previous_turn
+from actions.common import current_or_slot, is_brand_statement, last_response, latest_text, previous_turn
 from actions.faq import (
     TICKET_FORM,
     answer,
@@ -49,15 +49,6 @@ def _previous_action(tracker: Tracker) -> Optional[str]:
     )
 
 
-def _bot_responses(events: List[Dict[str, Any]]) -> set:
-    """The domain responses the bot sent in ``events``."""
-    return {
-        str((e.get("metadata") or {}).get("utter_action"))
-        for e in events
-        if e.get("event") == "bot" and (e.get("metadata") or {}).get("utter_action")
-    }
-
-
 class ActionClarify(Action):
     """First miss: offer the likely topics. Second miss in a row: apologise, menu, human."""
 
@@ -72,7 +63,7 @@ class ActionClarify(Action):
             return []
         if stray_number(latest_text(tracker)):  # "2" to a menu that is gone (bare_values.py)
             # After "请告诉我这笔交易的金额" a small number is a sale without its unit ("50").
-            asked_amount = "utter_ask_fee_amount" in _bot_responses(previous_turn(tracker))
+            asked_amount = last_response(tracker) == "utter_ask_fee_amount"
             response = "utter_ask_fee_amount_unit" if asked_amount else "utter_number_without_choices"
             dispatcher.utter_message(response=response)
             return []

@@ -14,7 +14,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.common import previous_turn
+from actions.common import last_response
 from actions.store import query
 from records.store import RecordStore
 
@@ -33,8 +33,7 @@ def rated_question(tracker: Tracker) -> Tuple[str, Optional[str]]:
 
 def offered_choices(tracker: Tracker) -> bool:
     """Whether the bot's last reply before this message was "您是想问" with topic buttons."""
-    said = next((e for e in previous_turn(tracker) if e.get("event") == "bot"), None)
-    return said is not None and (said.get("metadata") or {}).get("utter_action") == "utter_clarify"
+    return last_response(tracker) == "utter_clarify"
 
 
 class ActionRecordFeedback(Action):

@@ -47,7 +47,6 @@ FALLBACK = "nlu_fallback"
 #: Intents retrieval over topics cannot judge.
 KEPT = {"human_handoff", "greet", "goodbye", "thanks", "affirm", "deny", "out_of_scope", "bot_challenge"}
 HANDOFF = "human_handoff"
-HANDOFF_RANKED = {"name": HANDOFF, "confidence": 1.0}
 FAULTS = set(CATEGORY_INTENTS.values())
 OUT_OF_SCOPE = "out_of_scope"
 #: Small talk a bare brand statement ("我用的是拉卡拉") can be mistaken for on some trainings.
@@ -55,6 +54,14 @@ SMALL_TALK = {"affirm", "deny", "thanks", "greet", "goodbye"}
 #: A screen text this long names its code whatever else the message says ("有缺陷的成功",
 #: "密码错误次数超限"); shorter ones ("密码错误", "无效卡") are common words too.
 SPECIFIC_SCREEN_TEXT = 5
+
+
+def _set_intent(message: Message, ranking: List[Dict[str, Any]], intent: str, score: float) -> None:
+    """``intent`` first (confidence ``score``, at most 1), then the rest of ``ranking``."""
+    rest = [r for r in ranking if r.get("name") != intent]
+    new_ranking = [{"name": intent, "confidence": min(1.0, score)}, *rest]
+    message.set(INTENT, new_ranking[0], add_to_output=True)
+    message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
 
 
 def _unmistakable(span: str) -> bool:
@@ -136,9 +143,7 @@ class KBTopicIntent(GraphComponent):
             if not isinstance(text, str) or not text.strip() or not ranking:
                 continue
             if self._asks_for_person(message, text):
-                new_ranking = [dict(HANDOFF_RANKED), *[r for r in ranking if r.get("name") != HANDOFF]]
-                message.set(INTENT, new_ranking[0], add_to_output=True)
-                message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
+                _set_intent(message, ranking, HANDOFF, 1.0)
                 continue
             if str(ranking[0].get("name")) in SMALL_TALK and self._brand_statement(message, text):
                 # The fallback path notes the brand and asks what the question is (actions/
@@ -160,12 +165,7 @@ class KBTopicIntent(GraphComponent):
                 topic_intent = self._fault_not_declined(self._store(), message, text, ranking)
             if topic_intent is None:
                 continue
-            intent, score = topic_intent
-            confidence = min(1.0, score)
-            rest = [r for r in ranking if r.get("name") != intent]
-            new_ranking = [{"name": intent, "confidence": confidence}, *rest]
-            message.set(INTENT, new_ranking[0], add_to_output=True)
-            message.set(INTENT_RANKING_KEY, new_ranking, add_to_output=True)
+            _set_intent(message, ranking, *topic_intent)
         return messages
 
     def _asks_for_person(self, message: Message, text: str) -> bool:

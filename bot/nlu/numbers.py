@@ -198,4 +198,4 @@ NUMBER_WORDS = {"88"}
 def stray_number(text: str, codes: frozenset[str] | set[str] = frozenset()) -> bool:
     """ "2" with no menu to choose from: not a response code in ``codes``, not a word ("88")."""
     found = _MENU_NUMBER.match(text or "")
-    return found is not None and found.group(1) not in NUMBER_WORDS | set(codes)
+    return found is not None and found.group(1) not in NUMBER_WORDS and found.group(1) not in codes
